@@ -1,0 +1,28 @@
+// Package concurrency is the core every concord recipe is built on: a
+// Session (a lease and its keepalive), fencing tokens and Guards, ordered
+// waiting (Ticket), held resources (Held) and a supervisor that restarts
+// work after a lost session.
+//
+// Guarantees. A Session's Done closes before the server can expire its lease
+// (the renew deadline is measured from when each keepalive was sent, less a
+// safety margin), so a holder learns of a loss before another process can
+// take its place, given that the holder's clock does not run slower than the
+// server's by more than margin/TTL. Tokens of one resource strictly increase
+// across holders; a Guard makes an etcd write land only while the resource
+// is held. What is not guaranteed: mutual exclusion for work outside etcd
+// when a holder pauses past its lease (no lease-based lock can give that);
+// fence such work with the token.
+//
+// Minimum TTL. etcd grants no lease shorter than 1.5 election timeouts
+// rounded up to a second (2s with default settings) and silently raises
+// shorter TTLs; NewSession rejects a TTL the server would raise with
+// ErrTTLBelowMinimum, and one that is not a whole number of seconds with
+// ErrInvalidTTL.
+//
+// Waiting. A Ticket waits on only what can change its place in line (the key
+// just ahead, or for a limit above one the line's deletions), on a watch
+// opened without a start revision so the server serves it at once (etcd's
+// own recipes open theirs at an old revision and wait up to 100 ms per event
+// for the server's slow loop), and re-reads the line in one round trip.
+// Waits and holds share the session's watch stream.
+package concurrency

@@ -1,0 +1,118 @@
+package concurrency_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/embedtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func TestGuardFencesStaleHolder(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
+	tk, err := concurrency.Join(ctx, s, "res/a", "me", "res/", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tk.Admitted(1) {
+		t.Fatal("first ticket not admitted")
+	}
+	h := tk.Hold()
+	defer h.Release(ctx)
+	if _, err := h.Guard().Do(ctx, clientv3.OpPut("data", "1")); err != nil {
+		t.Fatalf("guarded write while held: %v", err)
+	}
+	// An operator deletes the key and someone else creates it anew: the old
+	// holder's guard must fail and its Done must close.
+	if _, err := srv.Client.Delete(ctx, "res/a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Client.Put(ctx, "res/a", "other"); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, h.Done(), 5*time.Second, "Done after delete")
+	if !errors.Is(h.Err(), concurrency.ErrKeyDeleted) {
+		t.Errorf("Err = %v, want ErrKeyDeleted", h.Err())
+	}
+	if _, err := h.Guard().Do(ctx, clientv3.OpPut("data", "2")); !errors.Is(err, concurrency.ErrNotHeld) {
+		t.Fatalf("stale guarded write: got %v, want ErrNotHeld", err)
+	}
+	resp, _ := srv.Client.Get(ctx, "data")
+	if string(resp.Kvs[0].Value) != "1" {
+		t.Fatalf("stale write landed: %q", resp.Kvs[0].Value)
+	}
+	// Release must not delete the newer key.
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = srv.Client.Get(ctx, "res/a")
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "other" {
+		t.Fatal("stale Release deleted the newer key")
+	}
+}
+
+func TestJoinValidates(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
+	if _, err := concurrency.Join(ctx, s, "p/k", "", "p/", 0); !errors.Is(err, concurrency.ErrInvalidLimit) {
+		t.Errorf("limit 0: %v", err)
+	}
+	big := make([]byte, concurrency.MaxValueBytes+1)
+	if _, err := concurrency.Join(ctx, s, "p/k", string(big), "p/", 1); !errors.Is(err, concurrency.ErrValueTooLarge) {
+		t.Errorf("big value: %v", err)
+	}
+	for _, name := range []string{"", "a//b", "a/.x", "/a", "a/", "a\x00b"} {
+		if err := concurrency.ValidateName(name); !errors.Is(err, concurrency.ErrInvalidName) {
+			t.Errorf("name %q accepted", name)
+		}
+	}
+	if err := concurrency.ValidateName("jobs/report-1"); err != nil {
+		t.Errorf("good name rejected: %v", err)
+	}
+}
+
+// With a limit of N, the first N tickets are admitted at once and the next
+// waits until one ahead of it leaves.
+func TestWaitCountsLine(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
+	var ts []*concurrency.Ticket
+	for i := range 4 {
+		tk, err := concurrency.Join(ctx, s, s.UniqueKey("sem/"), "", "sem/", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := i < 2; tk.Admitted(2) != want {
+			t.Fatalf("ticket %d admitted=%v, want %v", i, tk.Admitted(2), want)
+		}
+		ts = append(ts, tk)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ts[3].Wait(ctx, "sem/", 2) }()
+	// Removing the third (a waiter) does not admit the fourth.
+	if err := ts[2].Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("fourth admitted with two ahead: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := ts[0].Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("fourth not admitted after a holder left")
+	}
+}

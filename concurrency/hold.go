@@ -1,0 +1,176 @@
+package concurrency
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Held is an admitted ticket: a held resource with the shape every recipe
+// shares. Done closes when the resource is lost (the session is lost or the
+// key is deleted by someone else) or released; Err says which. Held is safe
+// for concurrent use.
+type Held struct {
+	t        *Ticket
+	done     chan struct{}
+	stop     chan struct{}
+	loopDone chan struct{}
+
+	mu       sync.Mutex
+	err      error
+	stopped  bool
+	released bool
+}
+
+// Hold starts watching the admitted ticket's key and session, and returns the
+// held resource. The caller must Release it.
+func (t *Ticket) Hold() *Held {
+	h := &Held{t: t, done: make(chan struct{}), stop: make(chan struct{}), loopDone: make(chan struct{})}
+	go h.monitor()
+	return h
+}
+
+// Key is the holder's key.
+func (h *Held) Key() string { return h.t.key }
+
+// Value is the value stored with the key.
+func (h *Held) Value() string { return h.t.value }
+
+// Token is the fencing token: the key's create revision.
+func (h *Held) Token() Token { return h.t.rev }
+
+// Guard returns comparisons that hold while the resource is held.
+func (h *Held) Guard() Guard { return h.t.Guard() }
+
+// Session is the session the resource is held under.
+func (h *Held) Session() *Session { return h.t.s }
+
+// Done is closed when the resource is lost or released.
+func (h *Held) Done() <-chan struct{} { return h.done }
+
+// Err says why Done closed: ErrReleased, ErrKeyDeleted or the session's
+// error; nil while held.
+func (h *Held) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+func (h *Held) end(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err == nil {
+		h.err = err
+		close(h.done)
+	}
+}
+
+// Release deletes the key if it is still this holder's (same create
+// revision), never a newer holder's. It is idempotent; if the delete fails
+// the error is returned and a later Release tries again (the lease deletes
+// the key in any case when the session ends).
+func (h *Held) Release(ctx context.Context) error {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
+		return nil
+	}
+	first := !h.stopped
+	h.stopped = true
+	h.mu.Unlock()
+	if first {
+		close(h.stop)
+		<-h.loopDone
+	}
+	lost := h.Err() != nil
+	if err := h.t.Delete(ctx); err != nil && !lost {
+		return fmt.Errorf("concurrency: release %s: %w", h.t.key, err)
+	}
+	h.mu.Lock()
+	h.released = true
+	h.mu.Unlock()
+	h.end(ErrReleased)
+	return nil
+}
+
+// monitor ends the hold when the session ends or the key is deleted. It
+// watches the key from the revision at which it was last seen to exist, so
+// no deletion is missed; after a failed watch it re-reads the key.
+func (h *Held) monitor() {
+	defer close(h.loopDone)
+	t := h.t
+	from := t.readRev + 1
+	retry := newRetryBackoff(t.s.ttl / 4)
+	for {
+		ctx, cancel := watchContext(context.Background())
+		wch := t.s.client.Watch(ctx, t.key, clientv3.WithRev(from), clientv3.WithFilterPut())
+		lost, again := h.follow(wch)
+		cancel()
+		if lost != nil {
+			h.end(lost)
+			return
+		}
+		if !again {
+			return
+		}
+		if !sleepOr(h.stop, retry.NextBackOff()) {
+			return
+		}
+		rev, err := h.reread()
+		if err != nil {
+			h.end(err)
+			return
+		}
+		if rev > 0 {
+			from = rev + 1
+		}
+	}
+}
+
+// follow reads the watch until the hold is lost (an error), stopped
+// (nil, false) or the watch fails (nil, true).
+func (h *Held) follow(wch clientv3.WatchChan) (lost error, retry bool) {
+	for {
+		select {
+		case <-h.stop:
+			return nil, false
+		case <-h.t.s.Done():
+			return h.t.s.Err(), false
+		case wr, ok := <-wch:
+			if !ok || wr.Canceled || wr.Err() != nil {
+				return nil, true
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE {
+					return fmt.Errorf("%w: %s", ErrKeyDeleted, h.t.key), false
+				}
+			}
+		}
+	}
+}
+
+// reread checks that the key is still this holder's; it returns the
+// revision of the read, 0 if the read could not be made (retry later), or
+// ErrKeyDeleted.
+func (h *Held) reread() (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.t.s.ttl)
+	defer cancel()
+	resp, err := h.t.s.client.Get(ctx, h.t.key)
+	select {
+	case <-h.stop:
+		return 0, nil
+	case <-h.t.s.Done():
+		return 0, h.t.s.Err()
+	default:
+	}
+	if err != nil {
+		return 0, nil
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.t.rev {
+		return 0, fmt.Errorf("%w: %s", ErrKeyDeleted, h.t.key)
+	}
+	return resp.Header.Revision, nil
+}

@@ -1,0 +1,286 @@
+package concurrency
+
+import (
+	"context"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// MaxValueBytes is the largest value concord stores with a key: etcd's
+// default request limit (1.5 MiB) less room for the key and the request.
+const MaxValueBytes = 1536*1024 - 4096
+
+// Ticket is a key in an ordered line: the one algorithm behind locks,
+// semaphores, elections and queues. A ticket's key lives under its session's
+// lease; its create revision orders it against every other key in the line
+// and is its fencing token. A Ticket is not safe for concurrent use.
+type Ticket struct {
+	s     *Session
+	key   string
+	rev   int64
+	value string
+
+	// Read in the Txn that created the key, for the first check.
+	lower   int // keys under the range with a lower create revision
+	pred    *mvccpb.KeyValue
+	Holders []*mvccpb.KeyValue // the first n keys under the range, by create revision
+	readRev int64              // a revision at which the key was seen to exist
+}
+
+// Join creates key (which must not exist) with value under the session's
+// lease and, in the same Txn, reads the line under rangePrefix: the keys
+// ahead of it and the first n of them (the holders). rangePrefix is the part
+// of the line that can keep this ticket waiting: the whole line for a lock,
+// only the writers for a reader of an RWMutex.
+func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int) (*Ticket, error) {
+	if key == "" || rangePrefix == "" {
+		return nil, ErrInvalidName
+	}
+	if n < 1 {
+		return nil, ErrInvalidLimit
+	}
+	if len(value) > MaxValueBytes {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrValueTooLarge, len(value), MaxValueBytes)
+	}
+	select {
+	case <-s.Done():
+		return nil, s.Err()
+	default:
+	}
+	c := s.client
+	resp, err := c.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(
+			clientv3.OpPut(key, value, clientv3.WithLease(s.id)),
+			clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+			clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2)),
+			clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(int64(n))),
+		).Commit()
+	if err != nil {
+		// The put may have landed with its answer lost: remove it, so a
+		// failed or cancelled Join leaves no key behind.
+		s.removeOwn(key)
+		return nil, err
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("concurrency: key %q already exists", key)
+	}
+	t := &Ticket{s: s, key: key, value: value, rev: resp.Header.Revision, readRev: resp.Header.Revision}
+	count := resp.Responses[1].GetResponseRange().Count
+	t.lower = int(count)
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		if kv.CreateRevision == t.rev {
+			t.lower-- // our own key is in the range
+			continue
+		}
+		if t.pred == nil {
+			t.pred = kv
+		}
+	}
+	t.Holders = resp.Responses[3].GetResponseRange().Kvs
+	return t, nil
+}
+
+// Key is the ticket's key.
+func (t *Ticket) Key() string { return t.key }
+
+// Token is the ticket's fencing token (its key's create revision).
+func (t *Ticket) Token() Token { return t.rev }
+
+// Value is the value stored with the key.
+func (t *Ticket) Value() string { return t.value }
+
+// Session is the session the ticket lives under.
+func (t *Ticket) Session() *Session { return t.s }
+
+// Admitted reports whether, as of the last read, fewer than n keys under the
+// range were ahead of the ticket.
+func (t *Ticket) Admitted(n int) bool { return t.lower < n }
+
+// Guard returns the ticket's guard.
+func (t *Ticket) Guard() Guard { return NewGuard(t.s.client, t.key, t.rev) }
+
+// Wait blocks until fewer than n keys under rangePrefix have a lower create
+// revision than the ticket's. For n == 1 it watches only the key just ahead;
+// for larger n it watches the range's deletions and counts those ahead,
+// making no request until the count drops below n. Watches are opened
+// without a start revision (synced, served at once by the server) and the
+// line is re-read once after each is created. Wait returns ctx.Err() when
+// ctx ends, the session's error when the session is lost, and ErrKeyDeleted
+// when the ticket's own key is deleted; the key is left in place either way
+// (Delete it, or let the lease take it).
+func (t *Ticket) Wait(ctx context.Context, rangePrefix string, n int) error {
+	if n < 1 {
+		return ErrInvalidLimit
+	}
+	for !t.Admitted(n) {
+		if err := t.waitOnce(ctx, rangePrefix, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitOnce opens one watch and follows it until admitted, the watch fails
+// (nil: the caller re-checks and opens another) or an error ends the wait.
+func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int) error {
+	wctx, cancel := watchContext(ctx)
+	defer cancel()
+	c := t.s.client
+	var wch clientv3.WatchChan
+	if n == 1 {
+		wch = c.Watch(wctx, string(t.pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+	} else {
+		wch = c.Watch(wctx, rangePrefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
+	}
+	var watchedKey string
+	var watchedRev int64
+	if n == 1 {
+		watchedKey, watchedRev = string(t.pred.Key), t.pred.CreateRevision
+	}
+	created := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.s.Done():
+			return t.s.Err()
+		case wr, ok := <-wch:
+			if !ok || wr.Canceled || wr.Err() != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				// Compaction, a lost leader or a broken stream: re-read and
+				// watch again.
+				return t.recheck(ctx, rangePrefix, n)
+			}
+			if wr.Created && !created {
+				created = true
+				// The watch now sees every later change: read the line once.
+				if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
+					return err
+				}
+				if n == 1 && (string(t.pred.Key) != watchedKey || t.pred.CreateRevision != watchedRev) {
+					return nil // the key ahead changed: watch the new one
+				}
+				continue
+			}
+			if !created {
+				continue
+			}
+			if t.applyDeletes(wr.Events, n) {
+				if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
+					return err
+				}
+				if n == 1 {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// applyDeletes counts deletions of keys ahead of the ticket. It reports
+// whether the line should be re-read.
+func (t *Ticket) applyDeletes(evs []*clientv3.Event, n int) bool {
+	changed := false
+	for _, ev := range evs {
+		if ev.Type != mvccpb.DELETE {
+			continue
+		}
+		if n == 1 {
+			return true
+		}
+		if ev.PrevKv == nil {
+			return true // no create revision to judge by: re-read
+		}
+		if ev.PrevKv.CreateRevision < t.rev {
+			t.lower--
+			changed = true
+		}
+		if ev.PrevKv.CreateRevision == t.rev {
+			return true // our own key: the re-read reports it
+		}
+	}
+	return changed && t.lower < n
+}
+
+// recheck reads, in one round trip, whether the ticket's key still exists and
+// which keys are ahead of it.
+func (t *Ticket) recheck(ctx context.Context, rangePrefix string, n int) error {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithMaxCreateRev(t.rev - 1)}
+	if n == 1 {
+		opts = append(opts, clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1))
+	} else {
+		opts = append(opts, clientv3.WithKeysOnly())
+	}
+	resp, err := t.s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
+		Then(clientv3.OpGet(rangePrefix, opts...)).
+		Commit()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		select {
+		case <-t.s.Done():
+			return t.s.Err()
+		default:
+		}
+		return err
+	}
+	if !resp.Succeeded {
+		select {
+		case <-t.s.Done():
+			return t.s.Err()
+		default:
+		}
+		return fmt.Errorf("%w: %s", ErrKeyDeleted, t.key)
+	}
+	t.readRev = resp.Header.Revision
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if n == 1 {
+		t.pred = nil
+		t.lower = 0
+		if len(kvs) > 0 {
+			t.pred = kvs[0]
+			t.lower = 1
+		}
+		return nil
+	}
+	t.lower = len(kvs)
+	return nil
+}
+
+// Delete removes the ticket's key if it is still this ticket's (same create
+// revision); a newer key of the same name is never touched. It is
+// idempotent.
+func (t *Ticket) Delete(ctx context.Context) error {
+	_, err := t.s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
+		Then(clientv3.OpDelete(t.key)).
+		Commit()
+	return err
+}
+
+// removeOwn deletes key if it is under the session's lease, with a short
+// timeout of its own (the caller's context may be what failed).
+func (s *Session) removeOwn(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+	defer cancel()
+	_, _ = s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(key), "=", s.id)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+}
+
+// Abandon deletes the ticket's key with a short timeout of its own, for a
+// caller whose context has ended: it leaves no key behind when etcd is
+// reachable, and the lease removes the key otherwise.
+func (t *Ticket) Abandon() {
+	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+	defer cancel()
+	_ = t.Delete(ctx)
+}

@@ -1,0 +1,13 @@
+// Package embedtest runs etcd in-process for tests, examples and demos.
+//
+// Start gives a test a single member on free loopback ports with a temp data
+// directory, removed by t.Cleanup; New does the same outside tests and returns
+// an error instead. StartCluster runs an n-member cluster whose members can be
+// stopped (gracefully or hard), restarted with their data and cut off from
+// their peers. NewProxy puts a fault-injecting proxy
+// (go.etcd.io/etcd/pkg/v3/proxy) between one client and a member, so a test
+// can blackhole, pause or delay that client alone and watch its lease expire.
+//
+// Nothing here is for production: an embedded member has no TLS, logs to
+// nowhere by default, and with NoFsync loses data on a machine crash.
+package embedtest

@@ -1,0 +1,308 @@
+package embedtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// readyTimeout bounds how long a member may take to start serving.
+const readyTimeout = 30 * time.Second
+
+type config struct {
+	fastTicks bool
+	noFsync   bool
+	logger    *zap.Logger
+	dir       string
+}
+
+// Option configures an embedded server or cluster.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// FastTicks sets a 10 ms heartbeat and a 100 ms election timeout, so leader
+// elections and member failures settle quickly. The server's minimum lease
+// TTL becomes 1 s (1.5 election timeouts, rounded up to a second).
+func FastTicks() Option { return optionFunc(func(c *config) { c.fastTicks = true }) }
+
+// NoFsync turns off fsync (etcd's --unsafe-no-fsync): faster, and unsafe
+// across a machine crash.
+func NoFsync() Option { return optionFunc(func(c *config) { c.noFsync = true }) }
+
+// WithLogger makes the server log to lg instead of nowhere.
+func WithLogger(lg *zap.Logger) Option { return optionFunc(func(c *config) { c.logger = lg }) }
+
+// WithDataDir keeps the data in dir instead of a fresh temp dir; the
+// directory is left in place on Close.
+func WithDataDir(dir string) Option { return optionFunc(func(c *config) { c.dir = dir }) }
+
+func newConfig(opts []Option) config {
+	c := config{logger: zap.NewNop()}
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	return c
+}
+
+// Server is a single embedded etcd member. It is safe for concurrent use.
+type Server struct {
+	// Endpoints are the member's client URLs (http://127.0.0.1:port).
+	Endpoints []string
+	// Client is connected to Endpoints and closed by Close.
+	Client *clientv3.Client
+
+	m       *member
+	tmp     string
+	mu      sync.Mutex
+	clients []*clientv3.Client
+	closed  bool
+}
+
+// Start runs a single member for the test and stops it in t.Cleanup.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	s, err := New(opts...)
+	if err != nil {
+		t.Fatalf("embedtest: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// New runs a single member; the caller must Close it.
+func New(opts ...Option) (*Server, error) {
+	c := newConfig(opts)
+	s := &Server{}
+	dir := c.dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "concord-etcd-")
+		if err != nil {
+			return nil, fmt.Errorf("temp dir: %w", err)
+		}
+		s.tmp, dir = tmp, tmp
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		s.cleanupDir()
+		return nil, err
+	}
+	m := newMember(c, "default", dir, ports[0], ports[1])
+	m.cfg.InitialCluster = m.cfg.InitialClusterFromName(m.cfg.Name)
+	if err := m.start(); err != nil {
+		s.cleanupDir()
+		return nil, err
+	}
+	s.m = m
+	s.Endpoints = []string{m.clientURL.String()}
+	cli, err := s.NewClient()
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.Client = cli
+	return s, nil
+}
+
+// NewClient returns another client of the member (its own connection),
+// closed by Close.
+func (s *Server) NewClient() (*clientv3.Client, error) {
+	return s.track(newClient(s.Endpoints))
+}
+
+// Compact compacts the key-value history up to the current revision and
+// waits until the compaction is applied.
+func (s *Server) Compact(ctx context.Context) (int64, error) {
+	return compact(ctx, s.Client)
+}
+
+// Close stops the member, closes every client it handed out and removes the
+// temp data dir. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	clients := s.clients
+	s.mu.Unlock()
+	for _, c := range clients {
+		_ = c.Close()
+	}
+	if s.m != nil {
+		s.m.stop()
+	}
+	s.cleanupDir()
+	return nil
+}
+
+func (s *Server) cleanupDir() {
+	if s.tmp != "" {
+		_ = os.RemoveAll(s.tmp)
+	}
+}
+
+func (s *Server) track(c *clientv3.Client, err error) (*clientv3.Client, error) {
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = c.Close()
+		return nil, errors.New("embedtest: server closed")
+	}
+	s.clients = append(s.clients, c)
+	return c, nil
+}
+
+func newClient(endpoints []string) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+}
+
+func compact(ctx context.Context, c *clientv3.Client) (int64, error) {
+	resp, err := c.Get(ctx, "\x00embedtest-compact")
+	if err != nil {
+		return 0, err
+	}
+	rev := resp.Header.Revision
+	if _, err := c.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
+		return 0, err
+	}
+	return rev, nil
+}
+
+// member is one embedded etcd process-in-a-process. Its Etcd is replaced on
+// restart; stop is idempotent (embed.Etcd.Close panics when called twice).
+type member struct {
+	cfg       *embed.Config
+	clientURL url.URL
+	peerURL   url.URL
+
+	mu      sync.Mutex
+	etcd    *embed.Etcd
+	running bool
+}
+
+func newMember(c config, name, dir string, clientPort, peerPort int) *member {
+	cfg := embed.NewConfig()
+	cfg.Name = name
+	cfg.Dir = dir
+	cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", clientPort)}
+	pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", peerPort)}
+	cfg.ListenClientUrls = []url.URL{cu}
+	cfg.AdvertiseClientUrls = []url.URL{cu}
+	cfg.ListenPeerUrls = []url.URL{pu}
+	cfg.AdvertisePeerUrls = []url.URL{pu}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(c.logger)
+	cfg.LogLevel = "error"
+	if c.fastTicks {
+		cfg.TickMs = 10
+		cfg.ElectionMs = 100
+	}
+	cfg.UnsafeNoFsync = c.noFsync
+	return &member{cfg: cfg, clientURL: cu, peerURL: pu}
+}
+
+func (m *member) start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running {
+		return nil
+	}
+	e, err := embed.StartEtcd(m.cfg)
+	if err != nil {
+		return fmt.Errorf("embedtest: start %s: %w", m.cfg.Name, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return fmt.Errorf("embedtest: start %s: %w", m.cfg.Name, err)
+	case <-time.After(readyTimeout):
+		e.Server.HardStop()
+		e.Close()
+		return fmt.Errorf("embedtest: %s not ready after %v", m.cfg.Name, readyTimeout)
+	}
+	m.etcd, m.running = e, true
+	// Later starts of this member rejoin the cluster it already belongs to.
+	m.cfg.ClusterState = embed.ClusterStateFlagExisting
+	return nil
+}
+
+// stop closes the member gracefully (a leader hands leadership off first).
+func (m *member) stop() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.running {
+		return
+	}
+	m.running = false
+	m.etcd.Close()
+}
+
+// hardStop stops the member as a crash would: no leadership hand-off.
+func (m *member) hardStop() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.running {
+		return
+	}
+	m.running = false
+	m.etcd.Server.HardStop()
+	m.etcd.Close()
+}
+
+func (m *member) isRunning() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running
+}
+
+func (m *member) server() *embed.Etcd {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.running {
+		return nil
+	}
+	return m.etcd
+}
+
+// freePorts reserves n distinct free loopback ports. The listeners are closed
+// before returning, so another process could take a port in between; on
+// loopback in a test run that is rare enough to accept.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("embedtest: free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

@@ -1,0 +1,30 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestExampleRuns(t *testing.T) {
+	t.Setenv("ETCD_ENDPOINTS", "")
+	var lines []string
+	err := runTo(context.Background(), func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Join(lines, "\n")
+	if n := strings.Count(out, "holds the lock"); n != 9 {
+		t.Errorf("%d turns, want 9:\n%s", n, out)
+	}
+	for _, want := range []string{"worker-1 lost its hold", "worker-2 took over", "late write refused"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}

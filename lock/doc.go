@@ -1,0 +1,20 @@
+// Package lock provides distributed locks over etcd: Mutex, RWMutex and Do.
+//
+// Guarantees. At most one Mutex holder at a time as judged by etcd; holders
+// are granted in request order; each hold carries a fencing token (its key's
+// create revision) that strictly increases across holders, and a Guard that
+// makes etcd writes conditional on still holding the lock. Done closes when
+// a hold is lost: the session's lease is lost (detected before the server
+// can hand the lock to the next waiter) or the key is deleted by someone
+// else. Unlock deletes only its own key, never a newer holder's. A waiter
+// whose session is lost stops waiting at once. A cancelled or failed Lock
+// leaves no key behind. RWMutex readers share the lock, writers hold it
+// alone, and a waiting writer holds back later readers.
+//
+// Not guaranteed: mutual exclusion for work outside etcd when a holder
+// pauses past its lease; fence that work with Token. Failover after a holder
+// crashes takes the session TTL.
+//
+// Costs. A contended handoff takes the releaser's delete and one read by the
+// next waiter, whose watch is already open on the key just ahead of it.
+package lock

@@ -1,0 +1,195 @@
+package lock
+
+import (
+	"context"
+	"sync"
+
+	"github.com/concordkit/concord/concurrency"
+)
+
+// Option configures a Mutex or RWMutex.
+type Option interface{ apply(*config) }
+
+type config struct{ value string }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithValue stores v with the holder's key, so operators (Inspect) and
+// TryLock callers can see who holds or waits (a host name, a job id).
+func WithValue(v string) Option { return optionFunc(func(c *config) { c.value = v }) }
+
+func newConfig(opts []Option) config {
+	var c config
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	return c
+}
+
+// Mutex is a distributed lock held under a session's lease. Holders are
+// granted in request order. A Mutex value holds the lock at most once at a
+// time (no reentrancy); two Mutex values, even on one session, exclude each
+// other. Mutex is safe for concurrent use, though one value is meant for one
+// holder at a time.
+type Mutex struct {
+	holder
+	prefix string
+}
+
+// NewMutex returns a Mutex named name on session s.
+func NewMutex(s *concurrency.Session, name string, opts ...Option) (*Mutex, error) {
+	v, err := checkNew(name, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Mutex{holder: holder{s: s, value: v}, prefix: mutexPrefix(name)}, nil
+}
+
+func mutexPrefix(name string) string { return name + "/.lock/" }
+
+// Lock blocks until the lock is held, ctx ends (ctx.Err()) or the session is
+// lost (the session's error). A Lock that fails leaves no key behind.
+func (m *Mutex) Lock(ctx context.Context) error {
+	return m.acquire(ctx, m.prefix, m.prefix, false)
+}
+
+// TryLock takes the lock if it is free, or returns a *LockedError (matching
+// ErrLocked) naming the holder, leaving no key behind.
+func (m *Mutex) TryLock(ctx context.Context) error {
+	return m.acquire(ctx, m.prefix, m.prefix, true)
+}
+
+// holder is the state shared by Mutex and RWMutex: at most one hold at a
+// time, and the held-resource methods over it.
+type holder struct {
+	s     *concurrency.Session
+	value string
+
+	mu      sync.Mutex
+	held    *concurrency.Held
+	locking bool
+}
+
+// checkNew validates a lock's name and options and returns its holder value.
+func checkNew(name string, opts []Option) (string, error) {
+	if err := validate(name); err != nil {
+		return "", err
+	}
+	c := newConfig(opts)
+	if err := concurrency.ValidateValue(c.value); err != nil {
+		return "", err
+	}
+	return c.value, nil
+}
+
+func validate(name string) error { return concurrency.ValidateName(name) }
+
+// acquire joins the line with a new key under keyPrefix and waits until no
+// key under rangePrefix is ahead of it (or, with try, gives up at once).
+func (h *holder) acquire(ctx context.Context, keyPrefix, rangePrefix string, try bool) error {
+	h.mu.Lock()
+	if h.locking || (h.held != nil && h.held.Err() == nil) {
+		h.mu.Unlock()
+		return ErrAlreadyLocked
+	}
+	h.locking = true
+	h.mu.Unlock()
+	held, err := h.join(ctx, keyPrefix, rangePrefix, try)
+	h.mu.Lock()
+	h.locking = false
+	if held != nil {
+		h.held = held
+	}
+	h.mu.Unlock()
+	return err
+}
+
+func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bool) (*concurrency.Held, error) {
+	t, err := concurrency.Join(ctx, h.s, h.s.UniqueKey(keyPrefix), h.value, rangePrefix, 1)
+	if err != nil {
+		return nil, err
+	}
+	if !t.Admitted(1) {
+		if try {
+			t.Abandon()
+			return nil, &LockedError{Holder: entryOf(t.Holders[0])}
+		}
+		if err := t.Wait(ctx, rangePrefix, 1); err != nil {
+			t.Abandon()
+			return nil, err
+		}
+	}
+	return t.Hold(), nil
+}
+
+// Unlock releases the lock, deleting only this holder's key (never a newer
+// holder's). It is idempotent and returns nil when the lock is not held.
+func (h *holder) Unlock(ctx context.Context) error {
+	cur := h.current()
+	if cur == nil {
+		return nil
+	}
+	if err := cur.Release(ctx); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	if h.held == cur {
+		h.held = nil
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *holder) current() *concurrency.Held {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held
+}
+
+// Token is the current hold's fencing token (0 when not held). Tokens of one
+// lock strictly increase across holds.
+func (h *holder) Token() concurrency.Token {
+	if cur := h.current(); cur != nil {
+		return cur.Token()
+	}
+	return 0
+}
+
+// Key is the current holder key ("" when not held).
+func (h *holder) Key() string {
+	if cur := h.current(); cur != nil {
+		return cur.Key()
+	}
+	return ""
+}
+
+// Done is closed when the current hold is lost (session lost, key deleted)
+// or released. When not held it returns a closed channel.
+func (h *holder) Done() <-chan struct{} {
+	if cur := h.current(); cur != nil {
+		return cur.Done()
+	}
+	return closedChan
+}
+
+// Err says why Done closed; nil while held.
+func (h *holder) Err() error {
+	if cur := h.current(); cur != nil {
+		return cur.Err()
+	}
+	return concurrency.ErrReleased
+}
+
+// Guard returns comparisons that hold only while this hold lasts; use it to
+// make etcd writes conditional on still holding the lock. When not held it
+// returns a guard that never holds.
+func (h *holder) Guard() concurrency.Guard {
+	if cur := h.current(); cur != nil {
+		return cur.Guard()
+	}
+	return concurrency.NewGuard(h.s.Client(), "\x00concord/none", -1)
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
