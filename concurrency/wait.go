@@ -23,7 +23,8 @@ type Ticket struct {
 	value string
 
 	// Read in the Txn that created the key, for the first check.
-	lower   int // keys under the range with a lower create revision
+	lower   int  // keys under the range with a lower create revision
+	exact   bool // lower is the exact count (else only 0 or "at least 1")
 	pred    *mvccpb.KeyValue
 	Holders []*mvccpb.KeyValue // the first n keys under the range, by create revision
 	readRev int64              // a revision at which the key was seen to exist
@@ -69,7 +70,7 @@ func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int
 	}
 	t := &Ticket{s: s, key: key, value: value, rev: resp.Header.Revision, readRev: resp.Header.Revision}
 	count := resp.Responses[1].GetResponseRange().Count
-	t.lower = int(count)
+	t.lower, t.exact = int(count), true
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		if kv.CreateRevision == t.rev {
 			t.lower-- // our own key is in the range
@@ -97,7 +98,7 @@ func (t *Ticket) Session() *Session { return t.s }
 
 // Admitted reports whether, as of the last read, fewer than n keys under the
 // range were ahead of the ticket.
-func (t *Ticket) Admitted(n int) bool { return t.lower < n }
+func (t *Ticket) Admitted(n int) bool { return t.lower == 0 || (t.exact && t.lower < n) }
 
 // Guard returns the ticket's guard.
 func (t *Ticket) Guard() Guard { return NewGuard(t.s.client, t.key, t.rev) }
@@ -110,22 +111,39 @@ func (t *Ticket) Guard() Guard { return NewGuard(t.s.client, t.key, t.rev) }
 // line is re-read once after each is created. Wait returns ctx.Err() when
 // ctx ends, the session's error when the session is lost, and ErrKeyDeleted
 // when the ticket's own key is deleted; the key is left in place either way
-// (Delete it, or let the lease take it).
+// (Delete or Abandon it, or let the lease take it).
 func (t *Ticket) Wait(ctx context.Context, rangePrefix string, n int) error {
-	if n < 1 {
-		return ErrInvalidLimit
-	}
-	for !t.Admitted(n) {
-		if err := t.waitOnce(ctx, rangePrefix, n); err != nil {
+	return t.WaitLimit(ctx, rangePrefix, func() (int, <-chan struct{}) { return n, nil })
+}
+
+// WaitLimit is Wait with a limit that may change while waiting (a
+// semaphore's stored limit): limit returns the current limit and a channel
+// closed when it next changes.
+func (t *Ticket) WaitLimit(ctx context.Context, rangePrefix string, limit func() (int, <-chan struct{})) error {
+	for {
+		n, changed := limit()
+		if n < 1 {
+			return ErrInvalidLimit
+		}
+		if t.Admitted(n) {
+			return nil
+		}
+		if !t.exact && n > 1 {
+			// Only "someone is ahead" is known: count them.
+			if err := t.recheck(ctx, rangePrefix, n); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := t.waitOnce(ctx, rangePrefix, n, changed); err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // waitOnce opens one watch and follows it until admitted, the watch fails
 // (nil: the caller re-checks and opens another) or an error ends the wait.
-func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int) error {
+func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, changed <-chan struct{}) error {
 	wctx, cancel := watchContext(ctx)
 	defer cancel()
 	c := t.s.client
@@ -147,6 +165,8 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int) error 
 			return ctx.Err()
 		case <-t.s.Done():
 			return t.s.Err()
+		case <-changed:
+			return nil // the limit changed: the caller re-evaluates
 		case wr, ok := <-wch:
 			if !ok || wr.Canceled || wr.Err() != nil {
 				if ctx.Err() != nil {
@@ -243,14 +263,14 @@ func (t *Ticket) recheck(ctx context.Context, rangePrefix string, n int) error {
 	kvs := resp.Responses[0].GetResponseRange().Kvs
 	if n == 1 {
 		t.pred = nil
-		t.lower = 0
+		t.lower, t.exact = 0, false
 		if len(kvs) > 0 {
 			t.pred = kvs[0]
 			t.lower = 1
 		}
 		return nil
 	}
-	t.lower = len(kvs)
+	t.lower, t.exact = len(kvs), true
 	return nil
 }
 
