@@ -35,3 +35,6 @@ var (
 
 // ErrReleased: the resource was released by its holder.
 var ErrReleased = errors.New("concurrency: released")
+
+// ErrNoTicket: Rejoin found no key held under the session's lease.
+var ErrNoTicket = errors.New("concurrency: no key held under this lease")

@@ -304,3 +304,26 @@ func (t *Ticket) Abandon() {
 	defer cancel()
 	_ = t.Delete(ctx)
 }
+
+// Rejoin finds the oldest key under rangePrefix held under the session's
+// lease (a candidacy or wait that a restarted process resumes with
+// WithLease) and returns it as a ticket, with the line read afresh. It
+// returns ErrNoTicket when the lease holds no key there.
+func Rejoin(ctx context.Context, s *Session, rangePrefix string) (*Ticket, error) {
+	resp, err := s.client.Get(ctx, rangePrefix, clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range resp.Kvs {
+		if clientv3.LeaseID(kv.Lease) != s.id {
+			continue
+		}
+		t := &Ticket{s: s, key: string(kv.Key), rev: kv.CreateRevision, value: string(kv.Value), lower: 1}
+		if err := t.recheck(ctx, rangePrefix, 1); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
+	return nil, ErrNoTicket
+}

@@ -1,0 +1,25 @@
+package election
+
+import (
+	"errors"
+
+	"github.com/concordkit/concord/concurrency"
+)
+
+var (
+	// ErrNoLeader: nobody leads the election now.
+	ErrNoLeader = errors.New("election: no leader")
+	// ErrNotLeader: the leadership was lost or resigned; Proclaim changed
+	// nothing.
+	ErrNotLeader = errors.New("election: not leader")
+	// ErrAlreadyCampaigning: this Election value is campaigning or leads.
+	ErrAlreadyCampaigning = errors.New("election: already campaigning or leading")
+	// ErrNoCandidacy: Resume found no candidacy under the session's lease.
+	ErrNoCandidacy = errors.New("election: no candidacy under this lease")
+	// ErrInvalidName: the election name is empty or malformed.
+	ErrInvalidName = concurrency.ErrInvalidName
+	// ErrValueTooLarge: the value does not fit in one etcd request.
+	ErrValueTooLarge = concurrency.ErrValueTooLarge
+	// ErrInvalidConfig: a Run configuration is incomplete.
+	ErrInvalidConfig = errors.New("election: invalid config")
+)
