@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/election"
+	"github.com/concordkit/concord/embedtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
