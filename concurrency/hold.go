@@ -96,6 +96,25 @@ func (h *Held) Release(ctx context.Context) error {
 	return nil
 }
 
+// Drop stops watching without deleting the key, for a holder whose key was
+// already removed by its own transaction (a queue ack): Done closes with
+// ErrReleased. It is idempotent.
+func (h *Held) Drop() {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
+		return
+	}
+	first := !h.stopped
+	h.stopped, h.released = true, true
+	h.mu.Unlock()
+	if first {
+		close(h.stop)
+		<-h.loopDone
+	}
+	h.end(ErrReleased)
+}
+
 // monitor ends the hold when the session ends or the key is deleted. It
 // watches the key from the revision at which it was last seen to exist, so
 // no deletion is missed; after a failed watch it re-reads the key.
@@ -173,4 +192,12 @@ func (h *Held) reread() (int64, error) {
 		return 0, fmt.Errorf("%w: %s", ErrKeyDeleted, h.t.key)
 	}
 	return resp.Header.Revision, nil
+}
+
+// HoldKey returns a held resource for a key the caller created under s's
+// lease at create revision rev and saw still existing at revision seenAt (a
+// queue claim, say): it has the same Done, Err, Guard and Release as a
+// held ticket.
+func HoldKey(s *Session, key, value string, rev, seenAt int64) *Held {
+	return (&Ticket{s: s, key: key, rev: rev, value: value, readRev: seenAt}).Hold()
 }

@@ -1,0 +1,201 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// candidates is how many ready items one read fetches, so consumers racing
+// for the head of the queue can fall back without another read.
+const candidates = 8
+
+// Claim is an item delivered to one consumer: a held resource. No other live
+// consumer holds the same item. Done closes when the claim is lost (the
+// consumer's session is lost or the claim is deleted); the item is then
+// delivered again. Ack and Nack are fenced: they fail with ErrClaimLost once
+// the claim is lost, changing nothing. A Claim is safe for concurrent use.
+type Claim struct {
+	q       *Queue
+	m       meta
+	payload []byte
+	held    *concurrency.Held
+
+	mu   sync.Mutex
+	done bool
+}
+
+// ID is the item's id (as returned by Enqueue).
+func (c *Claim) ID() string { return c.m.ID }
+
+// Payload is the item's payload.
+func (c *Claim) Payload() []byte { return c.payload }
+
+// Priority is the item's priority.
+func (c *Claim) Priority() int { return c.m.Priority }
+
+// Attempts is how many times the item has been delivered, this one included.
+func (c *Claim) Attempts() int { return c.m.Attempts }
+
+// Enqueued is when the item was first enqueued.
+func (c *Claim) Enqueued() time.Time { return time.Unix(0, c.m.Enqueued) }
+
+// Token is the claim's fencing token; a redelivery has a higher one.
+func (c *Claim) Token() concurrency.Token { return c.held.Token() }
+
+// Done is closed when the claim is lost or settled (acked or nacked).
+func (c *Claim) Done() <-chan struct{} { return c.held.Done() }
+
+// Err says why Done closed.
+func (c *Claim) Err() error { return c.held.Err() }
+
+// Guard makes etcd writes conditional on still holding the claim (use it
+// for checkpoints of the item's progress).
+func (c *Claim) Guard() concurrency.Guard { return c.held.Guard() }
+
+// Ack removes the item for good, together with ops (for example
+// checkpoint.DeleteOp of the task's checkpoint), in one transaction that
+// succeeds only while the claim is held. It is idempotent.
+func (c *Claim) Ack(ctx context.Context, ops ...clientv3.Op) error {
+	return c.settle(ctx, append([]clientv3.Op{
+		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
+		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
+	}, ops...))
+}
+
+// Nack returns the item to the queue, claimable again after delay (0: at
+// once, at its original place in line).
+func (c *Claim) Nack(ctx context.Context, delay time.Duration) error {
+	if delay < 0 {
+		return fmt.Errorf("%w: negative delay %v", ErrInvalidOption, delay)
+	}
+	m := c.m
+	if delay > 0 {
+		m.Due = time.Now().Add(delay).UnixNano()
+	} else {
+		m.Due = 0
+	}
+	return c.settle(ctx, []clientv3.Op{
+		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
+		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
+		clientv3.OpPut(c.q.placeKey(m), encode(m, c.payload)),
+	})
+}
+
+func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return nil
+	}
+	_, err := c.held.Guard().Do(ctx, ops...)
+	if errors.Is(err, concurrency.ErrNotHeld) {
+		return fmt.Errorf("%w: item %s: %v", ErrClaimLost, c.m.ID, c.held.Err())
+	}
+	if err != nil {
+		return err
+	}
+	c.done = true
+	c.held.Drop()
+	return nil
+}
+
+// TryClaim claims the first ready item, or returns ErrEmpty at once.
+func (q *Queue) TryClaim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
+	c, _, err := q.claimReady(ctx, s)
+	if err == nil && c == nil {
+		err = ErrEmpty
+	}
+	return c, err
+}
+
+// claimReady reads the head of the queue and claims the first item it can.
+// It promotes delayed items that are due, dead-letters items out of
+// deliveries, and, when nothing is ready, returns when the next delayed
+// item is due (zero if none).
+func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim, time.Time, error) {
+	for {
+		resp, err := q.client.Txn(ctx).Then(
+			clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates)),
+			clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates)),
+		).Commit()
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		promoted, next := q.promoteDue(ctx, resp.Responses[1].GetResponseRange().Kvs)
+		for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+			c, err := q.claimOne(ctx, s, kv)
+			if err != nil || c != nil {
+				return c, time.Time{}, err
+			}
+		}
+		if !promoted {
+			return nil, next, nil
+		}
+	}
+}
+
+// promoteDue moves due delayed items to ready. It reports whether it moved
+// any, and when the first one left is due.
+func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, time.Time) {
+	now := time.Now().UnixNano()
+	moved := false
+	for _, kv := range kvs {
+		m, payload, err := decode(kv.Value)
+		if err != nil {
+			continue
+		}
+		if m.Due > now {
+			return moved, time.Unix(0, m.Due)
+		}
+		m.Due = 0
+		resp, err := q.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision)).
+			Then(clientv3.OpDelete(string(kv.Key)), clientv3.OpPut(q.readyKey(m), encode(m, payload))).
+			Commit()
+		if err == nil && resp.Succeeded {
+			moved = true
+		}
+	}
+	return moved, time.Time{}
+}
+
+// claimOne claims kv for s in one transaction: the ready key becomes a
+// pending item plus a claim under s's lease. It returns nil, nil if another
+// consumer got there first.
+func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue) (*Claim, error) {
+	m, payload, err := decode(kv.Value)
+	if err != nil {
+		return nil, nil // not ours to judge; an operator can inspect it
+	}
+	key := string(kv.Key)
+	unchanged := clientv3.Compare(clientv3.CreateRevision(key), "=", kv.CreateRevision)
+	if q.maxDeliveries > 0 && m.Attempts >= q.maxDeliveries {
+		_, err := q.client.Txn(ctx).If(unchanged).
+			Then(clientv3.OpDelete(key), clientv3.OpPut(q.deadKey(m.ID), encode(m, payload))).Commit()
+		return nil, err
+	}
+	m.Attempts++
+	ck := q.claimKey(m.ID)
+	resp, err := q.client.Txn(ctx).
+		If(unchanged, clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).
+		Then(
+			clientv3.OpDelete(key),
+			clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
+			clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
+		).Commit()
+	if err != nil {
+		return nil, err
+	}
+	if !resp.Succeeded {
+		return nil, nil
+	}
+	rev := resp.Header.Revision
+	return &Claim{q: q, m: m, payload: payload, held: concurrency.HoldKey(s, ck, "", rev, rev)}, nil
+}

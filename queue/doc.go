@@ -1,0 +1,25 @@
+// Package queue is a durable work queue over etcd with at-least-once
+// delivery.
+//
+// Guarantees. An item whose Enqueue returned nil is never lost: it is
+// acknowledged once by a consumer, or moved to the dead letters after its
+// deliveries run out (WithMaxDeliveries). A consumer claims an item under its
+// session's lease; no two live consumers hold the same item at once. If the
+// consumer's session is lost, the item is delivered again (at-least-once:
+// work may be repeated, so make it idempotent or checkpoint it). Ack and
+// Nack are fenced by the claim: a consumer that lost its claim cannot settle
+// an item another consumer now holds. Higher priorities are delivered first;
+// within a priority, one producer's items are delivered in enqueue order,
+// and items of different producers by their enqueue time. Delayed items
+// become claimable after their delay.
+//
+// Wake-ups. Blocked consumers wait in line and only the first watches the
+// queue, so an Enqueue wakes one consumer, at once (no polling), and the
+// requests per delivered item do not grow with the number of waiting
+// consumers. The first consumer in line also returns items of dead
+// consumers to the queue; with no consumer waiting, they are returned when
+// one next waits.
+//
+// Not guaranteed: exactly-once processing; strict FIFO across producers
+// whose clocks disagree.
+package queue

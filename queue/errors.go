@@ -1,0 +1,24 @@
+package queue
+
+import (
+	"errors"
+
+	"github.com/concordkit/concord/concurrency"
+)
+
+var (
+	// ErrEmpty: TryClaim found no item ready.
+	ErrEmpty = errors.New("queue: no item ready")
+	// ErrClaimLost: the claim ended (session lost, claim deleted) before
+	// Ack or Nack; the item is, or will be, delivered again.
+	ErrClaimLost = errors.New("queue: claim lost")
+	// ErrTooLarge: the payload with its metadata exceeds etcd's request
+	// limit.
+	ErrTooLarge = errors.New("queue: payload too large")
+	// ErrInvalidPriority: a priority outside 0..255.
+	ErrInvalidPriority = errors.New("queue: priority must be within 0..255")
+	// ErrInvalidOption: a negative delay or delivery limit.
+	ErrInvalidOption = errors.New("queue: invalid option")
+	// ErrInvalidName: the queue name is empty or malformed.
+	ErrInvalidName = concurrency.ErrInvalidName
+)

@@ -1,0 +1,94 @@
+package queue
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Item is an item as an operator sees it.
+type Item struct {
+	ID       string
+	Priority int
+	Attempts int
+	Enqueued time.Time
+	// Due is when a delayed item becomes claimable (zero otherwise).
+	Due     time.Time
+	Payload []byte
+	// Claimed is true for an item a consumer holds; Lease is its lease.
+	Claimed bool
+	Lease   clientv3.LeaseID
+}
+
+// Status lists a queue's items by state, each in delivery order, read at
+// one revision.
+type Status struct {
+	Ready, Delayed, Claimed, Dead []Item
+	Revision                      int64
+}
+
+// Len is the number of items not yet acknowledged (ready, delayed and
+// claimed), read at one revision; dead letters are not counted.
+func (q *Queue) Len(ctx context.Context) (int64, error) {
+	resp, err := q.client.Txn(ctx).Then(
+		clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, r := range resp.Responses {
+		n += r.GetResponseRange().Count
+	}
+	return n, nil
+}
+
+// Inspect lists every item by state.
+func (q *Queue) Inspect(ctx context.Context) (Status, error) {
+	byKey := clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)
+	byCreate := clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)
+	resp, err := q.client.Txn(ctx).Then(
+		clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), byKey),
+		clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), byKey),
+		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), byCreate),
+		clientv3.OpGet(q.pfx+deadDir, clientv3.WithPrefix(), byCreate),
+		clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return Status{}, err
+	}
+	leases := map[string]clientv3.LeaseID{}
+	for _, kv := range resp.Responses[4].GetResponseRange().Kvs {
+		leases[strings.TrimPrefix(string(kv.Key), q.pfx+claimDir)] = clientv3.LeaseID(kv.Lease)
+	}
+	items := func(i int) []Item {
+		var out []Item
+		for _, kv := range resp.Responses[i].GetResponseRange().Kvs {
+			if it, ok := itemOf(kv); ok {
+				if i == 2 {
+					it.Claimed, it.Lease = true, leases[it.ID]
+				}
+				out = append(out, it)
+			}
+		}
+		return out
+	}
+	return Status{Ready: items(0), Delayed: items(1), Claimed: items(2), Dead: items(3), Revision: resp.Header.Revision}, nil
+}
+
+func itemOf(kv *mvccpb.KeyValue) (Item, bool) {
+	m, payload, err := decode(kv.Value)
+	if err != nil {
+		return Item{}, false
+	}
+	it := Item{ID: m.ID, Priority: m.Priority, Attempts: m.Attempts, Enqueued: time.Unix(0, m.Enqueued), Payload: payload}
+	if m.Due > 0 {
+		it.Due = time.Unix(0, m.Due)
+	}
+	return it, true
+}

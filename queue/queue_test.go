@@ -1,0 +1,251 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/queue"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newSession(t testing.TB, c *clientv3.Client, ttl time.Duration) *concurrency.Session {
+	t.Helper()
+	s, err := concurrency.NewSession(testCtx(t), c, concurrency.WithTTL(ttl))
+	if err != nil {
+		t.Fatalf("NewSession: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+func newQueue(t testing.TB, c *clientv3.Client, opts ...queue.Option) *queue.Queue {
+	t.Helper()
+	q, err := queue.New(c, "jobs", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func enqueue(t testing.TB, q *queue.Queue, payload string, opts ...queue.EnqueueOption) string {
+	t.Helper()
+	id, err := q.Enqueue(testCtx(t), []byte(payload), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+type claimResult struct {
+	c   *queue.Claim
+	err error
+}
+
+func claimAsync(ctx context.Context, q *queue.Queue, s *concurrency.Session) <-chan claimResult {
+	ch := make(chan claimResult, 1)
+	go func() {
+		c, err := q.Claim(ctx, s)
+		ch <- claimResult{c, err}
+	}()
+	return ch
+}
+
+func TestOrderPriorityDelay(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	s := newSession(t, srv.Client, 5*time.Second)
+	enqueue(t, q, "a")
+	enqueue(t, q, "late", queue.Delay(400*time.Millisecond))
+	enqueue(t, q, "b")
+	enqueue(t, q, "urgent", queue.Priority(9))
+	enqueue(t, q, "c")
+	var got []string
+	for range 4 {
+		c, err := q.TryClaim(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(c.Payload()))
+		if err := c.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := "[urgent a b c]"; fmt.Sprint(got) != want {
+		t.Fatalf("order %v, want %s", got, want)
+	}
+	if _, err := q.TryClaim(ctx, s); !errors.Is(err, queue.ErrEmpty) {
+		t.Fatalf("TryClaim before the delay = %v, want ErrEmpty", err)
+	}
+	start := time.Now()
+	c, err := q.Claim(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.Payload()) != "late" || time.Since(start) > 2*time.Second {
+		t.Fatalf("delayed item %q after %v", c.Payload(), time.Since(start))
+	}
+	if err := c.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := q.Len(ctx); err != nil || n != 0 {
+		t.Fatalf("Len = %d %v", n, err)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	if _, err := q.Enqueue(ctx, make([]byte, concurrency.MaxValueBytes)); !errors.Is(err, queue.ErrTooLarge) {
+		t.Errorf("huge payload: %v", err)
+	}
+	if _, err := q.Enqueue(ctx, nil, queue.Priority(256)); !errors.Is(err, queue.ErrInvalidPriority) {
+		t.Errorf("priority 256: %v", err)
+	}
+	if _, err := queue.New(srv.Client, "a/.q"); !errors.Is(err, queue.ErrInvalidName) {
+		t.Errorf("bad name: %v", err)
+	}
+	st, err := q.Inspect(ctx)
+	if err != nil || len(st.Ready)+len(st.Delayed) != 0 {
+		t.Fatalf("rejected enqueues wrote something: %+v %v", st, err)
+	}
+}
+
+// A blocked consumer wakes as soon as an item is enqueued.
+func TestBlockedConsumerWakesAtOnce(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	s := newSession(t, srv.Client, 5*time.Second)
+	for range 5 {
+		got := claimAsync(ctx, q, s)
+		select {
+		case r := <-got:
+			t.Fatalf("claimed from an empty queue: %+v", r)
+		case <-time.After(100 * time.Millisecond):
+		}
+		start := time.Now()
+		enqueue(t, q, "x")
+		r := <-got
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if d := time.Since(start); d > 50*time.Millisecond {
+			t.Errorf("enqueue -> claim took %v", d)
+		}
+		if err := r.c.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// An item whose consumer's session is lost is delivered again; the old
+// consumer's Ack then fails and changes nothing.
+func TestRedeliveryAfterLostConsumer(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	sa := newSession(t, srv.Client, 5*time.Second)
+	sb := newSession(t, srv.Client, 5*time.Second)
+	id := enqueue(t, q, "work")
+	ca, err := q.Claim(ctx, sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := claimAsync(ctx, q, sb)
+	select {
+	case r := <-got:
+		t.Fatalf("a claimed item was delivered twice: %+v", r)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := srv.Client.Revoke(ctx, sa.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	var r claimResult
+	select {
+	case r = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("item not redelivered after its consumer's lease was revoked")
+	}
+	if r.err != nil || r.c.ID() != id || r.c.Attempts() != 2 || r.c.Token() <= ca.Token() {
+		t.Fatalf("redelivery %+v %v", r.c, r.err)
+	}
+	if err := ca.Ack(ctx); !errors.Is(err, queue.ErrClaimLost) {
+		t.Fatalf("stale Ack = %v, want ErrClaimLost", err)
+	}
+	if err := ca.Nack(ctx, 0); !errors.Is(err, queue.ErrClaimLost) {
+		t.Fatalf("stale Nack = %v, want ErrClaimLost", err)
+	}
+	st, _ := q.Inspect(ctx)
+	if len(st.Claimed) != 1 || st.Claimed[0].Lease != sb.Lease() {
+		t.Fatalf("after stale settle: %+v", st)
+	}
+	if err := r.c.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.c.Ack(ctx); err != nil {
+		t.Fatalf("second Ack: %v", err)
+	}
+}
+
+func TestDeadLetterAfterMaxDeliveries(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client, queue.WithMaxDeliveries(3))
+	s := newSession(t, srv.Client, 5*time.Second)
+	enqueue(t, q, "poison")
+	for i := 1; i <= 3; i++ {
+		c, err := q.TryClaim(ctx, s)
+		if err != nil {
+			t.Fatalf("delivery %d: %v", i, err)
+		}
+		if c.Attempts() != i {
+			t.Fatalf("attempts %d, want %d", c.Attempts(), i)
+		}
+		if err := c.Nack(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := q.TryClaim(ctx, s); !errors.Is(err, queue.ErrEmpty) {
+		t.Fatalf("fourth delivery: %v", err)
+	}
+	st, err := q.Inspect(ctx)
+	if err != nil || len(st.Dead) != 1 || string(st.Dead[0].Payload) != "poison" {
+		t.Fatalf("dead letters %+v %v", st.Dead, err)
+	}
+}
+
+func TestNackDelay(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	s := newSession(t, srv.Client, 5*time.Second)
+	enqueue(t, q, "retry-me")
+	c, err := q.TryClaim(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Nack(ctx, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.TryClaim(ctx, s); !errors.Is(err, queue.ErrEmpty) {
+		t.Fatalf("claimable during its nack delay: %v", err)
+	}
+	c, err = q.Claim(ctx, s)
+	if err != nil || string(c.Payload()) != "retry-me" {
+		t.Fatalf("after delay: %v", err)
+	}
+	_ = c.Ack(ctx)
+}

@@ -1,0 +1,181 @@
+package queue
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/concordkit/concord/concurrency"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Claim blocks until it claims an item for s, ctx ends (ctx.Err()) or the
+// session is lost (its error). Blocked consumers wait in line: only the
+// first watches the queue, so an enqueue wakes one consumer and costs a
+// constant number of requests however many are waiting. The first in line
+// also returns the items of consumers whose sessions were lost to the queue.
+func (q *Queue) Claim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
+	c, _, err := q.claimReady(ctx, s)
+	if err != nil || c != nil {
+		return c, err
+	}
+	line := q.pfx + lineDir
+	t, err := concurrency.Join(ctx, s, s.UniqueKey(line), "", line, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Abandon() // leave the line: the next consumer moves up
+	if err := t.Wait(ctx, line, 1); err != nil {
+		return nil, err
+	}
+	retry := backoff.NewExponentialBackOff()
+	retry.InitialInterval, retry.MaxInterval, retry.MaxElapsedTime = 20*time.Millisecond, time.Second, 0
+	for {
+		c, err := q.firstInLine(ctx, s)
+		if err != nil || c != nil {
+			return c, err
+		}
+		// The watch broke (a lost leader, a reconnect): look again soon.
+		select {
+		case <-time.After(retry.NextBackOff()):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// firstInLine watches the queue until it claims an item. It returns nil, nil
+// when the watch broke and must be reopened.
+func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session) (*Claim, error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := q.client.Watch(wctx, q.pfx, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	// Wait until the watch is live, so nothing enqueued from here on is
+	// missed, then look.
+	for created := false; !created; {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.Done():
+			return nil, s.Err()
+		case wr, ok := <-wch:
+			if !ok || wr.Canceled {
+				return nil, ctx.Err()
+			}
+			created = wr.Created
+		}
+	}
+	if err := q.requeueOrphans(ctx); err != nil {
+		return nil, err
+	}
+	for {
+		c, due, err := q.claimReady(ctx, s)
+		if err != nil || c != nil {
+			return c, err
+		}
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if !due.IsZero() {
+			timer = time.NewTimer(time.Until(due))
+			fire = timer.C
+		}
+		live, err := q.awaitChange(ctx, s, wch, fire)
+		if timer != nil {
+			timer.Stop()
+		}
+		if err != nil || !live {
+			return nil, err
+		}
+	}
+}
+
+// awaitChange waits for an event that may make an item claimable: an item
+// put (ready or delayed), a claim deleted (its item may be an orphan), or a
+// delayed item falling due. It reports false when the watch broke and must
+// be reopened.
+func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch clientv3.WatchChan, timer <-chan time.Time) (bool, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-s.Done():
+			return false, s.Err()
+		case <-timer:
+			return true, nil
+		case wr, ok := <-wch:
+			if !ok || wr.Canceled || wr.Err() != nil {
+				return false, ctx.Err()
+			}
+			wake := false
+			for _, ev := range wr.Events {
+				key := string(ev.Kv.Key)
+				switch {
+				case ev.Type == mvccpb.PUT && (strings.HasPrefix(key, q.pfx+readyDir) || strings.HasPrefix(key, q.pfx+delayedDir)):
+					wake = true
+				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+claimDir):
+					// Best effort: the next consumer first in line sweeps
+					// orphans again.
+					_ = q.requeueOrphan(ctx, q.idOfClaim(key))
+				}
+			}
+			if wake {
+				return true, nil
+			}
+		}
+	}
+}
+
+// requeueOrphans returns every pending item without a claim (its consumer's
+// lease expired) to the queue.
+func (q *Queue) requeueOrphans(ctx context.Context) error {
+	resp, err := q.client.Txn(ctx).Then(
+		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return err
+	}
+	claimed := map[string]bool{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		claimed[q.idOfClaim(string(kv.Key))] = true
+	}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		id := strings.TrimPrefix(string(kv.Key), q.pfx+pendingDir)
+		if !claimed[id] {
+			if err := q.requeueOrphan(ctx, id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// requeueOrphan puts the pending item id back in line (at its original
+// place) if nobody claims it.
+func (q *Queue) requeueOrphan(ctx context.Context, id string) error {
+	if id == "" {
+		return nil
+	}
+	pk, ck := q.pendingKey(id), q.claimKey(id)
+	resp, err := q.client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).
+		Then(clientv3.OpGet(pk)).Commit()
+	if err != nil || !resp.Succeeded {
+		return err
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return nil // acked or nacked: nothing to do
+	}
+	m, payload, err := decode(kvs[0].Value)
+	if err != nil {
+		return nil
+	}
+	_, err = q.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(pk), "=", kvs[0].CreateRevision)).
+		Then(clientv3.OpDelete(pk), clientv3.OpPut(q.placeKey(m), encode(m, payload))).
+		Commit()
+	return err
+}
