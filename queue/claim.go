@@ -107,12 +107,23 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 }
 
 // TryClaim claims the first ready item, or returns ErrEmpty at once.
+// When nothing is ready it first returns items of dead consumers to the
+// queue.
 func (q *Queue) TryClaim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
 	c, _, err := q.claimReady(ctx, s)
-	if err == nil && c == nil {
-		err = ErrEmpty
+	if err != nil || c != nil {
+		return c, err
 	}
-	return c, err
+	n, err := q.requeueOrphans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		if c, _, err = q.claimReady(ctx, s); err != nil || c != nil {
+			return c, err
+		}
+	}
+	return nil, ErrEmpty
 }
 
 // claimReady reads the head of the queue and claims the first item it can.

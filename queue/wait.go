@@ -67,7 +67,7 @@ func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session) (*Claim
 			created = wr.Created
 		}
 	}
-	if err := q.requeueOrphans(ctx); err != nil {
+	if _, err := q.requeueOrphans(ctx); err != nil {
 		return nil, err
 	}
 	for {
@@ -117,7 +117,7 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+claimDir):
 					// Best effort: the next consumer first in line sweeps
 					// orphans again.
-					_ = q.requeueOrphan(ctx, q.idOfClaim(key))
+					_, _ = q.requeueOrphan(ctx, q.idOfClaim(key))
 				}
 			}
 			if wake {
@@ -128,54 +128,63 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 }
 
 // requeueOrphans returns every pending item without a claim (its consumer's
-// lease expired) to the queue.
-func (q *Queue) requeueOrphans(ctx context.Context) error {
+// lease expired) to the queue, and says how many it returned.
+func (q *Queue) requeueOrphans(ctx context.Context) (int, error) {
 	resp, err := q.client.Txn(ctx).Then(
 		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	claimed := map[string]bool{}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		claimed[q.idOfClaim(string(kv.Key))] = true
 	}
+	n := 0
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		id := strings.TrimPrefix(string(kv.Key), q.pfx+pendingDir)
-		if !claimed[id] {
-			if err := q.requeueOrphan(ctx, id); err != nil {
-				return err
-			}
+		if claimed[id] {
+			continue
+		}
+		moved, err := q.requeueOrphan(ctx, id)
+		if err != nil {
+			return n, err
+		}
+		if moved {
+			n++
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // requeueOrphan puts the pending item id back in line (at its original
 // place) if nobody claims it.
-func (q *Queue) requeueOrphan(ctx context.Context, id string) error {
+func (q *Queue) requeueOrphan(ctx context.Context, id string) (bool, error) {
 	if id == "" {
-		return nil
+		return false, nil
 	}
 	pk, ck := q.pendingKey(id), q.claimKey(id)
 	resp, err := q.client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).
 		Then(clientv3.OpGet(pk)).Commit()
 	if err != nil || !resp.Succeeded {
-		return err
+		return false, err
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(kvs) == 0 {
-		return nil // acked or nacked: nothing to do
+		return false, nil // acked or nacked: nothing to do
 	}
 	m, payload, err := decode(kvs[0].Value)
 	if err != nil {
-		return nil
+		return false, nil
 	}
-	_, err = q.client.Txn(ctx).
+	put, err := q.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(pk), "=", kvs[0].CreateRevision)).
 		Then(clientv3.OpDelete(pk), clientv3.OpPut(q.placeKey(m), encode(m, payload))).
 		Commit()
-	return err
+	if err != nil {
+		return false, err
+	}
+	return put.Succeeded, nil
 }

@@ -1,0 +1,51 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/queue"
+)
+
+func Example() {
+	srv, err := embedtest.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+
+	q, err := queue.New(srv.Client, "emails")
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, _ = q.Enqueue(ctx, []byte("welcome alice"))
+	_, _ = q.Enqueue(ctx, []byte("password reset bob"), queue.Priority(5))
+
+	// A consumer claims under its session's lease: if it dies, the item is
+	// delivered again.
+	s, err := concurrency.NewSession(ctx, srv.Client)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close(ctx)
+	for range 2 {
+		c, err := q.Claim(ctx, s)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s (delivery %d)\n", c.Payload(), c.Attempts())
+		if err := c.Ack(ctx); err != nil {
+			log.Fatal(err)
+		}
+	}
+	n, _ := q.Len(ctx)
+	fmt.Println("left:", n)
+	// Output:
+	// password reset bob (delivery 1)
+	// welcome alice (delivery 1)
+	// left: 0
+}
