@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"path"
 	"sync"
 	"time"
 
@@ -132,24 +134,38 @@ func (q *Queue) TryClaim(ctx context.Context, s *concurrency.Session) (*Claim, e
 // item is due (zero if none).
 func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim, time.Time, error) {
 	for {
-		resp, err := q.client.Txn(ctx).Then(
-			clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates)),
+		resp, err := q.client.Txn(ctx).Then(q.readyOp(),
 			clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates)),
 		).Commit()
 		if err != nil {
 			return nil, time.Time{}, err
 		}
 		promoted, next := q.promoteDue(ctx, resp.Responses[1].GetResponseRange().Kvs)
-		for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-			c, err := q.claimOne(ctx, s, kv)
+		ready := resp.Responses[0].GetResponseRange().Kvs
+		if len(ready) == 0 && !promoted {
+			return nil, next, nil
+		}
+		// Take the first item; after losing a race for it, spread out over
+		// the first few so racing consumers stop colliding. A failed claim
+		// answers with a fresh view of the head, so a lost race costs no
+		// extra read. Only an empty head means nothing is ready.
+		for raced := false; len(ready) > 0; raced = true {
+			i := 0
+			if raced {
+				i = rand.IntN(len(ready))
+			}
+			c, fresh, err := q.claimOne(ctx, s, ready[i])
 			if err != nil || c != nil {
 				return c, time.Time{}, err
 			}
-		}
-		if !promoted {
-			return nil, next, nil
+			ready = fresh
 		}
 	}
+}
+
+// readyOp reads the head of the ready items, in delivery order.
+func (q *Queue) readyOp() clientv3.Op {
+	return clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates))
 }
 
 // promoteDue moves due delayed items to ready. It reports whether it moved
@@ -178,19 +194,27 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 }
 
 // claimOne claims kv for s in one transaction: the ready key becomes a
-// pending item plus a claim under s's lease. It returns nil, nil if another
-// consumer got there first.
-func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue) (*Claim, error) {
-	m, payload, err := decode(kv.Value)
-	if err != nil {
-		return nil, nil // not ours to judge; an operator can inspect it
-	}
+// pending item plus a claim under s's lease. If another consumer got there
+// first it returns the head of the queue as it is now instead.
+func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue) (*Claim, []*mvccpb.KeyValue, error) {
 	key := string(kv.Key)
 	unchanged := clientv3.Compare(clientv3.CreateRevision(key), "=", kv.CreateRevision)
-	if q.maxDeliveries > 0 && m.Attempts >= q.maxDeliveries {
-		_, err := q.client.Txn(ctx).If(unchanged).
-			Then(clientv3.OpDelete(key), clientv3.OpPut(q.deadKey(m.ID), encode(m, payload))).Commit()
-		return nil, err
+	m, payload, err := decode(kv.Value)
+	if err != nil || (q.maxDeliveries > 0 && m.Attempts >= q.maxDeliveries) {
+		// Out of deliveries, or not an item at all: to the dead letters.
+		dead := string(kv.Value)
+		if err != nil {
+			m.ID = path.Base(key)
+		} else {
+			dead = encode(m, payload)
+		}
+		resp, err := q.client.Txn(ctx).If(unchanged).
+			Then(clientv3.OpDelete(key), clientv3.OpPut(q.deadKey(m.ID), dead), q.readyOp()).
+			Else(q.readyOp()).Commit()
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs, nil
 	}
 	m.Attempts++
 	ck := q.claimKey(m.ID)
@@ -200,13 +224,15 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 			clientv3.OpDelete(key),
 			clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
 			clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
-		).Commit()
+		).
+		Else(q.readyOp()).
+		Commit()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !resp.Succeeded {
-		return nil, nil
+		return nil, resp.Responses[0].GetResponseRange().Kvs, nil
 	}
 	rev := resp.Header.Revision
-	return &Claim{q: q, m: m, payload: payload, held: concurrency.HoldKey(s, ck, "", rev, rev)}, nil
+	return &Claim{q: q, m: m, payload: payload, held: concurrency.HoldKey(s, ck, "", rev, rev)}, nil, nil
 }

@@ -205,3 +205,48 @@ func TestNoHerdOnEnqueue(t *testing.T) {
 		t.Fatalf("requests per item grow with waiting consumers: %.1f vs %.1f", many, few)
 	}
 }
+
+// Many consumers racing for a preloaded queue all get items: a consumer
+// that loses every race for the items it read must look again, not wait for
+// an enqueue that never comes.
+func TestManyConsumersDrainPreloaded(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	const items, consumers = 120, 16
+	for range items {
+		enqueue(t, q, "x")
+	}
+	var left atomic.Int64
+	left.Store(items)
+	var wg sync.WaitGroup
+	for range consumers {
+		c, err := srv.NewClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newSession(t, c, 5*time.Second)
+		qc := newQueue(t, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				cl, err := qc.Claim(cctx, s)
+				cancel()
+				if err != nil {
+					t.Errorf("claim with items left: %v", err)
+					return
+				}
+				if err := cl.Ack(ctx); err != nil {
+					t.Errorf("ack: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n, err := q.Len(ctx); err != nil || n != 0 {
+		t.Fatalf("Len = %d %v", n, err)
+	}
+}
