@@ -207,6 +207,9 @@ type member struct {
 	cfg       *embed.Config
 	clientURL url.URL
 	peerURL   url.URL
+	// onStart, if set, runs on each new server right after it is created,
+	// before it is ready (a Cluster re-applies its partitions there).
+	onStart func(*embed.Etcd)
 
 	mu      sync.Mutex
 	etcd    *embed.Etcd
@@ -242,6 +245,9 @@ func (m *member) start() error {
 	e, err := embed.StartEtcd(m.cfg)
 	if err != nil {
 		return fmt.Errorf("embedtest: start %s: %w", m.cfg.Name, err)
+	}
+	if m.onStart != nil {
+		m.onStart(e)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
