@@ -68,10 +68,11 @@ func (h *Held) end(err error) {
 	}
 }
 
-// Release deletes the key if it is still this holder's (same create
-// revision), never a newer holder's. It is idempotent; if the delete fails
-// the error is returned and a later Release tries again (the lease deletes
-// the key in any case when the session ends).
+// Release gives the resource up: Done closes (Err is ErrReleased unless it
+// was lost first) and the key is deleted if it is still this holder's (same
+// create revision), never a newer holder's. It is idempotent. If the delete
+// fails the error is returned, Released stays false and a later Release
+// tries again; the lease removes the key in any case when the session ends.
 func (h *Held) Release(ctx context.Context) error {
 	h.mu.Lock()
 	if h.released {
@@ -85,15 +86,28 @@ func (h *Held) Release(ctx context.Context) error {
 		close(h.stop)
 		<-h.loopDone
 	}
-	lost := h.Err() != nil
+	// Lost (not merely given up by an earlier Release whose delete
+	// failed): the key is gone or goes with the lease.
+	lost := h.Err() != nil && h.Err() != ErrReleased
+	h.end(ErrReleased)
 	if err := h.t.Delete(ctx); err != nil && !lost {
+		// The session keeps trying in the background; a later Release
+		// tries again at once.
+		h.t.s.deleteLater(h.t.key, h.t.rev)
 		return fmt.Errorf("concurrency: release %s: %w", h.t.key, err)
 	}
 	h.mu.Lock()
 	h.released = true
 	h.mu.Unlock()
-	h.end(ErrReleased)
 	return nil
+}
+
+// Released reports whether Release (or Drop) has completed: the key is gone
+// or was never this holder's to delete any more.
+func (h *Held) Released() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.released
 }
 
 // Drop stops watching without deleting the key, for a holder whose key was

@@ -85,6 +85,10 @@ type Session struct {
 	err       error
 	closed    bool
 	anchorOff context.CancelFunc
+
+	pending     map[string]int64 // keys to delete; see deleteLater
+	kick        chan struct{}
+	cleanerDone chan struct{}
 }
 
 // NewSession grants a lease (or resumes one, see WithLease) and starts
@@ -138,8 +142,12 @@ func NewSession(ctx context.Context, client *clientv3.Client, opts ...SessionOpt
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 		done:     make(chan struct{}),
+
+		kick:        make(chan struct{}, 1),
+		cleanerDone: make(chan struct{}),
 	}
 	go s.keepalive(sent)
+	go s.cleaner()
 	s.startAnchor()
 	return s, nil
 }
@@ -176,6 +184,7 @@ func (s *Session) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.loopDone
+	<-s.cleanerDone
 	lost := s.Err() != ErrSessionClosed
 	if _, err := s.client.Revoke(ctx, s.id); err != nil && !lost {
 		return fmt.Errorf("concurrency: revoke lease: %w", err)
@@ -195,6 +204,7 @@ func (s *Session) Orphan() {
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.loopDone
+	<-s.cleanerDone
 }
 
 // end records why the session ended and closes Done, once.

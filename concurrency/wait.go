@@ -286,23 +286,31 @@ func (t *Ticket) Delete(ctx context.Context) error {
 }
 
 // removeOwn deletes key if it is under the session's lease, with a short
-// timeout of its own (the caller's context may be what failed).
+// timeout of its own (the caller's context may be what failed); if that
+// fails, the session's cleaner keeps trying.
 func (s *Session) removeOwn(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
-	_, _ = s.client.Txn(ctx).
+	_, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(key), "=", s.id)).
 		Then(clientv3.OpDelete(key)).
 		Commit()
+	if err != nil {
+		s.deleteLater(key, 0)
+	}
 }
 
 // Abandon deletes the ticket's key with a short timeout of its own, for a
-// caller whose context has ended: it leaves no key behind when etcd is
-// reachable, and the lease removes the key otherwise.
+// caller whose context has ended. If etcd cannot be reached, the session
+// keeps trying in the background (and the lease removes the key in any case
+// when the session ends), so an abandoned wait never blocks the line for
+// long.
 func (t *Ticket) Abandon() {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
-	_ = t.Delete(ctx)
+	if err := t.Delete(ctx); err != nil {
+		t.s.deleteLater(t.key, t.rev)
+	}
 }
 
 // Rejoin finds the oldest key under rangePrefix held under the session's

@@ -14,6 +14,9 @@ var (
 	// ErrAlreadyLocked: this Mutex value already holds the lock (locks are
 	// not reentrant) or a Lock call on it is in progress.
 	ErrAlreadyLocked = errors.New("lock: already held by this value")
+	// ErrUnlockPending: a previous Unlock of this value could not delete its
+	// key and deleting it again failed; retry, or let the lease expire.
+	ErrUnlockPending = errors.New("lock: previous hold's key not yet deleted")
 	// ErrNotHeld: a guarded write found the lock lost.
 	ErrNotHeld = concurrency.ErrNotHeld
 	// ErrInvalidName: the lock name is empty or malformed.

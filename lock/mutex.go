@@ -90,13 +90,20 @@ func validate(name string) error { return concurrency.ValidateName(name) }
 // key under rangePrefix is ahead of it (or, with try, gives up at once).
 func (h *holder) acquire(ctx context.Context, keyPrefix, rangePrefix string, try bool) error {
 	h.mu.Lock()
-	if h.locking || (h.held != nil && h.held.Err() == nil) {
+	prev := h.held
+	if h.locking || (prev != nil && prev.Err() == nil) {
 		h.mu.Unlock()
 		return ErrAlreadyLocked
 	}
 	h.locking = true
 	h.mu.Unlock()
-	held, err := h.join(ctx, keyPrefix, rangePrefix, try)
+	// A previous hold whose Unlock failed may have left its key, which
+	// would queue this one behind it: delete it first.
+	var held *concurrency.Held
+	err := ErrUnlockPending
+	if prev == nil || prev.Released() || prev.Release(ctx) == nil {
+		held, err = h.join(ctx, keyPrefix, rangePrefix, try)
+	}
 	h.mu.Lock()
 	h.locking = false
 	if held != nil {
@@ -132,7 +139,7 @@ func (h *holder) Unlock(ctx context.Context) error {
 		return nil
 	}
 	if err := cur.Release(ctx); err != nil {
-		return err
+		return err // the hold is given up; its key goes on a retry or the next Lock
 	}
 	h.mu.Lock()
 	if h.held == cur {
