@@ -54,7 +54,7 @@ func ExampleElector() {
 	el, err := election.NewElector(srv.Client, election.Config{
 		Name:  "scheduler",
 		Value: "replica-1",
-		OnElected: func(ctx context.Context) {
+		OnElected: func(ctx context.Context, term *election.Leadership) {
 			fmt.Println("leading")
 			cancel() // here: stop at once; a real leader works until ctx ends
 			<-ctx.Done()

@@ -3,7 +3,10 @@ package election_test
 import (
 	"testing"
 
+	"github.com/concordkit/concord/embedtest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(embedtest.Settled(m), embedtest.IgnoreHardStopLeaks()...)
+}

@@ -22,10 +22,11 @@ type Config struct {
 	Name string
 	// Value this candidate publishes while leading (its address, say).
 	Value string
-	// OnElected runs when this candidate becomes leader. Its ctx is
-	// cancelled when leadership is lost or Run's ctx ends; leadership is
-	// resigned only after OnElected has returned. Required.
-	OnElected func(ctx context.Context)
+	// OnElected runs when this candidate becomes leader, with the term
+	// (its Token and Guard fence leader-only writes). Its ctx is cancelled
+	// when the term is lost or Run's ctx ends; the term is resigned only
+	// after OnElected has returned. Required.
+	OnElected func(ctx context.Context, term *Leadership)
 	// OnLost runs after a term has ended and OnElected has returned.
 	OnLost func()
 	// OnNewLeader runs, in order, for every leader change seen, including
@@ -180,7 +181,7 @@ func (el *Elector) lead(ctx context.Context, l *Leadership) {
 		case <-stop:
 		}
 	}()
-	el.cfg.OnElected(tctx)
+	el.cfg.OnElected(tctx, l)
 	// The work has returned; a leader whose work is done keeps its term
 	// until it is lost or Run ends, as client-go's elector does.
 	<-tctx.Done()

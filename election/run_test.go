@@ -47,7 +47,7 @@ func startElector(t *testing.T, c *clientv3.Client, name string, log *termLog, w
 	el, err := election.NewElector(c, election.Config{
 		Name:  "sched",
 		Value: name,
-		OnElected: func(ctx context.Context) {
+		OnElected: func(ctx context.Context, term *election.Leadership) {
 			log.add(name + " start")
 			r.elected <- struct{}{}
 			<-ctx.Done()
@@ -77,7 +77,7 @@ func TestNewElectorValidates(t *testing.T) {
 	if _, err := election.NewElector(nil, election.Config{Name: "x"}); !errors.Is(err, election.ErrInvalidConfig) {
 		t.Errorf("no OnElected: %v", err)
 	}
-	if _, err := election.NewElector(nil, election.Config{Name: "", OnElected: func(context.Context) {}}); !errors.Is(err, election.ErrInvalidName) {
+	if _, err := election.NewElector(nil, election.Config{Name: "", OnElected: func(context.Context, *election.Leadership) {}}); !errors.Is(err, election.ErrInvalidName) {
 		t.Errorf("empty name: %v", err)
 	}
 }
