@@ -18,6 +18,11 @@ import (
 // for the head of the queue can fall back without another read.
 const candidates = 8
 
+// contendedClaims is how many claims after a lost race start at a random
+// candidate instead of the first: racing consumers then mostly take
+// different items, while a lone consumer keeps strict order.
+const contendedClaims = 16
+
 // Claim is an item delivered to one consumer: a held resource. No other live
 // consumer holds the same item. Done closes when the claim is lost (the
 // consumer's session is lost or the claim is deleted); the item is then
@@ -149,15 +154,26 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim,
 		// the first few so racing consumers stop colliding. A failed claim
 		// answers with a fresh view of the head, so a lost race costs no
 		// extra read. Only an empty head means nothing is ready.
-		for raced := false; len(ready) > 0; raced = true {
+		for raced := q.contended.Load() > 0; len(ready) > 0; raced = true {
 			i := 0
 			if raced {
 				i = rand.IntN(len(ready))
 			}
 			c, fresh, err := q.claimOne(ctx, s, ready[i])
-			if err != nil || c != nil {
-				return c, time.Time{}, err
+			if err != nil {
+				return nil, time.Time{}, err
 			}
+			if c != nil {
+				if !raced {
+					q.contended.Store(0)
+				} else if q.contended.Add(-1) < 0 {
+					q.contended.Store(0)
+				}
+				return c, time.Time{}, nil
+			}
+			// Lost a race: spread the next claims of this Queue value too,
+			// until a few succeed without racing.
+			q.contended.Store(contendedClaims)
 			ready = fresh
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
@@ -37,6 +38,7 @@ type Queue struct {
 
 	mu        sync.Mutex
 	lastOrder int64
+	contended atomic.Int32 // claims left to spread out; see claimReady
 }
 
 // New returns the queue name.
