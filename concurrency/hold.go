@@ -18,6 +18,9 @@ type Held struct {
 	done     chan struct{}
 	stop     chan struct{}
 	loopDone chan struct{}
+	// monCancel ends the monitor's requests at once on release, so Release
+	// does not wait for a watch being created.
+	monCancel context.CancelFunc
 
 	mu       sync.Mutex
 	err      error
@@ -29,7 +32,9 @@ type Held struct {
 // held resource. The caller must Release it.
 func (t *Ticket) Hold() *Held {
 	h := &Held{t: t, done: make(chan struct{}), stop: make(chan struct{}), loopDone: make(chan struct{})}
-	go h.monitor()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.monCancel = cancel
+	go h.monitor(ctx)
 	return h
 }
 
@@ -84,6 +89,7 @@ func (h *Held) Release(ctx context.Context) error {
 	h.mu.Unlock()
 	if first {
 		close(h.stop)
+		h.monCancel()
 		<-h.loopDone
 	}
 	// Lost (not merely given up by an earlier Release whose delete
@@ -124,6 +130,7 @@ func (h *Held) Drop() {
 	h.mu.Unlock()
 	if first {
 		close(h.stop)
+		h.monCancel()
 		<-h.loopDone
 	}
 	h.end(ErrReleased)
@@ -132,13 +139,14 @@ func (h *Held) Drop() {
 // monitor ends the hold when the session ends or the key is deleted. It
 // watches the key from the revision at which it was last seen to exist, so
 // no deletion is missed; after a failed watch it re-reads the key.
-func (h *Held) monitor() {
+func (h *Held) monitor(mctx context.Context) {
 	defer close(h.loopDone)
+	defer h.monCancel()
 	t := h.t
 	from := t.readRev + 1
 	retry := newRetryBackoff(t.s.ttl / 4)
 	for {
-		ctx, cancel := watchContext(context.Background())
+		ctx, cancel := watchContext(mctx)
 		wch := t.s.client.Watch(ctx, t.key, clientv3.WithRev(from), clientv3.WithFilterPut())
 		lost, again := h.follow(wch)
 		cancel()
@@ -152,7 +160,7 @@ func (h *Held) monitor() {
 		if !sleepOr(h.stop, retry.NextBackOff()) {
 			return
 		}
-		rev, err := h.reread()
+		rev, err := h.reread(mctx)
 		if err != nil {
 			h.end(err)
 			return
@@ -188,8 +196,8 @@ func (h *Held) follow(wch clientv3.WatchChan) (lost error, retry bool) {
 // reread checks that the key is still this holder's; it returns the
 // revision of the read, 0 if the read could not be made (retry later), or
 // ErrKeyDeleted.
-func (h *Held) reread() (int64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), h.t.s.ttl)
+func (h *Held) reread(mctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(mctx, h.t.s.ttl)
 	defer cancel()
 	resp, err := h.t.s.client.Get(ctx, h.t.key)
 	select {

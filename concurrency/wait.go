@@ -3,6 +3,7 @@ package concurrency
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,8 +24,14 @@ type Ticket struct {
 	value string
 
 	// Read in the Txn that created the key, for the first check.
-	lower   int  // keys under the range with a lower create revision
-	exact   bool // lower is the exact count (else only 0 or "at least 1")
+	lower int  // keys under the range with a lower create revision
+	exact bool // lower is the exact count (else only 0 or "at least 1")
+	// ahead bounds lower from above: keys ahead only ever leave (a new key
+	// has a higher create revision), so a count once exact stays an upper
+	// bound. When the one key ahead goes, the ticket is admitted without a
+	// re-read (its own key's deletion is caught by Held's monitor, which
+	// watches from readRev).
+	ahead   int
 	pred    *mvccpb.KeyValue
 	Holders []*mvccpb.KeyValue // the first n keys under the range, by create revision
 	readRev int64              // a revision at which the key was seen to exist
@@ -80,6 +87,7 @@ func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int
 			t.pred = kv
 		}
 	}
+	t.ahead = t.lower
 	t.Holders = resp.Responses[3].GetResponseRange().Kvs
 	return t, nil
 }
@@ -190,6 +198,11 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 			if !created {
 				continue
 			}
+			if n == 1 && t.ahead == 1 && hasDelete(wr.Events) {
+				// The only key ahead is gone and none can join ahead.
+				t.pred, t.lower, t.exact, t.ahead = nil, 0, true, 0
+				return nil
+			}
 			if t.applyDeletes(wr.Events, n) {
 				if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
 					return err
@@ -200,6 +213,15 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 			}
 		}
 	}
+}
+
+func hasDelete(evs []*clientv3.Event) bool {
+	for _, ev := range evs {
+		if ev.Type == mvccpb.DELETE {
+			return true
+		}
+	}
+	return false
 }
 
 // applyDeletes counts deletions of keys ahead of the ticket. It reports
@@ -218,6 +240,7 @@ func (t *Ticket) applyDeletes(evs []*clientv3.Event, n int) bool {
 		}
 		if ev.PrevKv.CreateRevision < t.rev {
 			t.lower--
+			t.ahead = min(t.ahead, t.lower)
 			changed = true
 		}
 		if ev.PrevKv.CreateRevision == t.rev {
@@ -267,10 +290,13 @@ func (t *Ticket) recheck(ctx context.Context, rangePrefix string, n int) error {
 		if len(kvs) > 0 {
 			t.pred = kvs[0]
 			t.lower = 1
+		} else {
+			t.ahead = 0
 		}
 		return nil
 	}
 	t.lower, t.exact = len(kvs), true
+	t.ahead = min(t.ahead, t.lower)
 	return nil
 }
 
@@ -327,7 +353,7 @@ func Rejoin(ctx context.Context, s *Session, rangePrefix string) (*Ticket, error
 		if clientv3.LeaseID(kv.Lease) != s.id {
 			continue
 		}
-		t := &Ticket{s: s, key: string(kv.Key), rev: kv.CreateRevision, value: string(kv.Value), lower: 1}
+		t := &Ticket{s: s, key: string(kv.Key), rev: kv.CreateRevision, value: string(kv.Value), lower: 1, ahead: math.MaxInt}
 		if err := t.recheck(ctx, rangePrefix, 1); err != nil {
 			return nil, err
 		}

@@ -146,42 +146,50 @@ func runConsumers(b *testing.B, srv *embedtest.Server, n int, consume func(*clie
 	}
 }
 
-// BenchmarkWakeup measures enqueue -> blocked consumer latency.
+// BenchmarkWakeup measures enqueue -> blocked consumer latency, with fsync
+// on and off.
 func BenchmarkWakeup(b *testing.B) {
-	srv := embedtest.Start(b)
-	ctx := context.Background()
-	b.Run("concord", func(b *testing.B) {
-		q, _ := queue.New(srv.Client, "bench-wake")
-		c, _ := srv.NewClient()
-		s, err := concurrency.NewSession(ctx, c, concurrency.WithTTL(10*time.Second))
-		if err != nil {
-			b.Fatal(err)
+	for _, fsync := range []bool{true, false} {
+		var opts []embedtest.Option
+		if !fsync {
+			opts = append(opts, embedtest.NoFsync())
 		}
-		defer s.Close(ctx)
-		qc, _ := queue.New(c, "bench-wake")
-		measureWakeup(b, func() error { _, err := q.Enqueue(ctx, []byte("x")); return err }, func(delivered func()) error {
-			cl, err := qc.Claim(ctx, s)
+		srv := embedtest.Start(b, opts...)
+		ctx := context.Background()
+		b.Run(fmt.Sprintf("concord/fsync=%v", fsync), func(b *testing.B) {
+			name := fmt.Sprintf("bench-wake-%v", fsync)
+			q, _ := queue.New(srv.Client, name)
+			c, _ := srv.NewClient()
+			s, err := concurrency.NewSession(ctx, c, concurrency.WithTTL(10*time.Second))
 			if err != nil {
-				return err
+				b.Fatal(err)
 			}
-			delivered()
-			return cl.Ack(ctx)
-		}, func() bool {
-			resp, _ := srv.Client.Get(ctx, "bench-wake/.q/w/", clientv3.WithPrefix(), clientv3.WithCountOnly())
-			return resp != nil && resp.Count == 1
+			defer s.Close(ctx)
+			qc, _ := queue.New(c, name)
+			measureWakeup(b, func() error { _, err := q.Enqueue(ctx, []byte("x")); return err }, func(delivered func()) error {
+				cl, err := qc.Claim(ctx, s)
+				if err != nil {
+					return err
+				}
+				delivered()
+				return cl.Ack(ctx)
+			}, func() bool {
+				resp, _ := srv.Client.Get(ctx, name+"/.q/w/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+				return resp != nil && resp.Count == 1
+			})
 		})
-	})
-	b.Run("etcd", func(b *testing.B) {
-		q := recipe.NewQueue(srv.Client, "bench-wake-etcd")
-		c, _ := srv.NewClient()
-		qc := recipe.NewQueue(c, "bench-wake-etcd")
-		measureWakeup(b, func() error { return q.Enqueue("x") }, func(delivered func()) error {
-			_, err := qc.Dequeue()
-			delivered()
-			return err
-		},
-			func() bool { return true })
-	})
+		b.Run(fmt.Sprintf("etcd/fsync=%v", fsync), func(b *testing.B) {
+			name := fmt.Sprintf("bench-wake-etcd-%v", fsync)
+			q := recipe.NewQueue(srv.Client, name)
+			c, _ := srv.NewClient()
+			qc := recipe.NewQueue(c, name)
+			measureWakeup(b, func() error { return q.Enqueue("x") }, func(delivered func()) error {
+				_, err := qc.Dequeue()
+				delivered()
+				return err
+			}, func() bool { return true })
+		})
+	}
 }
 
 // measureWakeup starts a blocked consumer, waits until it is blocked, then

@@ -201,7 +201,8 @@ func TestNoHerdOnEnqueue(t *testing.T) {
 	}
 	few, many := perItem(2), perItem(40)
 	t.Logf("unary requests per item: %.1f with 2 waiting consumers, %.1f with 40", few, many)
-	if many > few+2 {
+	// O(waiters) growth would be about 20 times more; allow for noise.
+	if many > 1.5*few {
 		t.Fatalf("requests per item grow with waiting consumers: %.1f vs %.1f", many, few)
 	}
 }

@@ -1,7 +1,9 @@
 package queue
 
 import (
+	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,12 +83,20 @@ func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session) (*Claim
 			timer = time.NewTimer(time.Until(due))
 			fire = timer.C
 		}
-		live, err := q.awaitChange(ctx, s, wch, fire)
+		live, arrived, err := q.awaitChange(ctx, s, wch, fire)
 		if timer != nil {
 			timer.Stop()
 		}
 		if err != nil || !live {
 			return nil, err
+		}
+		// Claim what just arrived straight from the event, without reading
+		// the queue first; a lost race falls back to the read above.
+		for _, kv := range arrived {
+			c, _, err := q.claimOne(ctx, s, kv)
+			if err != nil || c != nil {
+				return c, err
+			}
 		}
 	}
 }
@@ -94,25 +104,29 @@ func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session) (*Claim
 // awaitChange waits for an event that may make an item claimable: an item
 // put (ready or delayed), a claim deleted (its item may be an orphan), or a
 // delayed item falling due. It reports false when the watch broke and must
-// be reopened.
-func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch clientv3.WatchChan, timer <-chan time.Time) (bool, error) {
+// be reopened, and returns the ready items that arrived, in delivery order.
+func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch clientv3.WatchChan, timer <-chan time.Time) (bool, []*mvccpb.KeyValue, error) {
 	for {
 		select {
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, nil, ctx.Err()
 		case <-s.Done():
-			return false, s.Err()
+			return false, nil, s.Err()
 		case <-timer:
-			return true, nil
+			return true, nil, nil
 		case wr, ok := <-wch:
 			if !ok || wr.Canceled || wr.Err() != nil {
-				return false, ctx.Err()
+				return false, nil, ctx.Err()
 			}
 			wake := false
+			var arrived []*mvccpb.KeyValue
 			for _, ev := range wr.Events {
 				key := string(ev.Kv.Key)
 				switch {
-				case ev.Type == mvccpb.PUT && (strings.HasPrefix(key, q.pfx+readyDir) || strings.HasPrefix(key, q.pfx+delayedDir)):
+				case ev.Type == mvccpb.PUT && strings.HasPrefix(key, q.pfx+readyDir):
+					wake = true
+					arrived = append(arrived, ev.Kv)
+				case ev.Type == mvccpb.PUT && strings.HasPrefix(key, q.pfx+delayedDir):
 					wake = true
 				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+claimDir):
 					// Best effort: the next consumer first in line sweeps
@@ -121,7 +135,8 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 				}
 			}
 			if wake {
-				return true, nil
+				slices.SortFunc(arrived, func(a, b *mvccpb.KeyValue) int { return bytes.Compare(a.Key, b.Key) })
+				return true, arrived, nil
 			}
 		}
 	}
