@@ -198,10 +198,14 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 			if !created {
 				continue
 			}
-			if n == 1 && t.ahead == 1 && hasDelete(wr.Events) {
-				// The only key ahead is gone and none can join ahead.
-				t.pred, t.lower, t.exact, t.ahead = nil, 0, true, 0
-				return nil
+			if n == 1 && hasDelete(wr.Events) && t.ahead != math.MaxInt {
+				// The key ahead is gone: one fewer ahead. If it was the
+				// last, none can join ahead, so no re-read is needed.
+				t.ahead--
+				if t.ahead <= 0 {
+					t.pred, t.lower, t.exact, t.ahead = nil, 0, true, 0
+					return nil
+				}
 			}
 			if t.applyDeletes(wr.Events, n) {
 				if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
