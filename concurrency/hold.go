@@ -186,7 +186,7 @@ func (h *Held) follow(wch clientv3.WatchChan) (lost error, retry bool) {
 			}
 			for _, ev := range wr.Events {
 				if ev.Type == mvccpb.DELETE {
-					return fmt.Errorf("%w: %s", ErrKeyDeleted, h.t.key), false
+					return h.t.s.keyGone(context.Background(), h.t.key), false
 				}
 			}
 		}
@@ -211,7 +211,7 @@ func (h *Held) reread(mctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.t.rev {
-		return 0, fmt.Errorf("%w: %s", ErrKeyDeleted, h.t.key)
+		return 0, h.t.s.keyGone(mctx, h.t.key)
 	}
 	return resp.Header.Revision, nil
 }

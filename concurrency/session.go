@@ -392,3 +392,23 @@ func watchContext(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 var discardLogger = slog.New(slog.DiscardHandler)
+
+// keyGone explains why a key held under the session vanished. A revoked or
+// expired lease deletes its keys before the keepalive can notice, so the
+// lease is asked first: if it is gone, the session ends at once with
+// ErrLeaseExpired and that is returned; otherwise ErrKeyDeleted (someone
+// deleted the key).
+func (s *Session) keyGone(ctx context.Context, key string) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+	defer cancel()
+	if resp, err := s.client.TimeToLive(cctx, s.id); err == nil && resp.TTL == -1 {
+		s.end(ErrLeaseExpired)
+	}
+	if err := s.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s", ErrKeyDeleted, key)
+}

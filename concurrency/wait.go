@@ -136,7 +136,7 @@ func (t *Ticket) WaitLimit(ctx context.Context, rangePrefix string, limit func()
 		if t.Admitted(n) {
 			return nil
 		}
-		if !t.exact && n > 1 {
+		if !t.exact && !predMode(n) {
 			// Only "someone is ahead" is known: count them.
 			if err := t.recheck(ctx, rangePrefix, n); err != nil {
 				return err
@@ -149,6 +149,11 @@ func (t *Ticket) WaitLimit(ctx context.Context, rangePrefix string, limit func()
 	}
 }
 
+// predMode reports whether a wait for limit n watches only the key just
+// ahead (n == 1: one watched key, no herd) rather than counting every
+// deletion in the line.
+func predMode(n int) bool { return n == 1 }
+
 // waitOnce opens one watch and follows it until admitted, the watch fails
 // (nil: the caller re-checks and opens another) or an error ends the wait.
 func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, changed <-chan struct{}) error {
@@ -156,14 +161,14 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 	defer cancel()
 	c := t.s.client
 	var wch clientv3.WatchChan
-	if n == 1 {
+	if predMode(n) {
 		wch = c.Watch(wctx, string(t.pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
 	} else {
 		wch = c.Watch(wctx, rangePrefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
 	}
 	var watchedKey string
 	var watchedRev int64
-	if n == 1 {
+	if predMode(n) {
 		watchedKey, watchedRev = string(t.pred.Key), t.pred.CreateRevision
 	}
 	created := false
@@ -190,7 +195,7 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 				if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
 					return err
 				}
-				if n == 1 && (string(t.pred.Key) != watchedKey || t.pred.CreateRevision != watchedRev) {
+				if predMode(n) && (string(t.pred.Key) != watchedKey || t.pred.CreateRevision != watchedRev) {
 					return nil // the key ahead changed: watch the new one
 				}
 				continue
@@ -198,7 +203,7 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 			if !created {
 				continue
 			}
-			if n == 1 && hasDelete(wr.Events) && t.ahead != math.MaxInt {
+			if predMode(n) && hasDelete(wr.Events) && t.ahead != math.MaxInt {
 				// The key ahead is gone: one fewer ahead. If it was the
 				// last, none can join ahead, so no re-read is needed.
 				t.ahead--
@@ -207,13 +212,23 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 					return nil
 				}
 			}
-			if t.applyDeletes(wr.Events, n) {
+			if !predMode(n) {
+				// Every deletion in the line is seen after the last read,
+				// so the count of keys ahead stays exact: admitted when it
+				// drops below n, with no re-read.
+				if t.countDeletes(wr.Events) {
+					return nil // our own key went: the re-read reports why
+				}
+				if t.Admitted(n) {
+					return nil
+				}
+				continue
+			}
+			if hasDelete(wr.Events) {
 				if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
 					return err
 				}
-				if n == 1 {
-					return nil
-				}
+				return nil
 			}
 		}
 	}
@@ -228,37 +243,32 @@ func hasDelete(evs []*clientv3.Event) bool {
 	return false
 }
 
-// applyDeletes counts deletions of keys ahead of the ticket. It reports
-// whether the line should be re-read.
-func (t *Ticket) applyDeletes(evs []*clientv3.Event, n int) bool {
-	changed := false
+// countDeletes counts deletions of keys ahead of the ticket that happened
+// after the last read (earlier ones are in its count). It reports true when
+// the ticket's own key was deleted, or a deletion cannot be judged: the
+// caller then re-reads.
+func (t *Ticket) countDeletes(evs []*clientv3.Event) bool {
 	for _, ev := range evs {
-		if ev.Type != mvccpb.DELETE {
+		if ev.Type != mvccpb.DELETE || ev.Kv.ModRevision <= t.readRev {
 			continue
 		}
-		if n == 1 {
+		if ev.PrevKv == nil || ev.PrevKv.CreateRevision == t.rev {
+			t.exact = false
 			return true
-		}
-		if ev.PrevKv == nil {
-			return true // no create revision to judge by: re-read
 		}
 		if ev.PrevKv.CreateRevision < t.rev {
 			t.lower--
 			t.ahead = min(t.ahead, t.lower)
-			changed = true
-		}
-		if ev.PrevKv.CreateRevision == t.rev {
-			return true // our own key: the re-read reports it
 		}
 	}
-	return changed && t.lower < n
+	return false
 }
 
 // recheck reads, in one round trip, whether the ticket's key still exists and
 // which keys are ahead of it.
 func (t *Ticket) recheck(ctx context.Context, rangePrefix string, n int) error {
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithMaxCreateRev(t.rev - 1)}
-	if n == 1 {
+	if predMode(n) {
 		opts = append(opts, clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1))
 	} else {
 		opts = append(opts, clientv3.WithKeysOnly())
@@ -279,16 +289,11 @@ func (t *Ticket) recheck(ctx context.Context, rangePrefix string, n int) error {
 		return err
 	}
 	if !resp.Succeeded {
-		select {
-		case <-t.s.Done():
-			return t.s.Err()
-		default:
-		}
-		return fmt.Errorf("%w: %s", ErrKeyDeleted, t.key)
+		return t.s.keyGone(ctx, t.key)
 	}
 	t.readRev = resp.Header.Revision
 	kvs := resp.Responses[0].GetResponseRange().Kvs
-	if n == 1 {
+	if predMode(n) {
 		t.pred = nil
 		t.lower, t.exact = 0, false
 		if len(kvs) > 0 {

@@ -143,6 +143,9 @@ func TestLostHoldRevoke(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a.Done not closed after its lease was revoked")
 	}
+	if !errors.Is(a.Err(), concurrency.ErrLeaseExpired) {
+		t.Fatalf("a.Err = %v, want ErrLeaseExpired (the key went with the lease)", a.Err())
+	}
 	if err := a.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
