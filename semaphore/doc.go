@@ -1,0 +1,30 @@
+// Package semaphore provides distributed counting semaphores over etcd: at
+// most K permits of one name held at a time, for K hosts of a fleet
+// upgrading at once or a cap on expensive jobs across workers.
+//
+// Guarantees. A permit is granted only when etcd's own record shows fewer
+// than the stored limit of keys ahead of it at one revision, so the holders
+// never exceed the limit in force. Permits are granted in request order
+// (FIFO). Each permit lives under its holder's session lease: a crashed
+// holder's permit returns when its lease expires, and a permit whose session
+// is lost closes its Done before the server can hand it to anyone else. The
+// limit is stored in etcd and can be changed while in use (SetLimit):
+// raising it admits waiters at once; lowering it revokes no permit, it only
+// stops new grants until the holders drop below it. A Semaphore created with
+// a limit other than the stored one fails with ErrLimitMismatch unless it
+// was created WithFollowLimit. Each permit carries a fencing token (its
+// key's create revision, unique and increasing in grant order) and a Guard
+// for etcd writes that must land only while it is held. Release deletes only
+// its own key; a cancelled or failed Acquire leaves no key behind.
+//
+// Not guaranteed: a limit on work outside etcd when a holder pauses past its
+// lease (no lease-based permit can give that); fence such work with Token.
+// A crashed holder's permit returns only after its session TTL.
+//
+// Costs. A waiter watches the line's deletions and makes no request until
+// its count of keys ahead drops below the limit; a release then costs the
+// releaser's delete plus, for the one waiter it admits, one Txn that reads
+// the stored limit and the line at one revision (the grant). Waiters that stay waiting make no requests, whatever their number;
+// every waiter receives each deletion's watch event. Raising the limit
+// wakes every waiter, and each re-reads the line once.
+package semaphore

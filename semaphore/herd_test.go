@@ -1,0 +1,212 @@
+package semaphore_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/semaphore"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// rpcCounts counts a client's unary requests and the watch responses it
+// receives.
+type rpcCounts struct {
+	unary, watchResps atomic.Int64
+}
+
+type countingStream struct {
+	grpc.ClientStream
+	n *atomic.Int64
+}
+
+func (s countingStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err == nil {
+		s.n.Add(1)
+	}
+	return err
+}
+
+func instrumentedClient(t testing.TB, srv *embedtest.Server, rc *rpcCounts) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   srv.Endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{
+			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				rc.unary.Add(1)
+				return invoker(ctx, method, req, reply, cc, opts...)
+			}),
+			grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				cs, err := streamer(ctx, desc, cc, method, opts...)
+				if err != nil || method != "/etcdserverpb.Watch/Watch" {
+					return cs, err
+				}
+				return countingStream{cs, &rc.watchResps}, nil
+			}),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// waitCount polls until n keys exist under prefix.
+func waitCount(t testing.TB, c *clientv3.Client, prefix string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := c.Get(testCtx(t), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count == int64(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys under %s after 20s, want %d", resp.Count, prefix, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// quiet waits until n has not moved for 300ms, and returns its value.
+func quiet(t testing.TB, n *atomic.Int64) int64 {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	last, since := n.Load(), time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		if v := n.Load(); v != last {
+			last, since = v, time.Now()
+		} else if time.Since(since) >= 300*time.Millisecond {
+			return v
+		}
+	}
+	t.Fatal("requests did not settle within 20s")
+	return 0
+}
+
+// With 1,000 waiters in line (300 under -race), a release costs O(1) requests in all (the
+// releaser's delete, the admitted waiter's re-read and grant), however many
+// wait: waiters that stay waiting make none. Each waiter does receive the
+// deletion's watch event.
+func TestThousandWaitersNoHerd(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	const limit, clients, releases = 4, 4, 5
+	waiters := 1000
+	if raceOn {
+		// Every Join's put is filtered by every waiter's watch in the
+		// (instrumented) server: setting up 1,000 takes ~15s under -race.
+		waiters = 300
+	}
+	var rc rpcCounts
+	admin := newSem(t, newSession(t, instrumentedClient(t, srv, &rc), 10*time.Second), "fleet", limit, semaphore.WithFollowLimit())
+	var held []*semaphore.Permit
+	for range limit {
+		held = append(held, mustAcquire(t, ctx, admin))
+	}
+	grants := make(chan *semaphore.Permit, waiters)
+	var sessions []*concurrency.Session
+	var sems []*semaphore.Semaphore
+	for range clients {
+		s := newSession(t, instrumentedClient(t, srv, &rc), 10*time.Second)
+		sessions = append(sessions, s)
+		sems = append(sems, newSem(t, s, "fleet", limit, semaphore.WithFollowLimit()))
+	}
+	var wg sync.WaitGroup
+	start := time.Now()
+	// Join in batches: each Join reads the line, so 1,000 at once would
+	// queue past etcd's request timeout under the race detector.
+	const batch = 50
+	for i := 0; i < waiters; i += batch {
+		for j := range batch {
+			sem := sems[(i+j)%len(sems)]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if p, err := sem.Acquire(ctx); err == nil {
+					grants <- p
+				} else if !errors.Is(err, concurrency.ErrLeaseExpired) && !errors.Is(err, semaphore.ErrKeyDeleted) {
+					t.Errorf("Acquire: %v", err)
+				}
+			}()
+		}
+		waitCount(t, srv.Client, "fleet/.sem/p/", limit+i+batch)
+	}
+	setup := quiet(t, &rc.unary)
+	t.Logf("%d waiters in line after %v, %d requests", waiters, time.Since(start).Round(time.Millisecond), setup)
+
+	var perRelease []int64
+	var lat []time.Duration
+	var events int64
+	for i := range releases {
+		before, evBefore := rc.unary.Load(), rc.watchResps.Load()
+		t0 := time.Now()
+		if err := held[i].Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case p := <-grants:
+			lat = append(lat, time.Since(t0))
+			held = append(held, p)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("release %d admitted nobody", i)
+		}
+		perRelease = append(perRelease, quiet(t, &rc.unary)-before)
+		events += rc.watchResps.Load() - evBefore
+		select {
+		case p := <-grants:
+			t.Fatalf("release %d admitted a second waiter (token %d)", i, p.Token())
+		default:
+		}
+	}
+	slices.Sort(lat)
+	t.Logf("per release: unary requests %v; watch responses %d on average; handoff %v (median %v)",
+		perRelease, events/releases, lat, lat[len(lat)/2])
+	for i, n := range perRelease {
+		if n > 8 {
+			t.Errorf("release %d cost %d requests with %d waiters", i, n, waiters)
+		}
+	}
+
+	// A raise: every waiter re-reads the line once (documented cost).
+	before := rc.unary.Load()
+	t0 := time.Now()
+	if err := admin.SetLimit(ctx, limit+2); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case p := <-grants:
+			held = append(held, p)
+		case <-time.After(10 * time.Second):
+			t.Fatal("raise admitted nobody")
+		}
+	}
+	t.Logf("raise by 2: two admitted in %v; %d requests in all", time.Since(t0).Round(time.Millisecond), quiet(t, &rc.unary)-before)
+
+	// End the waits by revoking their leases: one revision each.
+	for _, s := range sessions {
+		if _, err := srv.Client.Revoke(ctx, s.Lease()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	for _, p := range held {
+		_ = p.Release(ctx)
+	}
+}

@@ -1,0 +1,300 @@
+package semaphore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Option configures a Semaphore.
+type Option interface{ apply(*config) }
+
+type config struct {
+	value  string
+	follow bool
+	logger *slog.Logger
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithValue stores v with each permit and wait, so Inspect shows who holds
+// and who waits (a host name, a rollout step).
+func WithValue(v string) Option { return optionFunc(func(c *config) { c.value = v }) }
+
+// WithFollowLimit makes the Semaphore use whatever limit is stored in etcd,
+// and follow its changes, instead of failing with ErrLimitMismatch when the
+// stored limit differs from the one given to New. The limit given to New is
+// stored only if none is.
+func WithFollowLimit() Option { return optionFunc(func(c *config) { c.follow = true }) }
+
+// WithLogger logs trouble (an invalid stored limit) to lg. Default: silent.
+func WithLogger(lg *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = lg }) }
+
+// Semaphore is a distributed counting semaphore: at most Limit permits of
+// one name are held at a time, granted in request order, each under its
+// holder's session lease. The limit is stored in etcd and can change while
+// in use (SetLimit). A Semaphore owns one goroutine that follows the stored
+// limit; Close stops it. It is safe for concurrent use: each Acquire returns
+// a permit of its own.
+type Semaphore struct {
+	s        *concurrency.Session
+	name     string
+	prefix   string // permits and waiters
+	limitKey string
+	value    string
+	log      *slog.Logger
+	lim      *storedLimit
+
+	closeCtx   context.Context
+	closeAll   context.CancelFunc
+	followDone chan struct{}
+	closeOnce  sync.Once
+
+	mu          sync.Mutex
+	want        int // the limit this Semaphore insists on (without follow)
+	followLimit bool
+}
+
+func permitPrefix(name string) string { return name + "/.sem/p/" }
+func limitKey(name string) string     { return name + "/.sem/limit" }
+
+// New returns the semaphore name with limit permits on session s. It checks
+// its input and starts following the stored limit; it makes no request
+// itself. The first Acquire, TryAcquire, Limit or SetLimit stores limit in
+// etcd if no limit is stored; if a different one is, Acquire and TryAcquire
+// fail with ErrLimitMismatch unless WithFollowLimit is given. Close the
+// Semaphore when done with it.
+func New(s *concurrency.Session, name string, limit int, opts ...Option) (*Semaphore, error) {
+	if err := concurrency.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if limit < 1 {
+		return nil, fmt.Errorf("%w: got %d", ErrInvalidLimit, limit)
+	}
+	c := config{logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	if err := concurrency.ValidateValue(c.value); err != nil {
+		return nil, err
+	}
+	closeCtx, closeAll := context.WithCancel(context.Background())
+	sem := &Semaphore{
+		s:           s,
+		name:        name,
+		prefix:      permitPrefix(name),
+		limitKey:    limitKey(name),
+		value:       c.value,
+		log:         c.logger,
+		lim:         newStoredLimit(limit),
+		closeCtx:    closeCtx,
+		closeAll:    closeAll,
+		followDone:  make(chan struct{}),
+		want:        limit,
+		followLimit: c.follow,
+	}
+	followCtx, stopFollow := context.WithCancel(closeCtx)
+	go sem.follow(followCtx, stopFollow)
+	return sem, nil
+}
+
+// Close stops following the stored limit and ends Acquire and TryAcquire
+// calls in progress with ErrClosed (their keys are removed). Permits already
+// granted stay held until released. Close is safe to call more than once.
+func (sem *Semaphore) Close() {
+	sem.closeOnce.Do(func() {
+		sem.closeAll()
+		<-sem.followDone
+	})
+}
+
+// Name is the semaphore's name.
+func (sem *Semaphore) Name() string { return sem.name }
+
+// Acquire blocks until a permit is granted, ctx ends (ctx.Err()), the
+// session is lost (the session's error) or the Semaphore is closed
+// (ErrClosed). Permits are granted in the order Acquire calls joined the
+// line. A failed Acquire leaves no key behind.
+func (sem *Semaphore) Acquire(ctx context.Context) (*Permit, error) {
+	return sem.acquire(ctx, false)
+}
+
+// TryAcquire takes a permit if one is free and nobody is waiting for one,
+// or returns ErrNoPermit at once, leaving no key behind.
+func (sem *Semaphore) TryAcquire(ctx context.Context) (*Permit, error) {
+	return sem.acquire(ctx, true)
+}
+
+func (sem *Semaphore) acquire(parent context.Context, try bool) (*Permit, error) {
+	if sem.closeCtx.Err() != nil {
+		return nil, ErrClosed
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	stop := context.AfterFunc(sem.closeCtx, func() { cancel(ErrClosed) })
+	defer stop()
+	h, err := sem.join(ctx, try)
+	if err != nil {
+		if parent.Err() == nil && errors.Is(context.Cause(ctx), ErrClosed) {
+			return nil, ErrClosed
+		}
+		return nil, err
+	}
+	return &Permit{h: h}, nil
+}
+
+func (sem *Semaphore) join(ctx context.Context, try bool) (*concurrency.Held, error) {
+	n, err := sem.checkLimit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := concurrency.Join(ctx, sem.s, sem.s.UniqueKey(sem.prefix), sem.value, sem.prefix, n)
+	if err != nil {
+		return nil, err
+	}
+	w := &waiter{sem: sem, t: t, backoff: minRefresh}
+	if err := w.wait(ctx, try); err != nil {
+		t.Abandon()
+		return nil, err
+	}
+	return t.Hold(), nil
+}
+
+// Bounds of the pause before a ticket whose count fell behind etcd's is
+// made to re-read (see waiter.limit).
+const (
+	minRefresh = 20 * time.Millisecond
+	maxRefresh = time.Second
+)
+
+// waiter is one Acquire's place in line. Only the Acquire's goroutine uses
+// it (WaitLimit calls limit on that goroutine).
+type waiter struct {
+	sem     *Semaphore
+	t       *concurrency.Ticket
+	refresh bool
+	backoff time.Duration
+	timer   *time.Timer
+}
+
+// wait returns nil once a permit is granted: when nobody is ahead, or when a
+// fresh read shows fewer keys ahead than the stored limit at that same
+// revision. The ticket's own wait decides when that read is worth making
+// (a deletion ahead brought its count below the limit, or the limit rose),
+// so waiters that stay waiting make no requests.
+func (w *waiter) wait(ctx context.Context, try bool) error {
+	for {
+		if w.t.Admitted(1) {
+			// Nobody ahead, as of a read: a grant under any limit.
+			return nil
+		}
+		if !try {
+			err := w.t.WaitLimit(ctx, w.sem.prefix, w.limit)
+			w.stopTimer()
+			if err != nil {
+				return err
+			}
+			if w.t.Admitted(1) {
+				return nil
+			}
+		}
+		ok, n, err := w.sem.confirm(ctx, w.t)
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			return nil
+		case try:
+			return ErrNoPermit
+		default:
+			// Refused: the limit was lowered, or the ticket counts fewer
+			// keys ahead than etcd holds (it counted a deletion its re-read
+			// had already seen). In the second case its wait would return
+			// at once: make it read the line again first.
+			cur, _ := w.sem.lim.current()
+			w.refresh = w.t.Admitted(n) || w.t.Admitted(cur)
+		}
+	}
+}
+
+// limit is the ticket's limit function: the stored limit, with a channel
+// closed when it rises. Lowering the limit wakes nobody: a waiter woken by a
+// deletion finds the lower limit when its grant is confirmed.
+//
+// After a refused grant whose ticket still counted itself admitted, it
+// returns 1 once, with a channel closed after a pause: the ticket then
+// watches the key just ahead and re-reads, which leaves its count inexact,
+// so the next call's limit makes it count the line afresh.
+func (w *waiter) limit() (int, <-chan struct{}) {
+	n, raised := w.sem.lim.current()
+	if !w.refresh {
+		return n, raised
+	}
+	w.refresh = false
+	ch := make(chan struct{})
+	w.stopTimer()
+	w.timer = time.AfterFunc(w.backoff, func() { close(ch) })
+	w.backoff = min(2*w.backoff, maxRefresh)
+	return 1, ch
+}
+
+func (w *waiter) stopTimer() {
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+}
+
+// confirm reads, in one Txn, the stored limit and the keys ahead of t, and
+// reports whether t is within the limit at that revision, and the limit.
+func (sem *Semaphore) confirm(ctx context.Context, t *concurrency.Ticket) (bool, int, error) {
+	for {
+		// KeysOnly, not CountOnly: etcd ignores revision filters on a
+		// count-only range.
+		resp, err := sem.s.Client().Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(t.Key()), "=", t.Token())).
+			Then(
+				clientv3.OpGet(sem.limitKey),
+				clientv3.OpGet(sem.prefix, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(t.Token()-1), clientv3.WithKeysOnly()),
+			).Commit()
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, 0, ctx.Err()
+			}
+			if serr := sem.s.Err(); serr != nil {
+				return false, 0, serr
+			}
+			return false, 0, err
+		}
+		if !resp.Succeeded {
+			if serr := sem.s.Err(); serr != nil {
+				return false, 0, serr
+			}
+			return false, 0, fmt.Errorf("%w: %s", ErrKeyDeleted, t.Key())
+		}
+		lkvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(lkvs) == 0 {
+			// Someone deleted the limit: store ours again and re-read.
+			sem.lim.observe(0, false, resp.Header.Revision)
+			if _, err := sem.ensure(ctx); err != nil {
+				return false, 0, err
+			}
+			continue
+		}
+		n, err := parseLimit(lkvs[0].Value)
+		if err != nil {
+			return false, 0, err
+		}
+		sem.observeKV(lkvs[0].Value, lkvs[0].ModRevision)
+		ahead := len(resp.Responses[1].GetResponseRange().Kvs)
+		return ahead < n, n, nil
+	}
+}
