@@ -11,7 +11,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
@@ -26,21 +25,6 @@ func main() {
 	}
 }
 
-func connect() (*clientv3.Client, func(), error) {
-	if eps := os.Getenv("ETCD_ENDPOINTS"); eps != "" {
-		c, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(eps, ","), DialTimeout: 5 * time.Second})
-		if err != nil {
-			return nil, nil, err
-		}
-		return c, func() { c.Close() }, nil
-	}
-	srv, err := embedtest.New()
-	if err != nil {
-		return nil, nil, err
-	}
-	return srv.Client, func() { srv.Close() }, nil
-}
-
 func run(ctx context.Context, out io.Writer) error {
 	return runTo(ctx, func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) })
 }
@@ -48,7 +32,7 @@ func run(ctx context.Context, out io.Writer) error {
 func runTo(ctx context.Context, say func(string, ...any)) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	c, closeFn, err := connect()
+	c, closeFn, err := embedtest.Connect()
 	if err != nil {
 		return err
 	}
