@@ -1,0 +1,575 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/election"
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/queue"
+	"github.com/concordkit/concord/semaphore"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// flight is a host being rolled out.
+type flight struct {
+	worker   string
+	step     int
+	orphaned bool // its worker crashed; it waits for the lease to expire
+}
+
+// Fault injection phases.
+const (
+	faultNone      = iota // waiting for a worker mid-host to crash
+	faultCrashed          // crashed one; waiting for its host to be resumed
+	faultLeaderDie        // killed the coordinator; waiting for the next one
+	faultDone
+)
+
+// monitor watches the fleet from outside (its own client), injects the
+// faults, keeps the model the view draws, and judges the invariants.
+type monitor struct {
+	cfg     demoConfig
+	f       *fleet
+	mon     *clientv3.Client
+	q       *queue.Queue
+	view    *view
+	start   time.Time
+	workers []*worker
+
+	leader      election.Leader
+	terms       int
+	lastToken   int64
+	done        map[string]string // host -> worker that finished it
+	inflight    map[string]*flight
+	ckpt        map[string]int // host -> last step seen saved in etcd
+	saves       int
+	resumes     []string
+	samples     int
+	permits     int
+	maxPermits  int
+	maxClaims   int
+	ready       int
+	claimed     int
+	complete    bool
+	problems    []string
+	violations  []string
+	phase       int
+	crashed     *worker
+	crashedHost string
+	crashedStep int
+	crashAt     time.Time
+	resumeAfter time.Duration
+	killed      *worker
+	killAt      time.Time
+	failover    time.Duration
+	faultNote   string
+}
+
+// check is one invariant's verdict.
+type check struct {
+	ok     bool
+	name   string
+	detail string
+}
+
+// demoReport is how a demo run went.
+type demoReport struct {
+	checks    []check
+	elapsed   time.Duration
+	done      int
+	resumed   int
+	crashed   string
+	killed    string
+	failover  time.Duration
+	maxFlight int
+}
+
+func (r *demoReport) ok() bool { return r.broken() == 0 }
+
+func (r *demoReport) broken() int {
+	n := 0
+	for _, c := range r.checks {
+		if !c.ok {
+			n++
+		}
+	}
+	return n
+}
+
+// runFleet runs the demo: an embedded etcd, a fleet, faults, a view, and
+// the verdict.
+func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, error) {
+	srv, err := embedtest.New(embedtest.FastTicks(), embedtest.NoFsync())
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded etcd: %w", err)
+	}
+	defer srv.Close()
+	q, err := queue.New(srv.Client, demoQueue)
+	if err != nil {
+		return nil, err
+	}
+	m := &monitor{cfg: cfg, mon: srv.Client, q: q, view: newView(cfg, out),
+		f:    &fleet{cfg: cfg, ledger: newLedger(), events: make(chan fleetEvent, 256)},
+		done: map[string]string{}, inflight: map[string]*flight{}, ckpt: map[string]int{}}
+	m.start = time.Now()
+	m.view.start = m.start
+	m.view.header(srv.Endpoints[0])
+	m.view.intro(cfg)
+
+	fctx, stopFleet := context.WithCancel(ctx)
+	defer stopFleet()
+	defer m.stopWorkers()
+	seed := rand.Uint64()
+	for i := range cfg.workers {
+		c, err := srv.NewClient()
+		if err != nil {
+			return nil, err
+		}
+		w := &worker{f: m.f, name: workerName(i), client: c, rng: rand.New(rand.NewPCG(seed, uint64(i)))}
+		if err := w.start(fctx); err != nil {
+			return nil, err
+		}
+		m.workers = append(m.workers, w)
+	}
+
+	mctx, stopMon := context.WithCancel(ctx)
+	follow := concurrency.Follow(mctx, m.mon, "demo/")
+	obs, err := election.Observe(mctx, m.mon, demoElection)
+	if err != nil {
+		stopMon()
+		<-follow.Done()
+		return nil, err
+	}
+	defer func() { stopMon(); <-follow.Done(); <-obs.Done() }()
+
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(cfg.timeout)
+	defer deadline.Stop()
+	for !m.complete || m.phase == faultLeaderDie {
+		select {
+		case <-ctx.Done():
+			m.view.clear()
+			return nil, ctx.Err()
+		case <-deadline.C:
+			m.view.clear()
+			m.violations = append(m.violations, fmt.Sprintf("the rollout did not finish within %v (%d/%d hosts done)", cfg.timeout, len(m.done), cfg.hosts))
+			return m.verdict(ctx), nil
+		case ev := <-m.f.events:
+			m.onEvent(ev)
+		case u := <-follow.C():
+			m.onUpdate(u)
+		case l := <-obs.C():
+			m.onLeader(l)
+		case <-tick.C:
+			m.sample(ctx)
+			m.view.refresh(m)
+		}
+		m.injectFaults(ctx)
+	}
+	m.view.clear()
+	return m.verdict(ctx), nil
+}
+
+func (m *monitor) stopWorkers() {
+	for _, w := range m.workers {
+		if m.cfg.leaveCrashed && w.killed.Load() {
+			w.cancel()
+			continue
+		}
+		w.stop()
+	}
+}
+
+func (m *monitor) onEvent(ev fleetEvent) {
+	switch ev.kind {
+	case evClaimed:
+		m.inflight[ev.host] = &flight{worker: ev.worker, step: ev.step}
+		if ev.step > 0 || ev.attempt > 1 {
+			m.resumes = append(m.resumes, fmt.Sprintf("%s at step %d/%d", ev.host, ev.step, m.cfg.steps))
+			from := fmt.Sprintf("resuming from its checkpoint at step %d/%d", ev.step, m.cfg.steps)
+			if ev.step == 0 {
+				from = "starting over: no step was saved"
+			}
+			m.view.line(m, "%s %s redelivered to %s (attempt %d), %s", m.view.paint(yellow, "↻"), ev.host, ev.worker, ev.attempt, from)
+			if m.crashed != nil && ev.host == m.crashedHost && m.resumeAfter == 0 {
+				m.resumeAfter = time.Since(m.crashAt)
+				if ev.step < m.crashedStep {
+					m.violations = append(m.violations, fmt.Sprintf("lost work: %s had step %d saved when its worker crashed, resumed at %d", ev.host, m.crashedStep, ev.step))
+				}
+			}
+		}
+	case evStep:
+		if fl := m.inflight[ev.host]; fl != nil && fl.worker == ev.worker {
+			fl.step = ev.step
+		}
+	case evDone:
+		delete(m.inflight, ev.host)
+	case evSkipped:
+		m.view.line(m, "· a duplicate item of %s (already done) settled by %s", ev.host, ev.worker)
+	case evLost:
+		delete(m.inflight, ev.host)
+		m.view.line(m, "%s %s gave %s back: %s", m.view.paint(yellow, "!"), ev.worker, ev.host, ev.detail)
+	case evEnqueued:
+		if ev.step == 0 {
+			m.view.line(m, "%s enqueued the rollout: %d hosts on queue %q", ev.worker, ev.n, demoQueue)
+		} else {
+			m.view.line(m, "%s resumed the plan: enqueued hosts %d..%d", ev.worker, ev.step+1, ev.step+ev.n)
+		}
+	case evCompleted:
+		m.view.line(m, "%s coordinator %s: all %d hosts done", m.view.paint(green, "★"), ev.worker, m.cfg.hosts)
+	case evProblem:
+		m.problems = append(m.problems, ev.worker+": "+ev.detail)
+		m.view.line(m, "%s %s: %s", m.view.paint(red, "!"), ev.worker, ev.detail)
+	}
+}
+
+// onUpdate follows demo/ in etcd: checkpoints (which must only go forward),
+// done markers and the completion mark.
+func (m *monitor) onUpdate(u concurrency.Update) {
+	if u.Snapshot {
+		clear(m.ckpt)
+		for _, kv := range u.KVs {
+			m.onKey(string(kv.Key), kv.Value, true, u.Resync)
+		}
+		return
+	}
+	for _, ev := range u.Events {
+		m.onKey(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypePut, false)
+	}
+}
+
+func (m *monitor) onKey(key string, value []byte, put, resync bool) {
+	switch {
+	case strings.HasPrefix(key, demoHostPrefix) && strings.HasSuffix(key, "/.checkpoint"):
+		host := hostOfTask(strings.TrimSuffix(key, "/.checkpoint"))
+		if !put {
+			delete(m.ckpt, host)
+			return
+		}
+		step := decodeProgress(value).Step
+		if last, ok := m.ckpt[host]; ok && step <= last && !resync {
+			m.violations = append(m.violations, fmt.Sprintf("checkpoint of %s went from step %d back to %d", host, last, step))
+		}
+		m.ckpt[host] = step
+		m.saves++
+	case strings.HasPrefix(key, demoDonePrefix) && put:
+		host := key[len(demoDonePrefix):]
+		if _, dup := m.done[host]; dup {
+			return
+		}
+		m.done[host] = string(value)
+		delete(m.inflight, host)
+		if !m.view.tty {
+			m.view.line(m, "%s  %s %s done by %s%s", m.view.bar(len(m.done), m.cfg.hosts, 20),
+				m.view.paint(green, "✓"), host, value, m.view.flightSummary(m))
+		}
+	case key == demoCompleteKey && put:
+		m.complete = true
+	}
+}
+
+func (m *monitor) onLeader(l election.Leader) {
+	if l.None() {
+		if m.leader.Token != 0 {
+			m.view.line(m, "… no coordinator")
+		}
+		m.leader = l
+		return
+	}
+	if l.Token == m.leader.Token {
+		m.leader = l
+		return
+	}
+	if l.Token <= m.lastToken {
+		m.violations = append(m.violations, fmt.Sprintf("coordinator term %d began after term %d", l.Token, m.lastToken))
+	}
+	m.lastToken = max(m.lastToken, l.Token)
+	m.leader = l
+	m.terms++
+	msg := fmt.Sprintf("%s %s is the coordinator (term %d)", m.view.paint(cyan, "★"), l.Value, l.Token)
+	if w := m.workerNamed(l.Value); w != nil && w.killed.Load() {
+		// A crashed candidate's key stays in line until its lease expires.
+		m.view.line(m, "%s, but it crashed: the next takes over when its lease expires", msg)
+		return
+	}
+	if m.phase == faultLeaderDie && m.killed != nil {
+		m.failover = time.Since(m.killAt)
+		m.phase = faultDone
+		msg += fmt.Sprintf(", %s after %s was killed", ms(m.failover), m.killed.name)
+	}
+	m.view.line(m, "%s", msg)
+}
+
+// sample reads the semaphore and the queue as etcd has them.
+func (m *monitor) sample(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	ss, err := semaphore.Inspect(sctx, m.mon, demoSlots)
+	if err != nil {
+		return
+	}
+	qs, err := m.q.Inspect(sctx)
+	if err != nil {
+		return
+	}
+	m.samples++
+	m.permits = len(ss.Holders)
+	m.maxPermits = max(m.maxPermits, len(ss.Holders))
+	// A claimed item whose claim key is gone (its consumer's lease expired)
+	// waits to be returned to the queue: it is no longer in flight.
+	live := 0
+	for _, it := range qs.Claimed {
+		if it.Lease != 0 {
+			live++
+		}
+	}
+	m.maxClaims = max(m.maxClaims, live)
+	m.ready, m.claimed = len(qs.Ready)+len(qs.Delayed), live
+	if ss.Limit != 0 && ss.Limit != m.cfg.k {
+		m.violations = append(m.violations, fmt.Sprintf("semaphore limit %d stored, want %d", ss.Limit, m.cfg.k))
+	}
+	if live > m.cfg.k {
+		m.violations = append(m.violations, fmt.Sprintf("%d hosts claimed at revision %d, more than %d", live, qs.Revision, m.cfg.k))
+	}
+}
+
+func (m *monitor) alive() []*worker {
+	var ws []*worker
+	for _, w := range m.workers {
+		if !w.killed.Load() {
+			ws = append(ws, w)
+		}
+	}
+	return ws
+}
+
+func (m *monitor) workerNamed(name string) *worker {
+	for _, w := range m.workers {
+		if w.name == name {
+			return w
+		}
+	}
+	return nil
+}
+
+// injectFaults crashes a worker in the middle of a host (its claim is
+// delivered again once its lease expires, and resumed from the checkpoint),
+// then, once that host is resumed, kills the coordinator and revokes its
+// leases (leadership moves at once).
+func (m *monitor) injectFaults(ctx context.Context) {
+	if !m.cfg.faults {
+		return
+	}
+	switch m.phase {
+	case faultNone:
+		if len(m.done) < m.cfg.hosts/4 {
+			return
+		}
+		if len(m.alive()) < 2 {
+			m.faultNote = "no fault injected: a crash needs at least 2 workers"
+			m.phase = faultDone
+			return
+		}
+		hosts := make([]string, 0, len(m.inflight))
+		for h := range m.inflight {
+			hosts = append(hosts, h)
+		}
+		sort.Strings(hosts)
+		for _, h := range hosts {
+			fl := m.inflight[h]
+			if fl.step < 1 || fl.step >= m.cfg.steps || fl.orphaned || fl.worker == m.leader.Value {
+				continue
+			}
+			w := m.workerNamed(fl.worker)
+			if w == nil || w.killed.Load() {
+				continue
+			}
+			m.view.line(m, "%s %s crashed rolling out %s (step %d/%d saved); its claim waits for its lease to expire (TTL %v)",
+				m.view.paint(red, "✗"), w.name, h, fl.step, m.cfg.steps, m.cfg.ttl)
+			w.crash()
+			fl.orphaned = true
+			m.crashed, m.crashedHost, m.crashedStep, m.crashAt = w, h, fl.step, time.Now()
+			m.phase = faultCrashed
+			return
+		}
+	case faultCrashed:
+		if len(m.done) < m.cfg.hosts/2 {
+			return
+		}
+		if len(m.alive()) < 2 {
+			m.faultNote = "coordinator not killed: it is the last worker"
+			m.phase = faultDone
+			return
+		}
+		w := m.workerNamed(m.leader.Value)
+		if w == nil || w.killed.Load() {
+			return
+		}
+		electionLease := m.leader.Lease
+		w.crash()
+		m.killed, m.killAt = w, time.Now()
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, _ = m.mon.Revoke(rctx, electionLease)
+		if id := w.consumerLease.Load(); id != 0 {
+			_, _ = m.mon.Revoke(rctx, clientv3.LeaseID(id))
+		}
+		cancel()
+		m.view.line(m, "%s coordinator %s killed, its leases revoked", m.view.paint(red, "✗"), w.name)
+		for _, fl := range m.inflight {
+			if fl.worker == w.name {
+				fl.orphaned = true
+			}
+		}
+		m.phase = faultLeaderDie
+	}
+}
+
+// verdict reads etcd's final state and judges every invariant.
+func (m *monitor) verdict(ctx context.Context) *demoReport {
+	cfg := m.cfg
+	l := m.f.ledger
+	l.mu.Lock()
+	maxFlight, maxCoord := l.maxInFlight, l.maxCoordinators
+	violations := append(append([]string(nil), m.violations...), l.violations...)
+	l.mu.Unlock()
+	rep := &demoReport{elapsed: time.Since(m.start), done: len(m.done), resumed: len(m.resumes), failover: m.failover, maxFlight: maxFlight}
+	if m.crashed != nil {
+		rep.crashed = m.crashed.name
+	}
+	if m.killed != nil {
+		rep.killed = m.killed.name
+	}
+	add := func(ok bool, name, format string, a ...any) {
+		rep.checks = append(rep.checks, check{ok: ok, name: name, detail: fmt.Sprintf(format, a...)})
+	}
+	broken := func(kind string) []string {
+		var out []string
+		for _, v := range violations {
+			if strings.Contains(v, kind) {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+
+	// At most K in flight: the fleet's own count of hosts worked on under
+	// a permit, and etcd's count of claims at every sample.
+	over := broken("claimed at revision")
+	add(maxFlight <= cfg.k && m.maxClaims <= cfg.k && m.maxPermits <= cfg.k && len(over) == 0,
+		fmt.Sprintf("never more than %d hosts in flight", cfg.k),
+		"max %d in the fleet; in etcd max %d permits and %d claims over %d samples%s", maxFlight, m.maxPermits, m.maxClaims, m.samples, first(over))
+
+	// Every host done, nothing left behind.
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var missing []string
+	doneN, leftCkpt, qlen := -1, -1, int64(-1)
+	dead := -1
+	if resp, err := m.mon.Get(rctx, demoDonePrefix, clientv3.WithPrefix()); err == nil {
+		have := map[string]bool{}
+		for _, kv := range resp.Kvs {
+			have[string(kv.Key)[len(demoDonePrefix):]] = true
+		}
+		doneN = len(have)
+		for i := range cfg.hosts {
+			if !have[hostName(i)] {
+				missing = append(missing, hostName(i))
+			}
+		}
+	}
+	if resp, err := m.mon.Get(rctx, demoHostPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+		leftCkpt = int(resp.Count)
+	}
+	if st, err := m.q.Inspect(rctx); err == nil {
+		qlen = int64(len(st.Ready) + len(st.Delayed) + len(st.Claimed))
+		dead = len(st.Dead)
+	}
+	add(doneN == cfg.hosts && len(missing) == 0 && qlen == 0 && dead == 0 && leftCkpt == 0,
+		"every host rolled out",
+		"%d/%d done, %d left in the queue, %d dead letters, %d checkpoints left%s", doneN, cfg.hosts, qlen, dead, leftCkpt, firstList("missing", missing))
+
+	// No lost work: every resume started at or after the last saved step.
+	lost := broken("lost work")
+	resumed := "no host needed resuming"
+	if len(m.resumes) > 0 {
+		resumed = fmt.Sprintf("redelivered and resumed from the last checkpoint: %s", strings.Join(m.resumes, ", "))
+	}
+	add(len(lost) == 0, "no lost work", "%s%s", resumed, first(lost))
+
+	back := append(broken("backwards"), broken("went from step")...)
+	add(len(back) == 0, "checkpoints never went backwards", "%d saves watched in etcd, each past the one before%s", m.saves, first(back))
+
+	terms := broken("coordinator term")
+	add(maxCoord <= 1 && len(terms) == 0, "one coordinator at a time",
+		"%d terms, tokens increasing; at most %d coordinating at once%s", m.terms, maxCoord, first(terms))
+
+	if cfg.faults {
+		switch {
+		case m.faultNote != "":
+			add(true, "faults", "%s", m.faultNote)
+		case m.crashed == nil:
+			add(true, "faults", "no worker was mid-host to crash before the rollout ended")
+		default:
+			d := fmt.Sprintf("%s crashed on %s at step %d/%d, resumed %s later", m.crashed.name, m.crashedHost, m.crashedStep, cfg.steps, ms(m.resumeAfter))
+			if m.killed != nil {
+				d += fmt.Sprintf("; coordinator %s killed, next one elected in %s", m.killed.name, ms(m.failover))
+			}
+			add(m.resumeAfter > 0 && (m.killed == nil || m.failover > 0), "survived the faults", "%s", d)
+		}
+	}
+	if other := otherViolations(violations); len(other) > 0 || len(m.problems) > 0 {
+		add(false, "no unexpected errors", "%s", strings.Join(append(other, m.problems...), "; "))
+	}
+	m.view.summary(rep, cfg)
+	return rep
+}
+
+func ms(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	s := ": " + vs[0]
+	if len(vs) > 1 {
+		s += fmt.Sprintf(" (and %d more)", len(vs)-1)
+	}
+	return s
+}
+
+func firstList(what string, vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	if len(vs) > 5 {
+		vs = append(vs[:5:5], "…")
+	}
+	return "; " + what + ": " + strings.Join(vs, ", ")
+}
+
+func otherViolations(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		known := false
+		for _, k := range []string{"claimed at revision", "lost work", "backwards", "went from step", "coordinator term"} {
+			known = known || strings.Contains(v, k)
+		}
+		if !known {
+			out = append(out, v)
+		}
+	}
+	return out
+}

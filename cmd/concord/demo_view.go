@@ -1,0 +1,262 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// ANSI styles, used only on a terminal.
+const (
+	red    = "31"
+	green  = "32"
+	yellow = "33"
+	cyan   = "36"
+	dim    = "2"
+	bold   = "1"
+)
+
+// view draws the demo: event lines as they happen and, on a terminal, a
+// live block under them redrawn in place; plain lines otherwise.
+type view struct {
+	w      io.Writer
+	tty    bool
+	color  bool
+	quiet  bool
+	start  time.Time
+	width  int
+	drawn  int // lines of the live block on screen
+	frames int
+}
+
+func newView(cfg demoConfig, w io.Writer) *view {
+	width := 100
+	if c, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && c > 20 {
+		width = c
+	} else if f, ok := w.(*os.File); ok && cfg.tty {
+		if c := termWidth(f); c > 20 {
+			width = c
+		}
+	}
+	return &view{w: w, tty: cfg.tty && !cfg.quiet, color: cfg.color, quiet: cfg.quiet, width: width}
+}
+
+func (v *view) paint(style, s string) string {
+	if !v.color {
+		return s
+	}
+	return "\x1b[" + style + "m" + s + "\x1b[0m"
+}
+
+func (v *view) header(endpoint string) {
+	if v.quiet {
+		return
+	}
+	fmt.Fprintf(v.w, "%s\n", v.paint(bold, "concord demo: a rolling upgrade across a simulated fleet"))
+	fmt.Fprintf(v.w, "%s\n\n", v.paint(dim, "embedded etcd at "+endpoint))
+}
+
+func (v *view) intro(cfg demoConfig) {
+	if v.quiet {
+		return
+	}
+	faults := "no faults"
+	if cfg.faults {
+		faults = "faults: a worker crashes mid-host, then the coordinator is killed"
+	}
+	fmt.Fprintf(v.w, "  %d hosts, %d steps each · %d workers elect a coordinator · at most %d hosts at once\n  lease TTL %v · %s\n\n",
+		cfg.hosts, cfg.steps, cfg.workers, cfg.k, cfg.ttl, faults)
+}
+
+func (v *view) stamp() string {
+	return v.paint(dim, fmt.Sprintf("%6.2fs", time.Since(v.start).Seconds()))
+}
+
+// line prints one event line (above the live block on a terminal).
+func (v *view) line(m *monitor, format string, a ...any) {
+	if v.quiet {
+		return
+	}
+	v.clear()
+	fmt.Fprintf(v.w, "%s  %s\n", v.stamp(), fmt.Sprintf(format, a...))
+	if v.tty {
+		v.draw(m)
+	}
+}
+
+// clear erases the live block.
+func (v *view) clear() {
+	if !v.tty || v.drawn == 0 {
+		return
+	}
+	fmt.Fprintf(v.w, "\x1b[%dA\x1b[J", v.drawn)
+	v.drawn = 0
+}
+
+func (v *view) refresh(m *monitor) {
+	if !v.tty {
+		return
+	}
+	v.clear()
+	v.draw(m)
+}
+
+func (v *view) bar(n, of, width int) string {
+	full := 0
+	if of > 0 {
+		full = n * width / of
+	}
+	return "[" + v.paint(green, strings.Repeat("█", full)) + v.paint(dim, strings.Repeat("░", width-full)) + "]" +
+		fmt.Sprintf(" %*d/%d", len(strconv.Itoa(of)), n, of)
+}
+
+func (v *view) steps(step, of int) string {
+	if of > 12 {
+		return fmt.Sprintf("%d/%d", step, of)
+	}
+	return v.paint(green, strings.Repeat("▰", step)) + v.paint(dim, strings.Repeat("▱", of-step))
+}
+
+func sortedHosts(m *monitor) []string {
+	hosts := make([]string, 0, len(m.inflight))
+	for h := range m.inflight {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	return hosts
+}
+
+// flightSummary is the hosts in flight, for a plain line.
+func (v *view) flightSummary(m *monitor) string {
+	var parts []string
+	for _, h := range sortedHosts(m) {
+		fl := m.inflight[h]
+		if fl.orphaned {
+			parts = append(parts, h+" (orphaned)")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %d/%d", h, fl.step, m.cfg.steps))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return v.paint(dim, " · in flight: "+strings.Join(parts, ", "))
+}
+
+// draw prints the live block.
+func (v *view) draw(m *monitor) {
+	v.frames++
+	spin := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}[v.frames%10]
+	lead := v.paint(yellow, "none (election in progress)")
+	if !m.leader.None() {
+		lead = fmt.Sprintf("%s %s", v.paint(cyan, m.leader.Value), v.paint(dim, fmt.Sprintf("term %d", m.leader.Token)))
+	}
+	var flights []string
+	for _, h := range sortedHosts(m) {
+		fl := m.inflight[h]
+		if fl.orphaned {
+			flights = append(flights, fmt.Sprintf("%s %s %s", h, v.paint(red, "orphaned"), v.paint(dim, "("+fl.worker+"'s lease)")))
+			continue
+		}
+		flights = append(flights, fmt.Sprintf("%s %s %s", h, v.steps(fl.step, m.cfg.steps), v.paint(dim, fl.worker)))
+	}
+	if len(flights) == 0 {
+		flights = []string{v.paint(dim, "nothing")}
+	}
+	var ws []string
+	for _, w := range m.workers {
+		switch {
+		case w.killed.Load():
+			ws = append(ws, v.paint(red, "✗ "+w.name))
+		case w.name == m.leader.Value:
+			ws = append(ws, v.paint(cyan, "★ "+w.name))
+		default:
+			ws = append(ws, v.paint(green, "● ")+w.name)
+		}
+	}
+	lines := []string{
+		"",
+		fmt.Sprintf("  %s progress     %s hosts  %s", spin, v.bar(len(m.done), m.cfg.hosts, 30), v.paint(dim, fmt.Sprintf("%.1fs", time.Since(v.start).Seconds()))),
+		fmt.Sprintf("    coordinator  %s", lead),
+		fmt.Sprintf("    in flight    %s", strings.Join(flights, "  ")),
+		fmt.Sprintf("    etcd         %d/%d permits held · queue: %d ready, %d claimed · %d checkpoints saved",
+			m.permits, m.cfg.k, m.ready, m.claimed, m.saves),
+		fmt.Sprintf("    workers      %s", strings.Join(ws, "  ")),
+	}
+	for _, l := range lines {
+		fmt.Fprintln(v.w, truncateVisible(l, v.width-1))
+	}
+	v.drawn = len(lines)
+}
+
+// truncateVisible cuts s to width visible runes, skipping ANSI sequences.
+func truncateVisible(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(s); {
+		if s[i] == 0x1b {
+			j := strings.IndexByte(s[i:], 'm')
+			if j < 0 {
+				break
+			}
+			b.WriteString(s[i : i+j+1])
+			i += j + 1
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if n == width {
+			b.WriteString("…\x1b[0m")
+			if !strings.Contains(s, "\x1b") {
+				return strings.TrimSuffix(b.String(), "\x1b[0m")
+			}
+			return b.String()
+		}
+		b.WriteRune(r)
+		n++
+		i += size
+	}
+	return b.String()
+}
+
+// summary prints the verdict.
+func (v *view) summary(rep *demoReport, cfg demoConfig) {
+	w := v.w
+	if !v.quiet {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "%s %d/%d hosts rolled out in %.1fs by %d workers, at most %d at a time\n",
+		v.paint(bold, "Summary:"), rep.done, cfg.hosts, rep.elapsed.Seconds(), cfg.workers, cfg.k)
+	width := 0
+	for _, c := range rep.checks {
+		width = max(width, utf8.RuneCountInString(c.name))
+	}
+	for _, c := range rep.checks {
+		mark := v.paint(green, "✓")
+		if !c.ok {
+			mark = v.paint(red, "✗")
+		}
+		fmt.Fprintf(w, "  %s %-*s  %s\n", mark, width, c.name, v.paint(dim, c.detail))
+	}
+	if rep.ok() {
+		fmt.Fprintf(w, "%s\n", v.paint(green+";"+bold, "All invariants held."))
+	} else {
+		fmt.Fprintf(w, "%s\n", v.paint(red+";"+bold, fmt.Sprintf("%d invariant(s) broken.", rep.broken())))
+	}
+}
+
+// termWidth asks the terminal for its width; 0 if it cannot tell.
+func termWidth(f *os.File) int {
+	var ws struct{ row, col, x, y uint16 }
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), uintptr(syscall.TIOCGWINSZ), uintptr(unsafe.Pointer(&ws)))
+	if errno != 0 {
+		return 0
+	}
+	return int(ws.col)
+}

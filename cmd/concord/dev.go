@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/concordkit/concord/embedtest"
+)
+
+func runDev(ctx context.Context, args []string, std stdio) error {
+	var dataDir string
+	var fast bool
+	fs := newFlags("dev", "[flags]", std.err)
+	fs.StringVar(&dataDir, "data-dir", "", "keep etcd's data in this directory (default: a temp dir, removed on exit)")
+	fs.BoolVar(&fast, "fast-ticks", false, "10 ms heartbeats: lease TTLs down to 1s, quick failover (for experiments)")
+	pos, _, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, 0, ""); err != nil {
+		return err
+	}
+	var opts []embedtest.Option
+	if dataDir != "" {
+		opts = append(opts, embedtest.WithDataDir(dataDir))
+	}
+	if fast {
+		opts = append(opts, embedtest.FastTicks())
+	}
+	srv, err := embedtest.New(opts...)
+	if err != nil {
+		return fmt.Errorf("starting etcd: %w", err)
+	}
+	defer srv.Close()
+	eps := strings.Join(srv.Endpoints, ",")
+	fmt.Fprintf(std.out, "etcd is serving at %s\n", eps)
+	if dataDir != "" {
+		fmt.Fprintf(std.out, "data in %s (kept)\n", dataDir)
+	}
+	fmt.Fprintf(std.out, "  export ETCD_ENDPOINTS=%s\nstop it with Ctrl-C\n", eps)
+	<-ctx.Done()
+	fmt.Fprintln(std.err, "concord dev: stopping etcd")
+	return nil
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/embedtest"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(embedtest.Settled(m)) }
+
+// syncBuffer is a bytes.Buffer safe for a command's goroutines and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls until the buffer contains want, failing after a deadline.
+func (s *syncBuffer) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(s.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in output:\n%s", want, s.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// result is how a CLI run ended.
+type result struct {
+	code        int
+	out, errOut string
+}
+
+// cli runs the CLI in-process and waits for it.
+func cli(t *testing.T, ctx context.Context, args ...string) result {
+	t.Helper()
+	var out, errOut syncBuffer
+	code := run(ctx, args, &out, &errOut)
+	return result{code, out.String(), errOut.String()}
+}
+
+// cliAsync starts the CLI in-process; the returned channel gets its exit
+// status.
+func cliAsync(ctx context.Context, args ...string) (*syncBuffer, *syncBuffer, <-chan int) {
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, out, errOut) }()
+	return out, errOut, done
+}
+
+// waitCode waits for a CLI run started by cliAsync.
+func waitCode(t *testing.T, done <-chan int, errOut *syncBuffer) int {
+	t.Helper()
+	select {
+	case c := <-done:
+		return c
+	case <-time.After(30 * time.Second):
+		t.Fatalf("command did not finish; stderr:\n%s", errOut.String())
+		return -1
+	}
+}
