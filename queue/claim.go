@@ -113,37 +113,41 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 	return nil
 }
 
-// TryClaim claims the first ready item, or returns ErrEmpty at once.
-// When nothing is ready it first returns items of dead consumers to the
-// queue.
+// TryClaim claims the first ready item, or returns ErrEmpty at once. Items
+// of dead consumers are returned to the queue first, at their place.
 func (q *Queue) TryClaim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
 	c, _, err := q.claimReady(ctx, s)
 	if err != nil || c != nil {
 		return c, err
 	}
-	n, err := q.requeueOrphans(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if n > 0 {
-		if c, _, err = q.claimReady(ctx, s); err != nil || c != nil {
-			return c, err
-		}
-	}
 	return nil, ErrEmpty
 }
 
 // claimReady reads the head of the queue and claims the first item it can.
-// It promotes delayed items that are due, dead-letters items out of
-// deliveries, and, when nothing is ready, returns when the next delayed
-// item is due (zero if none).
+// It returns items of dead consumers to the queue, promotes delayed items
+// that are due, dead-letters items out of deliveries, and, when nothing is
+// ready, returns when the next delayed item is due (zero if none).
 func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim, time.Time, error) {
+	swept := false
 	for {
 		resp, err := q.client.Txn(ctx).Then(q.readyOp(),
 			clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates)),
+			clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+			clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
 		).Commit()
 		if err != nil {
 			return nil, time.Time{}, err
+		}
+		if !swept && resp.Responses[2].GetResponseRange().Count > resp.Responses[3].GetResponseRange().Count {
+			// A pending item without a claim: its consumer's lease is
+			// gone. Return it to its place first, so a backlog does not
+			// hold it back until the queue drains.
+			swept = true
+			if n, err := q.requeueOrphans(ctx); err != nil {
+				return nil, time.Time{}, err
+			} else if n > 0 {
+				continue
+			}
 		}
 		promoted, next := q.promoteDue(ctx, resp.Responses[1].GetResponseRange().Kvs)
 		ready := resp.Responses[0].GetResponseRange().Kvs

@@ -24,14 +24,15 @@ type Item struct {
 }
 
 // Status lists a queue's items by state, each in delivery order, read at
-// one revision.
+// one revision. Orphaned items were claimed by a consumer whose lease has
+// since gone; the next claim returns them to the queue at their place.
 type Status struct {
-	Ready, Delayed, Claimed, Dead []Item
-	Revision                      int64
+	Ready, Delayed, Claimed, Orphaned, Dead []Item
+	Revision                                int64
 }
 
-// Len is the number of items not yet acknowledged (ready, delayed and
-// claimed), read at one revision; dead letters are not counted.
+// Len is the number of items not yet acknowledged (ready, delayed, claimed
+// and orphaned), read at one revision; dead letters are not counted.
 func (q *Queue) Len(ctx context.Context) (int64, error) {
 	resp, err := q.client.Txn(ctx).Then(
 		clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
@@ -70,15 +71,22 @@ func (q *Queue) Inspect(ctx context.Context) (Status, error) {
 		var out []Item
 		for _, kv := range resp.Responses[i].GetResponseRange().Kvs {
 			if it, ok := itemOf(kv); ok {
-				if i == 2 {
-					it.Claimed, it.Lease = true, leases[it.ID]
-				}
 				out = append(out, it)
 			}
 		}
 		return out
 	}
-	return Status{Ready: items(0), Delayed: items(1), Claimed: items(2), Dead: items(3), Revision: resp.Header.Revision}, nil
+	st := Status{Ready: items(0), Delayed: items(1), Dead: items(3), Revision: resp.Header.Revision}
+	for _, it := range items(2) {
+		lease, ok := leases[it.ID]
+		if !ok {
+			st.Orphaned = append(st.Orphaned, it)
+			continue
+		}
+		it.Claimed, it.Lease = true, lease
+		st.Claimed = append(st.Claimed, it)
+	}
+	return st, nil
 }
 
 func itemOf(kv *mvccpb.KeyValue) (Item, bool) {

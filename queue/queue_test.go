@@ -249,3 +249,46 @@ func TestNackDelay(t *testing.T) {
 	}
 	_ = c.Ack(ctx)
 }
+
+// A dead consumer's item comes back at its place on the next claim, even
+// while a backlog keeps every consumer busy (no consumer waits in line to
+// notice the expired claim).
+func TestOrphanReturnsUnderBacklog(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	var ids []string
+	for i := range 5 {
+		id, err := q.Enqueue(ctx, []byte(fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	sa := newSession(t, srv.Client, 5*time.Second)
+	ca, err := q.TryClaim(ctx, sa)
+	if err != nil || ca.ID() != ids[0] {
+		t.Fatalf("first claim: %v %v", ca, err)
+	}
+	if _, err := srv.Client.Revoke(ctx, sa.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := q.Inspect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Orphaned) != 1 || st.Orphaned[0].ID != ids[0] || len(st.Claimed) != 0 {
+		t.Fatalf("after the consumer died: %d orphaned, %d claimed", len(st.Orphaned), len(st.Claimed))
+	}
+	if n, _ := q.Len(ctx); n != 5 {
+		t.Fatalf("Len = %d, want 5", n)
+	}
+	sb := newSession(t, srv.Client, 5*time.Second)
+	cb, err := q.TryClaim(ctx, sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cb.ID() != ids[0] || cb.Attempts() != 2 {
+		t.Fatalf("next claim got %s (attempt %d), want the orphan %s back at the head", cb.ID(), cb.Attempts(), ids[0])
+	}
+}

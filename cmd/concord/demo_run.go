@@ -323,14 +323,9 @@ func (m *monitor) sample(ctx context.Context) {
 	m.samples++
 	m.permits = len(ss.Holders)
 	m.maxPermits = max(m.maxPermits, len(ss.Holders))
-	// A claimed item whose claim key is gone (its consumer's lease expired)
-	// waits to be returned to the queue: it is no longer in flight.
-	live := 0
-	for _, it := range qs.Claimed {
-		if it.Lease != 0 {
-			live++
-		}
-	}
+	// Orphaned items (their consumer's lease expired) wait to be returned
+	// to the queue: they are not in flight.
+	live := len(qs.Claimed)
 	m.maxClaims = max(m.maxClaims, live)
 	m.ready, m.claimed = len(qs.Ready)+len(qs.Delayed), live
 	if ss.Limit != 0 && ss.Limit != m.cfg.k {
@@ -489,7 +484,7 @@ func (m *monitor) verdict(ctx context.Context) *demoReport {
 		leftCkpt = int(resp.Count)
 	}
 	if st, err := m.q.Inspect(rctx); err == nil {
-		qlen = int64(len(st.Ready) + len(st.Delayed) + len(st.Claimed))
+		qlen = int64(len(st.Ready) + len(st.Delayed) + len(st.Claimed) + len(st.Orphaned))
 		dead = len(st.Dead)
 	}
 	add(doneN == cfg.hosts && len(missing) == 0 && qlen == 0 && dead == 0 && leftCkpt == 0,

@@ -325,6 +325,7 @@ func queueList(ctx context.Context, args []string, std stdio) error {
 		}
 	}
 	add("claimed", st.Claimed)
+	add("orphaned", st.Orphaned)
 	add("ready", st.Ready)
 	add("delayed", st.Delayed)
 	add("dead", st.Dead)
@@ -334,7 +335,7 @@ func queueList(ctx context.Context, args []string, std stdio) error {
 		}
 		return writeJSON(std.out, map[string]any{"queue": q.Name(), "revision": st.Revision, "items": items})
 	}
-	fmt.Fprintf(std.out, "queue %s: %d ready, %d delayed, %d claimed, %d dead\n", q.Name(), len(st.Ready), len(st.Delayed), len(st.Claimed), len(st.Dead))
+	fmt.Fprintf(std.out, "queue %s: %d ready, %d delayed, %d claimed, %d orphaned, %d dead\n", q.Name(), len(st.Ready), len(st.Delayed), len(st.Claimed), len(st.Orphaned), len(st.Dead))
 	if len(items) == 0 {
 		return nil
 	}

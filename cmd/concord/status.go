@@ -56,11 +56,12 @@ type semJSON struct {
 }
 
 type queueJSON struct {
-	Name    string `json:"name"`
-	Ready   int    `json:"ready"`
-	Delayed int    `json:"delayed"`
-	Claimed int    `json:"claimed"`
-	Dead    int    `json:"dead"`
+	Name     string `json:"name"`
+	Ready    int    `json:"ready"`
+	Delayed  int    `json:"delayed"`
+	Claimed  int    `json:"claimed"`
+	Orphaned int    `json:"orphaned"`
+	Dead     int    `json:"dead"`
 }
 
 type checkpointJSON struct {
@@ -173,7 +174,7 @@ func collectStatus(ctx context.Context, client *clientv3.Client, prefix string) 
 			if err != nil {
 				return st, err
 			}
-			st.Queues = append(st.Queues, queueJSON{Name: name, Ready: len(qs.Ready), Delayed: len(qs.Delayed), Claimed: len(qs.Claimed), Dead: len(qs.Dead)})
+			st.Queues = append(st.Queues, queueJSON{Name: name, Ready: len(qs.Ready), Delayed: len(qs.Delayed), Claimed: len(qs.Claimed), Orphaned: len(qs.Orphaned), Dead: len(qs.Dead)})
 		case markCheckpoint:
 			p, err := checkpoint.Load(ctx, client, name)
 			if err != nil {
@@ -263,7 +264,7 @@ func printStatus(w io.Writer, st statusJSON) error {
 	}
 	if section("QUEUES", len(st.Queues)) {
 		for _, q := range st.Queues {
-			fmt.Fprintf(tw, "  %s\t%d ready, %d delayed, %d claimed\t%d dead\n", q.Name, q.Ready, q.Delayed, q.Claimed, q.Dead)
+			fmt.Fprintf(tw, "  %s\t%d ready, %d delayed, %d claimed, %d orphaned\t%d dead\n", q.Name, q.Ready, q.Delayed, q.Claimed, q.Orphaned, q.Dead)
 		}
 	}
 	if section("CHECKPOINTS", len(st.Checkpoints)) {
