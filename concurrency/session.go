@@ -186,6 +186,14 @@ func (s *Session) Close(ctx context.Context) error {
 	<-s.loopDone
 	<-s.cleanerDone
 	lost := s.Err() != ErrSessionClosed
+	if err := s.client.Ctx().Err(); err != nil {
+		// The client was closed first (its requests would be retried
+		// until ctx ends): the lease expires after its TTL instead.
+		if lost {
+			return nil
+		}
+		return fmt.Errorf("concurrency: revoke lease: client closed; its keys go when the lease expires: %w", err)
+	}
 	if _, err := s.client.Revoke(ctx, s.id); err != nil && !lost {
 		return fmt.Errorf("concurrency: revoke lease: %w", err)
 	}
@@ -361,6 +369,9 @@ func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *tim
 }
 
 func revoke(c *clientv3.Client, id clientv3.LeaseID) {
+	if c.Ctx().Err() != nil {
+		return // closed client: the lease expires by itself
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
 	_, _ = c.Revoke(ctx, id)

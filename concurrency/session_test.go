@@ -187,3 +187,23 @@ func TestSessionResumeLease(t *testing.T) {
 		t.Fatalf("resuming a revoked lease: got %v, want ErrLeaseExpired", err)
 	}
 }
+
+// Closing a session whose client was closed first returns at once (its
+// lease expires by itself) instead of waiting out the client's retries.
+func TestSessionCloseAfterClientClosed(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	c, err := srv.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSession(t, c, concurrency.WithTTL(2*time.Second))
+	_ = c.Close()
+	start := time.Now()
+	err = s.Close(context.Background())
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Close took %v", took)
+	}
+	if err == nil {
+		t.Fatal("Close = nil, want an error saying the lease was not revoked")
+	}
+}
