@@ -11,9 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log"
-	"os"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
@@ -23,13 +21,10 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Stdout); err != nil {
+	say := func(format string, a ...any) { fmt.Printf(format+"\n", a...) }
+	if err := runTo(context.Background(), say); err != nil {
 		log.Fatal(err)
 	}
-}
-
-func run(ctx context.Context, out io.Writer) error {
-	return runTo(ctx, func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) })
 }
 
 type term struct {

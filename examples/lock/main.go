@@ -8,9 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log"
-	"os"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
@@ -20,13 +18,10 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Stdout); err != nil {
+	say := func(format string, a ...any) { fmt.Printf(format+"\n", a...) }
+	if err := runTo(context.Background(), say); err != nil {
 		log.Fatal(err)
 	}
-}
-
-func run(ctx context.Context, out io.Writer) error {
-	return runTo(ctx, func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) })
 }
 
 func runTo(ctx context.Context, say func(string, ...any)) error {

@@ -1,24 +1,17 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/concordkit/concord/examples/internal/capture"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestExampleRuns(t *testing.T) {
-	t.Setenv("ETCD_ENDPOINTS", "")
-	var lines []string
-	err := runTo(context.Background(), func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := strings.Join(lines, "\n")
+	out := capture.Run(t, runTo)
 	if n := strings.Count(out, "holds the lock"); n != 9 {
 		t.Errorf("%d turns, want 9:\n%s", n, out)
 	}

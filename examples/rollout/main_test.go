@@ -1,32 +1,17 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/concordkit/concord/examples/internal/capture"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestExampleRuns(t *testing.T) {
-	t.Setenv("ETCD_ENDPOINTS", "")
-	var mu sync.Mutex
-	var lines []string
-	err := runTo(context.Background(), func(f string, a ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		lines = append(lines, fmt.Sprintf(f, a...))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	out := strings.Join(lines, "\n")
-	mu.Unlock()
+	out := capture.Run(t, runTo)
 	if n := strings.Count(out, " done"); n != hosts {
 		t.Errorf("%d hosts done, want %d:\n%s", n, hosts, out)
 	}
