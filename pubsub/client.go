@@ -1,0 +1,106 @@
+package pubsub
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultKeepLast is the retention when no Keep option is given.
+const DefaultKeepLast = 1000
+
+// DefaultStallTimeout is how long a subscription's watch may stay silent,
+// and then leave a progress request unanswered, before the subscription
+// counts the watch as dead and resumes on a new one.
+const DefaultStallTimeout = concurrency.DefaultStallTimeout
+
+type config struct {
+	keepLast    int
+	keepLastSet bool
+	keepFor     time.Duration
+	stall       time.Duration
+	logger      *slog.Logger
+	err         error
+}
+
+// Option configures a Client.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// KeepLast keeps the newest n messages of each topic (n >= 1). Default
+// DefaultKeepLast. With KeepFor as well, a message goes when either says so.
+func KeepLast(n int) Option {
+	return optionFunc(func(c *config) {
+		if n < 1 {
+			c.err = fmt.Errorf("%w: KeepLast(%d), want at least 1", ErrInvalidOption, n)
+		}
+		c.keepLast, c.keepLastSet = n, true
+	})
+}
+
+// KeepFor keeps messages published within d (by the publisher's clock).
+// Used alone, it keeps any number of messages within d.
+func KeepFor(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d <= 0 {
+			c.err = fmt.Errorf("%w: KeepFor(%v), want > 0", ErrInvalidOption, d)
+		}
+		c.keepFor = d
+	})
+}
+
+// WithStallTimeout sets how long a watch may be silent (no event, no
+// answer to a progress request) before a subscription or config watch
+// resumes on a new one. Default DefaultStallTimeout.
+func WithStallTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d <= 0 {
+			c.err = fmt.Errorf("%w: WithStallTimeout(%v), want > 0", ErrInvalidOption, d)
+		}
+		c.stall = d
+	})
+}
+
+// WithLogger logs retention trouble and resumed watches to lg. Default:
+// silent.
+func WithLogger(lg *slog.Logger) Option {
+	return optionFunc(func(c *config) { c.logger = lg })
+}
+
+// Client publishes to and subscribes to topics, and watches config keys,
+// over one etcd client. It owns no goroutine: each Subscription and
+// ConfigWatch owns its own, stopped by the context given to it. It keeps a
+// few bytes per topic it has published to (to pace trimming). A Client is
+// safe for concurrent use.
+type Client struct {
+	etcd *clientv3.Client
+	cfg  config
+
+	mu    sync.Mutex
+	trims map[string]*trimState
+}
+
+// New returns a Client over c.
+func New(c *clientv3.Client, opts ...Option) (*Client, error) {
+	cfg := config{keepLast: DefaultKeepLast, stall: DefaultStallTimeout}
+	for _, o := range opts {
+		o.apply(&cfg)
+		if cfg.err != nil {
+			return nil, cfg.err
+		}
+	}
+	if cfg.keepFor > 0 && !cfg.keepLastSet {
+		cfg.keepLast = 0
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	return &Client{etcd: c, cfg: cfg, trims: make(map[string]*trimState)}, nil
+}

@@ -1,0 +1,46 @@
+// Package pubsub is publish/subscribe and config watching over etcd.
+//
+// Guarantees. A subscription delivers a topic's messages in revision order
+// (the order etcd committed them, across all publishers), each at most
+// once, and never skips one silently: when it resumes after a disconnect, a
+// lost leader, a stalled watch or a compaction, it continues after the
+// last message it delivered, and a message it can no longer read because
+// retention deleted it is reported as a Gap (the revision range, and the
+// count of lost messages whenever the history to count them exists). A
+// subscription is a stream: its channel closes only when its context ends.
+// A config Watch delivers a key's (or prefix's) current state, then every
+// change, resuming after the last revision it sent; when that history was
+// compacted away it sends a fresh snapshot marked Resync instead.
+//
+// Not guaranteed: delivery of messages that retention deleted before the
+// subscriber read them (they are reported, not delivered); the count of a
+// gap at the start of a subscription opened After a revision whose
+// history was compacted (Resume, given the last event handled, keeps it);
+// exactly-once processing across a subscriber's restart (the application
+// stores the last event it handled and resumes after it); the order of
+// two Publish calls that overlap in time; age-based retention by a common
+// clock (KeepFor trusts each publisher's clock, and trims only when a
+// Client publishes or calls Trim).
+//
+// Every message has a revision (etcd's, ordering it among all writes) and
+// a sequence number Seq (1, 2, 3, ... within its topic, the same for every
+// subscriber), so a subscriber can tell how many messages it has seen
+// and how many it missed.
+//
+// Storage. Each message is its own key under the topic (topic/.m/...),
+// written once. Retention (KeepLast, KeepFor) deletes a topic's oldest
+// messages first, from Publish now and then or from Trim, and records in
+// the same transaction the newest revision it deleted and how many
+// messages it has deleted in all: that record is what turns a missing
+// message into an exact Gap. Because a subscriber reads retained messages
+// with a range read rather than from etcd's history, compaction alone
+// never loses a message; only retention does. Messages deleted by anyone
+// else are not accounted for.
+//
+// Liveness. Watches require a leader, so a member cut off from its cluster
+// cannot stall them, and a watch that is silent past the stall timeout and
+// does not answer a progress request is replaced (WithStallTimeout), so a
+// silent connection (a partition, a stalled peer) is noticed within that
+// timeout rather than gRPC's keepalive; reads then retry with backoff until
+// the connection recovers or the client replaces it.
+package pubsub

@@ -1,0 +1,85 @@
+package pubsub_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/pubsub"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newPubSub(t *testing.T, c *clientv3.Client, opts ...pubsub.Option) *pubsub.Client {
+	t.Helper()
+	ps, err := pubsub.New(c, opts...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return ps
+}
+
+func publish(t *testing.T, ps *pubsub.Client, topic string, msgs ...string) []int64 {
+	t.Helper()
+	revs := make([]int64, 0, len(msgs))
+	for _, m := range msgs {
+		rev, err := ps.Publish(testCtx(t), topic, []byte(m))
+		if err != nil {
+			t.Fatalf("Publish(%q): %v", m, err)
+		}
+		revs = append(revs, rev)
+	}
+	return revs
+}
+
+// subscribe starts a subscription stopped at the end of the test.
+func subscribe(t *testing.T, ps *pubsub.Client, topic string, pos pubsub.Position) *pubsub.Subscription {
+	t.Helper()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	sub, err := ps.Subscribe(ctx, topic, pos)
+	if err != nil {
+		cancel()
+		t.Fatalf("Subscribe: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-sub.Done()
+	})
+	return sub
+}
+
+func next(t *testing.T, sub *pubsub.Subscription) pubsub.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-sub.C():
+		if !ok {
+			t.Fatalf("subscription closed: %v", sub.Err())
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+		return pubsub.Event{}
+	}
+}
+
+// nothing checks that no event arrives within d.
+func nothing(t *testing.T, sub *pubsub.Subscription, d time.Duration) {
+	t.Helper()
+	select {
+	case ev := <-sub.C():
+		t.Fatalf("unexpected event %+v", ev)
+	case <-time.After(d):
+	}
+}
+
+func wantMsg(t *testing.T, ev pubsub.Event, rev int64, data string) {
+	t.Helper()
+	if ev.Gap != nil || ev.Revision != rev || string(ev.Data) != data {
+		t.Fatalf("event %+v (gap %v), want message %q at %d", ev, ev.Gap, data, rev)
+	}
+}

@@ -1,0 +1,10 @@
+package pubsub_test
+
+import (
+	"testing"
+
+	"github.com/concordkit/concord/embedtest"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(embedtest.Settled(m)) }

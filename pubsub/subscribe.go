@@ -1,0 +1,343 @@
+package pubsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// listPage is how many messages one read of a (re)subscription returns.
+const listPage = 256
+
+// Position is where a subscription starts: Oldest, Now, After(rev) or
+// From(rev).
+type Position struct {
+	kind  posKind
+	rev   int64
+	count int64 // messages with a revision <= rev; -1: not known
+}
+
+type posKind int
+
+const (
+	posAfter posKind = iota
+	posOldest
+	posNow
+)
+
+var (
+	// Oldest starts with the oldest message retention still keeps. The
+	// messages trimmed before the subscription began are not a gap.
+	Oldest = Position{kind: posOldest}
+	// Now starts with the first message published after Subscribe.
+	Now = Position{kind: posNow}
+)
+
+// After starts with the first message whose revision is greater than rev:
+// to resume, pass the revision of the last message handled.
+func After(rev int64) Position { return Position{kind: posAfter, rev: rev, count: -1} }
+
+// From starts with the first message whose revision is rev or greater.
+func From(rev int64) Position { return After(rev - 1) }
+
+// Resume starts after last, the last event an earlier subscription
+// delivered and the application handled (a message or a gap). Unlike
+// After(last.Revision) it carries last.Seq, so a gap at the start of the
+// new subscription is counted exactly even when etcd's history of that
+// time has been compacted.
+func Resume(last Event) Position {
+	p := After(last.Revision)
+	if last.Gap != nil {
+		p = After(last.Gap.To)
+	}
+	if last.Seq > 0 {
+		p.count = last.Seq
+	}
+	return p
+}
+
+// Event is one step of a subscription: a message, or (Gap non-nil) the
+// messages retention deleted before the subscriber could read them.
+type Event struct {
+	// Revision is the message's revision (zero for a gap).
+	Revision int64
+	// Data is the message.
+	Data []byte
+	// Time is when it was published, by the publisher's clock.
+	Time time.Time
+	// Gap, when non-nil, says which messages were lost here.
+	Gap *Gap
+	// Seq numbers the topic's messages in revision order from 1, the same
+	// for every subscriber: a message's Seq is how many messages up to and
+	// including it the topic has had; a gap's is its last lost message's.
+	// Zero when not known (before a gap of unknown Count).
+	Seq int64
+}
+
+// Gap is a run of messages deleted by retention before a subscriber read
+// them. Every lost message has a revision within [From, To]; no message in
+// that range is delivered; Count is how many there were, or -1 when the
+// history needed to count them is gone (a subscription started After a
+// revision that was both trimmed and compacted; Resume avoids that).
+type Gap struct {
+	From, To int64
+	Count    int64
+}
+
+func (g Gap) String() string {
+	return fmt.Sprintf("gap [%d, %d] (%d messages)", g.From, g.To, g.Count)
+}
+
+// Subscription is a stream of a topic's messages in revision order. Its
+// channel closes only when the context given to Subscribe ends; Err then
+// says why. It is safe for concurrent use; C has one reader.
+type Subscription struct {
+	s *stream[Event]
+}
+
+// C delivers the messages and gaps, in revision order.
+func (s *Subscription) C() <-chan Event { return s.s.c }
+
+// Done is closed when the subscription's goroutine has exited.
+func (s *Subscription) Done() <-chan struct{} { return s.s.done }
+
+// Err is why the subscription ended (the context's error); nil while it
+// runs.
+func (s *Subscription) Err() error { return s.s.Err() }
+
+// Subscribe delivers topic's messages from pos, in revision order, until
+// ctx ends. When its watch breaks (disconnect, lost leader, stall,
+// compaction) it resumes after the last message it delivered: nothing is
+// delivered twice, and a message it can no longer read (deleted by
+// retention) is reported by a Gap event, never skipped silently.
+func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Subscription, error) {
+	if err := validateTopic(topic); err != nil {
+		return nil, err
+	}
+	if pos.kind == posAfter && pos.rev < 0 {
+		return nil, fmt.Errorf("%w: revision %d", ErrInvalidPosition, pos.rev)
+	}
+	sub := &subscriber{c: c, topic: topic, prefix: msgPrefix(topic), s: newStream[Event](), count: -1}
+	switch pos.kind {
+	case posAfter:
+		sub.rev, sub.count = pos.rev, pos.count
+		if pos.rev == 0 {
+			sub.count = 0
+		}
+	case posOldest:
+		sub.oldest = true
+	case posNow:
+		sub.now = true
+	}
+	go sub.run(ctx)
+	return &Subscription{s: sub.s}, nil
+}
+
+// subscriber is a subscription's state, owned by its goroutine.
+type subscriber struct {
+	c      *Client
+	topic  string
+	prefix string
+	s      *stream[Event]
+
+	// rev: every message with a revision <= rev has been delivered or
+	// reported in a gap. count: how many messages have a revision <= rev
+	// (-1 when not known).
+	rev, count  int64
+	oldest, now bool // the start position, until the first listing
+}
+
+func (sub *subscriber) run(ctx context.Context) {
+	defer func() { sub.s.finish(ctx.Err()) }()
+	retry := newRetry()
+	stall := sub.c.cfg.stall
+	for ctx.Err() == nil {
+		err := sub.catchUp(ctx)
+		if err == nil {
+			var healthy bool
+			deliver := func(evs []*clientv3.Event) bool { return sub.deliver(ctx, putKVs(evs)) }
+			healthy, err = concurrency.WatchFrom(ctx, sub.c.etcd, sub.prefix, sub.rev+1, stall, deliver,
+				clientv3.WithPrefix(), clientv3.WithFilterDelete())
+			if healthy {
+				retry.Reset()
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		sub.c.cfg.logger.Debug("pubsub: resuming subscription", "topic", sub.topic, "after", sub.rev, "err", err)
+		if errors.Is(err, concurrency.ErrCompacted) {
+			continue // history is gone: list the retained messages at once
+		}
+		if !sleepCtx(ctx, retry.NextBackOff()) {
+			return
+		}
+	}
+}
+
+// catchUp reads, at one revision H, the topic's trim record and its
+// messages after sub.rev; it reports a gap for what retention deleted,
+// delivers the rest, and leaves sub.rev = H.
+func (sub *subscriber) catchUp(ctx context.Context) error {
+	kv := sub.c.etcd
+	ops := []clientv3.Op{
+		clientv3.OpGet(trimKey(sub.topic)),
+		clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	}
+	if sub.count < 0 && !sub.now && !sub.oldest {
+		// The retained messages at or below the start revision (a count
+		// only would ignore the revision filter: etcd counts before it
+		// filters).
+		ops[1] = clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithMaxModRev(sub.rev))
+	}
+	if !sub.now {
+		ops = append(ops, clientv3.OpGet(sub.prefix, listOpts(sub.rev, 0)...))
+	}
+	rctx, cancel := sub.request(ctx)
+	resp, err := kv.Txn(rctx).Then(ops...).Commit()
+	cancel()
+	if err != nil {
+		return err
+	}
+	head := resp.Header.Revision
+	var rec trimRecord
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		if rec, err = parseTrimRecord(kvs[0].Value); err != nil {
+			return err
+		}
+	}
+	retained := resp.Responses[1].GetResponseRange().Count
+	if !sub.now && !sub.oldest && sub.count < 0 {
+		retained = int64(len(resp.Responses[1].GetResponseRange().Kvs))
+	}
+	switch {
+	case sub.now:
+		sub.now = false
+		sub.rev, sub.count = head, rec.count+retained
+		return nil
+	case sub.oldest:
+		sub.oldest = false
+		sub.rev, sub.count = rec.rev, rec.count
+	case sub.count < 0 && rec.rev <= sub.rev:
+		sub.count = rec.count + retained
+	}
+	if rec.rev > sub.rev {
+		if sub.count < 0 {
+			sub.count = sub.countAt(ctx, sub.rev)
+		}
+		g := &Gap{From: sub.rev + 1, To: rec.rev, Count: -1}
+		if sub.count >= 0 && rec.count > sub.count {
+			g.Count = rec.count - sub.count
+		}
+		if !sub.s.send(ctx, Event{Gap: g, Seq: rec.count}) {
+			return ctx.Err()
+		}
+		sub.rev, sub.count = rec.rev, rec.count
+	}
+	page := resp.Responses[2].GetResponseRange()
+	for {
+		if !sub.deliver(ctx, page.Kvs) {
+			return ctx.Err()
+		}
+		if !page.More {
+			break
+		}
+		rctx, cancel := sub.request(ctx)
+		r, err := kv.Get(rctx, sub.prefix, listOpts(sub.rev, head)...)
+		cancel()
+		if err != nil {
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				return concurrency.ErrCompacted
+			}
+			return err
+		}
+		page = (*pb.RangeResponse)(r)
+	}
+	if sub.rev > head {
+		// A start beyond the current revision: messages up to it will be
+		// skipped, and nobody counted them.
+		sub.count = -1
+	}
+	sub.rev = max(sub.rev, head)
+	return nil
+}
+
+// listOpts reads a page of the messages after a revision, at revision at
+// (0: the current one).
+func listOpts(after, at int64) []clientv3.OpOption {
+	o := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithMinModRev(after + 1),
+		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend), clientv3.WithLimit(listPage)}
+	if at > 0 {
+		o = append(o, clientv3.WithRev(at))
+	}
+	return o
+}
+
+// deliver sends the messages among kvs that sub has not yet delivered.
+func (sub *subscriber) deliver(ctx context.Context, kvs []*mvccpb.KeyValue) bool {
+	for _, kv := range kvs {
+		if kv.ModRevision <= sub.rev || kv.Version != 1 {
+			continue // delivered already, or not a message Publish wrote
+		}
+		ev := Event{Revision: kv.ModRevision, Data: kv.Value, Time: msgTime(sub.prefix, kv.Key)}
+		if sub.count >= 0 {
+			ev.Seq = sub.count + 1
+		}
+		if !sub.s.send(ctx, ev) {
+			return false
+		}
+		sub.rev = kv.ModRevision
+		if sub.count >= 0 {
+			sub.count++
+		}
+	}
+	return true
+}
+
+// putKVs are the key-values the put events among evs wrote.
+func putKVs(evs []*clientv3.Event) []*mvccpb.KeyValue {
+	kvs := make([]*mvccpb.KeyValue, 0, len(evs))
+	for _, ev := range evs {
+		if ev.Type == clientv3.EventTypePut {
+			kvs = append(kvs, ev.Kv)
+		}
+	}
+	return kvs
+}
+
+// countAt counts the messages with a revision <= rev from etcd's history
+// at rev: the trim record then, plus the messages then retained (all newer
+// than the record's revision). It returns -1 if that history is compacted.
+func (sub *subscriber) countAt(ctx context.Context, rev int64) int64 {
+	ctx, cancel := sub.request(ctx)
+	defer cancel()
+	resp, err := sub.c.etcd.Txn(ctx).Then(
+		clientv3.OpGet(trimKey(sub.topic), clientv3.WithRev(rev)),
+		clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(rev)),
+	).Commit()
+	if err != nil {
+		return -1
+	}
+	var rec trimRecord
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		if rec, err = parseTrimRecord(kvs[0].Value); err != nil {
+			return -1
+		}
+	}
+	return rec.count + resp.Responses[1].GetResponseRange().Count
+}
+
+// request is the context of one read: it requires a leader and gives up
+// after the stall timeout, so a dead connection cannot hold the
+// subscription.
+func (sub *subscriber) request(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(clientv3.WithRequireLeader(ctx), sub.c.cfg.stall)
+}
