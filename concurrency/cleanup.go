@@ -60,9 +60,13 @@ func (s *Session) cleanPending() bool {
 			cmp = clientv3.Compare(clientv3.LeaseValue(key), "=", s.id)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
-		_, err := s.client.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).Commit()
+		resp, err := s.client.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).
+			Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
 		cancel()
 		if err == nil {
+			if resp.Succeeded || len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+				s.freeKey(key)
+			}
 			s.mu.Lock()
 			if s.pending[key] == rev {
 				delete(s.pending, key)

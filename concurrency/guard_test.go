@@ -84,7 +84,7 @@ func TestWaitCountsLine(t *testing.T) {
 	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
 	var ts []*concurrency.Ticket
 	for i := range 4 {
-		tk, err := concurrency.Join(ctx, s, s.UniqueKey("sem/"), "", "sem/", 2)
+		tk, err := concurrency.Join(ctx, s, s.LineKey("sem/"), "", "sem/", 2)
 		if err != nil {
 			t.Fatal(err)
 		}

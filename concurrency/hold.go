@@ -24,18 +24,43 @@ type Held struct {
 
 	mu       sync.Mutex
 	err      error
+	watching bool // the monitor has been started
 	stopped  bool
 	released bool
 }
 
-// Hold starts watching the admitted ticket's key and session, and returns the
-// held resource. The caller must Release it.
+// Hold returns the admitted ticket as a held resource. The caller must
+// Release it. The key and session are watched from the first call to Done
+// or Err on: a holder that never asks costs no watch, and one that asks
+// late misses nothing (the watch starts at the revision the key was last
+// seen at).
 func (t *Ticket) Hold() *Held {
-	h := &Held{t: t, done: make(chan struct{}), stop: make(chan struct{}), loopDone: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
+	return &Held{t: t, done: make(chan struct{}), stop: make(chan struct{}), loopDone: make(chan struct{})}
+}
+
+// watch starts the monitor once, unless the hold was already given up.
+func (h *Held) watch() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watching || h.stopped {
+		return
+	}
+	h.watching = true
+	ctx, cancel := context.WithCancel(h.t.s.ctx)
 	h.monCancel = cancel
 	go h.monitor(ctx)
-	return h
+}
+
+// stopWatch stops the monitor, if it was started, and waits for it.
+func (h *Held) stopWatch() {
+	close(h.stop)
+	h.mu.Lock()
+	watching := h.watching
+	h.mu.Unlock()
+	if watching {
+		h.monCancel()
+		<-h.loopDone
+	}
 }
 
 // Key is the holder's key.
@@ -54,11 +79,15 @@ func (h *Held) Guard() Guard { return h.t.Guard() }
 func (h *Held) Session() *Session { return h.t.s }
 
 // Done is closed when the resource is lost or released.
-func (h *Held) Done() <-chan struct{} { return h.done }
+func (h *Held) Done() <-chan struct{} {
+	h.watch()
+	return h.done
+}
 
 // Err says why Done closed: ErrReleased, ErrKeyDeleted or the session's
 // error; nil while held.
 func (h *Held) Err() error {
+	h.watch()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.err
@@ -88,13 +117,13 @@ func (h *Held) Release(ctx context.Context) error {
 	h.stopped = true
 	h.mu.Unlock()
 	if first {
-		close(h.stop)
-		h.monCancel()
-		<-h.loopDone
+		h.stopWatch()
 	}
 	// Lost (not merely given up by an earlier Release whose delete
 	// failed): the key is gone or goes with the lease.
-	lost := h.Err() != nil && h.Err() != ErrReleased
+	h.mu.Lock()
+	lost := h.err != nil && h.err != ErrReleased
+	h.mu.Unlock()
 	h.end(ErrReleased)
 	if err := h.t.Delete(ctx); err != nil && !lost {
 		// The session keeps trying in the background; a later Release
@@ -129,9 +158,7 @@ func (h *Held) Drop() {
 	h.stopped, h.released = true, true
 	h.mu.Unlock()
 	if first {
-		close(h.stop)
-		h.monCancel()
-		<-h.loopDone
+		h.stopWatch()
 	}
 	h.end(ErrReleased)
 }

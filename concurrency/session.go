@@ -80,13 +80,21 @@ type Session struct {
 	stop     chan struct{}
 	loopDone chan struct{}
 	done     chan struct{}
+	// ctx is cancelled when the session ends, so requests and watches
+	// made for its holders and waiters end with it (a blackholed client's
+	// Watch call blocks until its context ends).
+	ctx       context.Context
+	cancelCtx context.CancelFunc
 
 	mu        sync.Mutex
 	err       error
 	closed    bool
 	anchorOff context.CancelFunc
 
-	pending     map[string]int64 // keys to delete; see deleteLater
+	nonce       string                  // tells this Session's LineKeys from a resumed lease's
+	slots       map[string]map[int]bool // LineKey slots in use, by prefix
+	slotOf      map[string]slotRef      // LineKey -> its slot
+	pending     map[string]int64        // keys to delete; see deleteLater
 	kick        chan struct{}
 	cleanerDone chan struct{}
 }
@@ -135,6 +143,7 @@ func NewSession(ctx context.Context, client *clientv3.Client, opts ...SessionOpt
 	}
 	s := &Session{
 		client:   client,
+		nonce:    newNonce(),
 		id:       id,
 		ttl:      cfg.ttl,
 		margin:   cfg.margin,
@@ -146,6 +155,7 @@ func NewSession(ctx context.Context, client *clientv3.Client, opts ...SessionOpt
 		kick:        make(chan struct{}, 1),
 		cleanerDone: make(chan struct{}),
 	}
+	s.ctx, s.cancelCtx = context.WithCancel(context.Background())
 	go s.keepalive(sent)
 	go s.cleaner()
 	s.startAnchor()
@@ -226,6 +236,7 @@ func (s *Session) end(err error) {
 	off := s.anchorOff
 	s.mu.Unlock()
 	close(s.done)
+	s.cancelCtx()
 	if off != nil {
 		off()
 	}

@@ -128,6 +128,21 @@ func (t *Ticket) Wait(ctx context.Context, rangePrefix string, n int) error {
 // semaphore's stored limit): limit returns the current limit and a channel
 // closed when it next changes.
 func (t *Ticket) WaitLimit(ctx context.Context, rangePrefix string, limit func() (int, <-chan struct{})) error {
+	// A lost session ends the wait's requests and watches at once, even
+	// ones blocked on a connection that no longer answers.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(t.s.ctx, cancel)()
+	err := t.waitLimit(sctx, rangePrefix, limit)
+	if err != nil && ctx.Err() == nil {
+		if serr := t.s.Err(); serr != nil {
+			return serr
+		}
+	}
+	return err
+}
+
+func (t *Ticket) waitLimit(ctx context.Context, rangePrefix string, limit func() (int, <-chan struct{})) error {
 	for {
 		n, changed := limit()
 		if n < 1 {
@@ -313,11 +328,18 @@ func (t *Ticket) recheck(ctx context.Context, rangePrefix string, n int) error {
 // revision); a newer key of the same name is never touched. It is
 // idempotent.
 func (t *Ticket) Delete(ctx context.Context) error {
-	_, err := t.s.client.Txn(ctx).
+	resp, err := t.s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
 		Then(clientv3.OpDelete(t.key)).
+		Else(clientv3.OpGet(t.key, clientv3.WithKeysOnly())).
 		Commit()
-	return err
+	if err != nil {
+		return err
+	}
+	if resp.Succeeded || len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+		t.s.freeKey(t.key) // gone: its name may be used again
+	}
+	return nil
 }
 
 // removeOwn deletes key if it is under the session's lease, with a short
@@ -326,12 +348,17 @@ func (t *Ticket) Delete(ctx context.Context) error {
 func (s *Session) removeOwn(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
-	_, err := s.client.Txn(ctx).
+	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(key), "=", s.id)).
 		Then(clientv3.OpDelete(key)).
+		Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {
 		s.deleteLater(key, 0)
+		return
+	}
+	if resp.Succeeded || len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+		s.freeKey(key)
 	}
 }
 

@@ -67,7 +67,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Leadership, err
 	if err := e.begin(); err != nil {
 		return nil, err
 	}
-	t, err := concurrency.Join(ctx, e.s, e.s.UniqueKey(e.prefix), value, e.prefix, 1)
+	t, err := concurrency.Join(ctx, e.s, e.s.LineKey(e.prefix), value, e.prefix, 1)
 	if err != nil {
 		e.end(nil)
 		return nil, err

@@ -114,7 +114,7 @@ func (h *holder) acquire(ctx context.Context, keyPrefix, rangePrefix string, try
 }
 
 func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bool) (*concurrency.Held, error) {
-	t, err := concurrency.Join(ctx, h.s, h.s.UniqueKey(keyPrefix), h.value, rangePrefix, 1)
+	t, err := concurrency.Join(ctx, h.s, h.s.LineKey(keyPrefix), h.value, rangePrefix, 1)
 	if err != nil {
 		return nil, err
 	}

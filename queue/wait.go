@@ -24,7 +24,7 @@ func (q *Queue) Claim(ctx context.Context, s *concurrency.Session) (*Claim, erro
 		return c, err
 	}
 	line := q.pfx + lineDir
-	t, err := concurrency.Join(ctx, s, s.UniqueKey(line), "", line, 1)
+	t, err := concurrency.Join(ctx, s, s.LineKey(line), "", line, 1)
 	if err != nil {
 		return nil, err
 	}

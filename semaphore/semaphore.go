@@ -156,7 +156,7 @@ func (sem *Semaphore) join(ctx context.Context, try bool) (*concurrency.Held, er
 	if err != nil {
 		return nil, err
 	}
-	t, err := concurrency.Join(ctx, sem.s, sem.s.UniqueKey(sem.prefix), sem.value, sem.prefix, n)
+	t, err := concurrency.Join(ctx, sem.s, sem.s.LineKey(sem.prefix), sem.value, sem.prefix, n)
 	if err != nil {
 		return nil, err
 	}
