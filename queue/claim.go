@@ -114,7 +114,8 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 }
 
 // TryClaim claims the first ready item, or returns ErrEmpty at once. Items
-// of dead consumers are returned to the queue first, at their place.
+// of dead consumers are returned to the queue first, at their place (each
+// Queue value looks for them at most once a second).
 func (q *Queue) TryClaim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
 	c, _, err := q.claimReady(ctx, s)
 	if err != nil || c != nil {
@@ -123,31 +124,36 @@ func (q *Queue) TryClaim(ctx context.Context, s *concurrency.Session) (*Claim, e
 	return nil, ErrEmpty
 }
 
+// sweepInterval is how often a Queue value looks for items of dead
+// consumers when it claims (a look reads every claimed item's key).
+const sweepInterval = time.Second
+
+// sweepDue reports whether this Queue value should look for orphans now,
+// and if so counts the look as made.
+func (q *Queue) sweepDue() bool {
+	now := time.Now().UnixNano()
+	last := q.lastSweep.Load()
+	return now-last >= int64(sweepInterval) && q.lastSweep.CompareAndSwap(last, now)
+}
+
 // claimReady reads the head of the queue and claims the first item it can.
 // It returns items of dead consumers to the queue, promotes delayed items
 // that are due, dead-letters items out of deliveries, and, when nothing is
 // ready, returns when the next delayed item is due (zero if none).
 func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim, time.Time, error) {
-	swept := false
+	if q.sweepDue() {
+		// Items of dead consumers go back to their place first, so a
+		// backlog does not hold them back until the queue drains.
+		if _, err := q.requeueOrphans(ctx); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
 	for {
 		resp, err := q.client.Txn(ctx).Then(q.readyOp(),
 			clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates)),
-			clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
-			clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
 		).Commit()
 		if err != nil {
 			return nil, time.Time{}, err
-		}
-		if !swept && resp.Responses[2].GetResponseRange().Count > resp.Responses[3].GetResponseRange().Count {
-			// A pending item without a claim: its consumer's lease is
-			// gone. Return it to its place first, so a backlog does not
-			// hold it back until the queue drains.
-			swept = true
-			if n, err := q.requeueOrphans(ctx); err != nil {
-				return nil, time.Time{}, err
-			} else if n > 0 {
-				continue
-			}
 		}
 		promoted, next := q.promoteDue(ctx, resp.Responses[1].GetResponseRange().Kvs)
 		ready := resp.Responses[0].GetResponseRange().Kvs

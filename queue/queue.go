@@ -39,6 +39,7 @@ type Queue struct {
 	mu        sync.Mutex
 	lastOrder int64
 	contended atomic.Int32 // claims left to spread out; see claimReady
+	lastSweep atomic.Int64 // when this value last looked for orphans; see sweepDue
 }
 
 // New returns the queue name.

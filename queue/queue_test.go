@@ -283,8 +283,9 @@ func TestOrphanReturnsUnderBacklog(t *testing.T) {
 	if n, _ := q.Len(ctx); n != 5 {
 		t.Fatalf("Len = %d, want 5", n)
 	}
+	// Another consumer process (its own Queue value) claims next.
 	sb := newSession(t, srv.Client, 5*time.Second)
-	cb, err := q.TryClaim(ctx, sb)
+	cb, err := newQueue(t, srv.Client).TryClaim(ctx, sb)
 	if err != nil {
 		t.Fatal(err)
 	}
