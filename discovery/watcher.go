@@ -143,6 +143,17 @@ func (w *Watcher) Instances() []Instance {
 	return out
 }
 
+// Lookup returns the known instance with the given ID, if any.
+func (w *Watcher) Lookup(id string) (Instance, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	in := w.keys[id]
+	if in == nil {
+		return Instance{}, false
+	}
+	return in.clone(), true
+}
+
 // Stale reports whether the cache may be behind etcd: before the first
 // snapshot, and from a failed probe (etcd unreachable, no leader, too slow)
 // until the cache has caught up with etcd again.
