@@ -86,10 +86,10 @@ type Session struct {
 	ctx       context.Context
 	cancelCtx context.CancelFunc
 
-	mu        sync.Mutex
-	err       error
-	closed    bool
-	anchorOff context.CancelFunc
+	mu         sync.Mutex
+	err        error
+	closed     bool
+	anchorDone chan struct{} // closed when the anchor watch's opener returns
 
 	nonce       string                  // tells this Session's LineKeys from a resumed lease's
 	slots       map[string]map[int]bool // LineKey slots in use, by prefix
@@ -154,6 +154,7 @@ func NewSession(ctx context.Context, client *clientv3.Client, opts ...SessionOpt
 
 		kick:        make(chan struct{}, 1),
 		cleanerDone: make(chan struct{}),
+		anchorDone:  make(chan struct{}),
 	}
 	s.ctx, s.cancelCtx = context.WithCancel(context.Background())
 	go s.keepalive(sent)
@@ -195,6 +196,7 @@ func (s *Session) Close(ctx context.Context) error {
 	close(s.stop)
 	<-s.loopDone
 	<-s.cleanerDone
+	<-s.anchorDone
 	lost := s.Err() != ErrSessionClosed
 	if err := s.client.Ctx().Err(); err != nil {
 		// The client was closed first (its requests would be retried
@@ -223,6 +225,7 @@ func (s *Session) Orphan() {
 	close(s.stop)
 	<-s.loopDone
 	<-s.cleanerDone
+	<-s.anchorDone
 }
 
 // end records why the session ended and closes Done, once.
@@ -233,13 +236,9 @@ func (s *Session) end(err error) {
 		return
 	}
 	s.err = err
-	off := s.anchorOff
 	s.mu.Unlock()
 	close(s.done)
 	s.cancelCtx()
-	if off != nil {
-		off()
-	}
 }
 
 // keepalive owns the lease's renewal: it sends a keepalive every TTL/3 on a
@@ -390,18 +389,15 @@ func revoke(c *clientv3.Client, id clientv3.LeaseID) {
 
 // startAnchor keeps one watch open for the session's life on a key nobody
 // writes, so that the short watches of waits and holds ride an existing gRPC
-// watch stream instead of each opening (and closing) a new one.
+// watch stream instead of each opening (and closing) a new one. clientv3's
+// Watch blocks until the server confirms the watch, so it is opened from a
+// goroutine of the session's: NewSession never waits on it.
 func (s *Session) startAnchor() {
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
-	s.mu.Lock()
-	if s.err != nil {
-		s.mu.Unlock()
-		cancel()
-		return
-	}
-	s.anchorOff = cancel
-	s.mu.Unlock()
-	s.client.Watch(ctx, anchorKey)
+	ctx := clientv3.WithRequireLeader(s.ctx) // ends with the session
+	go func() {
+		defer close(s.anchorDone)
+		s.client.Watch(ctx, anchorKey)
+	}()
 }
 
 const anchorKey = "\x00concord/anchor"
