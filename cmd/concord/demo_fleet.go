@@ -49,9 +49,10 @@ func decodeProgress(b []byte) progress {
 	return p
 }
 
-// fleetHooks is where other recipes join the simulated fleet: register each
-// worker with discovery in WorkerStarted, publish its status over pubsub in
-// WorkerStatus. Nil hooks are skipped.
+// fleetHooks is where other recipes join the simulated fleet: the demo
+// registers each worker with discovery in WorkerStarted and publishes its
+// progress over pubsub in WorkerStatus (see fleetLink); tests add their own.
+// Nil hooks are skipped.
 type fleetHooks struct {
 	// WorkerStarted runs when a worker starts, with the worker's own
 	// client; stop (if not nil) runs when the worker stops. An error stops
@@ -65,10 +66,12 @@ type fleetHooks struct {
 // workerStatus is what a worker is doing.
 type workerStatus struct {
 	Worker string `json:"worker"`
-	State  string `json:"state"` // "idle", "rolling out", "coordinating", "stopped"
-	Host   string `json:"host,omitempty"`
-	Step   int    `json:"step,omitempty"`
-	Steps  int    `json:"steps,omitempty"`
+	// "idle", "coordinating", "claimed" (Step: where it resumes), "rolling
+	// out" (Step: the step under way), "step done" (Step: saved), "host done".
+	State string `json:"state"`
+	Host  string `json:"host,omitempty"`
+	Step  int    `json:"step,omitempty"`
+	Steps int    `json:"steps,omitempty"`
 }
 
 // eventKind is what a fleet event reports.
@@ -168,6 +171,7 @@ func (l *ledger) coordinator(delta int) {
 // hosts from a queue under a semaphore, and checkpoint each host's steps.
 type fleet struct {
 	cfg    demoConfig
+	hooks  fleetHooks
 	ledger *ledger
 	events chan fleetEvent
 }
@@ -211,7 +215,7 @@ func (w *worker) start(ctx context.Context) error {
 	w.elector = el
 	ctx, w.cancel = context.WithCancel(ctx)
 	var stopHook func()
-	if h := w.f.cfg.hooks.WorkerStarted; h != nil {
+	if h := w.f.hooks.WorkerStarted; h != nil {
 		if stopHook, err = h(ctx, w.client, w.name); err != nil {
 			w.cancel()
 			return fmt.Errorf("%s: %w", w.name, err)
@@ -253,7 +257,7 @@ func (w *worker) crash() {
 }
 
 func (w *worker) status(ctx context.Context, st workerStatus) {
-	if h := w.f.cfg.hooks.WorkerStatus; h != nil {
+	if h := w.f.hooks.WorkerStatus; h != nil {
 		st.Worker = w.name
 		h(ctx, w.client, st)
 	}
@@ -318,6 +322,7 @@ func (w *worker) rollOne(ctx context.Context, s *concurrency.Session, q *queue.Q
 	defer w.f.ledger.end()
 	w.f.emit(ctx, fleetEvent{kind: evClaimed, worker: w.name, host: host, step: step, attempt: cl.Attempts(), token: cl.Token()})
 	steps := w.f.cfg.steps
+	w.status(ctx, workerStatus{State: "claimed", Host: host, Step: step, Steps: steps})
 	for step < steps {
 		w.status(ctx, workerStatus{State: "rolling out", Host: host, Step: step, Steps: steps})
 		// The step's work: simulated by waiting.
@@ -341,6 +346,7 @@ func (w *worker) rollOne(ctx context.Context, s *concurrency.Session, q *queue.Q
 		step++
 		w.f.ledger.save(host, step)
 		w.f.emit(ctx, fleetEvent{kind: evStep, worker: w.name, host: host, step: step})
+		w.status(ctx, workerStatus{State: "step done", Host: host, Step: step, Steps: steps})
 	}
 	// Done: ack the item, delete its checkpoint and mark the host done,
 	// all in one transaction fenced by the claim.
@@ -350,6 +356,7 @@ func (w *worker) rollOne(ctx context.Context, s *concurrency.Session, q *queue.Q
 	}
 	w.f.ledger.ack(host)
 	w.f.emit(ctx, fleetEvent{kind: evDone, worker: w.name, host: host, step: step})
+	w.status(ctx, workerStatus{State: "host done", Host: host, Step: step, Steps: steps})
 }
 
 // problem reports an error that should not happen in the demo, unless the

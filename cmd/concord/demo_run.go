@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/election"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/pubsub"
 	"github.com/concordkit/concord/queue"
 	"github.com/concordkit/concord/semaphore"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -70,6 +72,17 @@ type monitor struct {
 	killAt      time.Time
 	failover    time.Duration
 	faultNote   string
+
+	// Discovery and the status topic, as the monitor follows them.
+	link          *fleetLink
+	dw            *discovery.Watcher
+	sub           *pubsub.Subscription
+	status        followStatus
+	registered    []string                 // the instance IDs discovery lists
+	allRegistered bool                     // every worker was listed at once
+	faultAt       map[string]time.Time     // crashed or killed worker -> when
+	goneAfter     map[string]time.Duration // crashed or killed worker -> its record's removal after the fault
+	unexpected    []string                 // registrations that went while their worker lived
 }
 
 // check is one invariant's verdict.
@@ -89,6 +102,13 @@ type demoReport struct {
 	killed    string
 	failover  time.Duration
 	maxFlight int
+
+	listed, live []string                 // discovery's final list; the live workers
+	dropped      map[string]time.Duration // dead worker -> its registration's removal after its death
+	published    int                      // status events published (acknowledged)
+	received     int                      // status events received
+	gaps         int                      // gaps and out-of-order Seqs
+	lastSeq      int64
 }
 
 func (r *demoReport) ok() bool { return r.broken() == 0 }
@@ -115,13 +135,36 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 	if err != nil {
 		return nil, err
 	}
-	m := &monitor{cfg: cfg, mon: srv.Client, q: q, view: newView(cfg, out),
-		f:    &fleet{cfg: cfg, ledger: newLedger(), events: make(chan fleetEvent, 256)},
-		done: map[string]string{}, inflight: map[string]*flight{}, ckpt: map[string]int{}}
+	link := newFleetLink(cfg.ttl)
+	m := &monitor{cfg: cfg, mon: srv.Client, q: q, view: newView(cfg, out), link: link,
+		f: &fleet{cfg: cfg, ledger: newLedger(), events: make(chan fleetEvent, 256),
+			hooks: chainHooks(link.hooks(), cfg.hooks)},
+		done: map[string]string{}, inflight: map[string]*flight{}, ckpt: map[string]int{},
+		status:  followStatus{seen: map[int64]bool{}},
+		faultAt: map[string]time.Time{}, goneAfter: map[string]time.Duration{}}
 	m.start = time.Now()
 	m.view.start = m.start
 	m.view.header(srv.Endpoints[0])
 	m.view.intro(cfg)
+
+	// Follow discovery and the status topic from before the first worker
+	// starts, so that every registration and every event is seen.
+	m.dw, err = discovery.NewWatcher(m.mon, demoService)
+	if err != nil {
+		return nil, err
+	}
+	defer m.dw.Close()
+	ps, err := pubsub.New(m.mon)
+	if err != nil {
+		return nil, err
+	}
+	sctx, stopSub := context.WithCancel(ctx)
+	m.sub, err = ps.Subscribe(sctx, demoTopic, pubsub.Oldest)
+	if err != nil {
+		stopSub()
+		return nil, err
+	}
+	defer func() { stopSub(); <-m.sub.Done() }()
 
 	fctx, stopFleet := context.WithCancel(ctx)
 	defer stopFleet()
@@ -153,7 +196,7 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 	defer tick.Stop()
 	deadline := time.NewTimer(cfg.timeout)
 	defer deadline.Stop()
-	for !m.complete || m.phase == faultLeaderDie {
+	for !m.complete || m.phase == faultLeaderDie || !m.discoverySettled() {
 		select {
 		case <-ctx.Done():
 			m.view.clear()
@@ -168,6 +211,10 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 			m.onUpdate(u)
 		case l := <-obs.C():
 			m.onLeader(l)
+		case <-m.dw.Changes():
+			m.onInstances()
+		case ev := <-m.sub.C():
+			m.status.on(ev)
 		case <-tick.C:
 			m.sample(ctx)
 			m.view.refresh(m)
@@ -387,8 +434,9 @@ func (m *monitor) injectFaults(ctx context.Context) {
 			if w == nil || w.killed.Load() {
 				continue
 			}
-			m.view.line(m, "%s %s crashed rolling out %s (step %d/%d saved); its claim waits for its lease to expire (TTL %v)",
+			m.view.line(m, "%s %s crashed rolling out %s (step %d/%d saved); its claim and its registration wait for their leases to expire (TTL %v)",
 				m.view.paint(red, "✗"), w.name, h, fl.step, m.cfg.steps, m.cfg.ttl)
+			m.faultAt[w.name] = time.Now()
 			w.crash()
 			fl.orphaned = true
 			m.crashed, m.crashedHost, m.crashedStep, m.crashAt = w, h, fl.step, time.Now()
@@ -409,6 +457,7 @@ func (m *monitor) injectFaults(ctx context.Context) {
 			return
 		}
 		electionLease := m.leader.Lease
+		m.faultAt[w.name] = time.Now()
 		w.crash()
 		m.killed, m.killAt = w, time.Now()
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -417,7 +466,7 @@ func (m *monitor) injectFaults(ctx context.Context) {
 			_, _ = m.mon.Revoke(rctx, clientv3.LeaseID(id))
 		}
 		cancel()
-		m.view.line(m, "%s coordinator %s killed, its leases revoked", m.view.paint(red, "✗"), w.name)
+		m.view.line(m, "%s coordinator %s killed, its election and queue leases revoked (its registration waits for its TTL)", m.view.paint(red, "✗"), w.name)
 		for _, fl := range m.inflight {
 			if fl.worker == w.name {
 				fl.orphaned = true
@@ -505,6 +554,9 @@ func (m *monitor) verdict(ctx context.Context) *demoReport {
 	terms := broken("coordinator term")
 	add(maxCoord <= 1 && len(terms) == 0, "one coordinator at a time",
 		"%d terms, tokens increasing; at most %d coordinating at once%s", m.terms, maxCoord, first(terms))
+
+	m.checkDiscovery(rep, add)
+	m.checkStatusTopic(ctx, rep, add)
 
 	if cfg.faults {
 		switch {

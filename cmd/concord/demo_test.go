@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/concordkit/concord/pubsub"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -39,7 +42,23 @@ func TestDemoWithFaults(t *testing.T) {
 	if rep.maxFlight > 2 {
 		t.Errorf("max in flight %d", rep.maxFlight)
 	}
-	for _, want := range []string{"crashed rolling out", "redelivered to", "killed, its leases revoked", "is the coordinator", "All invariants held."} {
+	checkLinkInvariants(t, rep, out.String())
+	// Both dead workers' registrations went, each within its TTL and the
+	// slack; the live ones stayed.
+	cfg := smallDemo()
+	for _, dead := range []string{rep.crashed, rep.killed} {
+		if d, ok := rep.dropped[dead]; !ok || d <= 0 || d > cfg.ttl+convergeSlack {
+			t.Errorf("%s's registration dropped after %v (gone: %v), want within %v", dead, d, ok, cfg.ttl+convergeSlack)
+		}
+		if slices.Contains(rep.listed, dead) {
+			t.Errorf("dead %s still listed: %v", dead, rep.listed)
+		}
+	}
+	if len(rep.listed) != cfg.workers-2 {
+		t.Errorf("discovery lists %v, want the %d live workers", rep.listed, cfg.workers-2)
+	}
+	for _, want := range []string{"crashed rolling out", "redelivered to", "killed, its election and queue leases revoked", "is the coordinator",
+		"discovery: all 4 workers registered", "registration expired", "workers registered: 2", "All invariants held."} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -60,6 +79,12 @@ func TestDemoCommandNoFaults(t *testing.T) {
 	if strings.Contains(r.out, "crashed") || strings.Contains(r.out, "survived the faults") {
 		t.Errorf("faults with --no-faults:\n%s", r.out)
 	}
+	for _, want := range []string{"✓ discovery converged", "3/3 registered; lists worker-1, worker-2, worker-3, the live workers",
+		"✓ status topic in order, no gap"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, r.out)
+		}
+	}
 }
 
 func TestDemoBadFlags(t *testing.T) {
@@ -67,6 +92,35 @@ func TestDemoBadFlags(t *testing.T) {
 		if r := cli(t, context.Background(), args...); r.code != exitUsage {
 			t.Errorf("%v: exit %d, want %d; stderr %s", args, r.code, exitUsage, r.errOut)
 		}
+	}
+}
+
+// checkLinkInvariants checks the demo's discovery and status-topic verdicts
+// and the figures behind them.
+func checkLinkInvariants(t *testing.T, rep *demoReport, out string) {
+	t.Helper()
+	for _, name := range []string{"discovery converged", "status topic in order, no gap"} {
+		found := false
+		for _, c := range rep.checks {
+			if c.name == name {
+				found = true
+				if !c.ok {
+					t.Errorf("%s: broken: %s", name, c.detail)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %q check:\n%s", name, out)
+		}
+	}
+	if !slices.Equal(rep.listed, rep.live) || len(rep.live) == 0 {
+		t.Errorf("discovery lists %v, live workers %v", rep.listed, rep.live)
+	}
+	// Every acknowledged publish arrived, Seq 1..N with nothing skipped; a
+	// publish cut short by a crash may have landed too.
+	if rep.published == 0 || rep.received < rep.published || rep.lastSeq != int64(rep.received) || rep.gaps != 0 {
+		t.Errorf("status topic: %d published, %d received, last seq %d, %d gaps or disorders",
+			rep.published, rep.received, rep.lastSeq, rep.gaps)
 	}
 }
 
@@ -83,8 +137,22 @@ func TestLedgerCatchesViolations(t *testing.T) {
 	}
 }
 
-// The hooks discovery and pubsub will use see every worker start and report
-// its status.
+// The status topic's checker catches a skipped Seq, a gap, a message
+// delivered twice and one never delivered.
+func TestFollowStatusCatchesViolations(t *testing.T) {
+	msg := func(n int64) []byte { return []byte(fmt.Sprintf(`{"n":%d,"worker":"w","state":"step done"}`, n)) }
+	s := followStatus{seen: map[int64]bool{}}
+	s.on(pubsub.Event{Seq: 1, Data: msg(1)})
+	s.on(pubsub.Event{Seq: 3, Data: msg(3)})               // seq 2 skipped
+	s.on(pubsub.Event{Seq: 4, Data: msg(3)})               // publish 3 twice
+	s.on(pubsub.Event{Seq: 6, Gap: &pubsub.Gap{Count: 2}}) // a gap
+	if len(s.disorder) != 2 || len(s.gaps) != 1 || s.missing(map[int64]bool{1: true, 2: true, 3: true}) != 1 {
+		t.Errorf("disorder %q, gaps %q", s.disorder, s.gaps)
+	}
+}
+
+// Hooks added to the demo's own (discovery, pubsub) see every worker start
+// and report its status.
 func TestDemoHooks(t *testing.T) {
 	t.Parallel()
 	cfg := smallDemo()
@@ -110,9 +178,11 @@ func TestDemoHooks(t *testing.T) {
 	if err != nil || !rep.ok() {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
+	checkLinkInvariants(t, rep, out.String())
 	mu.Lock()
 	defer mu.Unlock()
-	if len(started) != 3 || stopped != 3 || !states["rolling out"] || !states["coordinating"] || !states["idle"] {
+	if len(started) != 3 || stopped != 3 || !states["rolling out"] || !states["coordinating"] || !states["idle"] ||
+		!states["claimed"] || !states["step done"] || !states["host done"] {
 		t.Errorf("started %v, stopped %d, states %v", started, stopped, states)
 	}
 }

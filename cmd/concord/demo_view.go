@@ -71,8 +71,9 @@ func (v *view) intro(cfg demoConfig) {
 	if cfg.faults {
 		faults = "faults: a worker crashes mid-host, then the coordinator is killed"
 	}
-	fmt.Fprintf(v.w, "  %d hosts, %d steps each · %d workers elect a coordinator · at most %d hosts at once\n  lease TTL %v · %s\n\n",
-		cfg.hosts, cfg.steps, cfg.workers, cfg.k, cfg.ttl, faults)
+	fmt.Fprintf(v.w, "  %d hosts, %d steps each · %d workers elect a coordinator · at most %d hosts at once\n"+
+		"  workers register with discovery (%q) and publish their progress to topic %q\n  lease TTL %v · %s\n\n",
+		cfg.hosts, cfg.steps, cfg.workers, cfg.k, demoService, demoTopic, cfg.ttl, faults)
 }
 
 func (v *view) stamp() string {
@@ -189,6 +190,8 @@ func (v *view) draw(m *monitor) {
 		fmt.Sprintf("    etcd         %d/%d permits held · queue: %d ready, %d claimed · %d checkpoints saved",
 			m.permits, m.cfg.k, m.ready, m.claimed, m.saves),
 		fmt.Sprintf("    workers      %s", strings.Join(ws, "  ")),
+		fmt.Sprintf("    discovery    workers registered: %d %s", len(m.registered), v.paint(dim, "("+strings.Join(m.registered, ", ")+")")),
+		fmt.Sprintf("    status topic %d events received %s", m.status.received, v.paint(dim, "· last: "+m.status.last)),
 	}
 	for _, l := range lines {
 		fmt.Fprintln(v.w, truncateVisible(l, v.width-1))

@@ -11,13 +11,37 @@
 //	concord queue ack NAME ID             acknowledge a claimed item
 //	concord queue list NAME               list a queue's items by state
 //	concord queue len NAME                count a queue's unacknowledged items
+//	concord services register SERVICE ID ADDR [--meta k=v]... [--weight N] [--ttl D]
+//	                                      register an instance until interrupted
+//	concord services list SERVICE         a service's instances
+//	concord services watch SERVICE        a service's instances, then every change
 //	concord watch PREFIX                  print the keys under PREFIX, then every change
-//	concord status [PREFIX]               locks, elections, semaphores, queues and checkpoints under PREFIX
+//	concord watch --topic TOPIC           print a pub/sub topic's messages with their Seq, gaps included
+//	concord status [PREFIX]               locks, elections, semaphores, queues, checkpoints and services under PREFIX
+//
+// services register keeps the instance registered under a lease of --ttl
+// (whole seconds, default 10s) until interrupted, then deregisters it; when
+// the lease is lost (etcd unreachable for longer than the TTL, the lease
+// revoked) it says so and registers the instance again under a new lease.
+// A killed process's instance disappears when its lease expires. services
+// watch prints the instance set, then every instance added (+), removed (-)
+// or updated (~) with the new set, and marks the periods when etcd does not
+// answer (STALE: the set shown may be out of date).
+//
+// watch --topic follows a pub/sub topic from its oldest retained message
+// (--new: only messages published from now on; --after REV: after revision
+// REV, so a restarted watcher resumes where it stopped). Each message is
+// printed with its Seq, the topic's message number; messages that retention
+// deleted before they were read are printed as a GAP line with their count.
 //
 // The demo needs nothing installed: it runs an embedded etcd and a simulated
 // fleet (--hosts, --workers, -k hosts at once, --no-faults, --quiet) and
 // prints a live view (plain lines when stdout is not a terminal) and a
-// summary that checks its invariants.
+// summary that checks its invariants. Every worker registers itself with
+// discovery (service "demo-fleet") and publishes its progress to the pub/sub
+// topic "demo/status"; the demo follows both and checks that discovery
+// converged to the live workers and that the topic delivered every event in
+// order without a gap.
 //
 // Every command except demo and dev talks to the etcd given by --endpoints
 // (comma-separated URLs) or, when that flag is absent, by ETCD_ENDPOINTS.
@@ -41,9 +65,11 @@
 //	3    no etcd configured (neither --endpoints nor ETCD_ENDPOINTS), or etcd
 //	     unreachable within --dial-timeout
 //	4    the lock, leadership, permit or claim was lost while CMD ran; CMD
-//	     was stopped
+//	     was stopped; services register: the instance ID was taken over by
+//	     another registration while this one's lease was lost
 //	5    not available: --try found the resource taken, --timeout passed
-//	     while waiting, or queue claim --no-wait found nothing ready
+//	     while waiting, queue claim --no-wait found nothing ready, or
+//	     services register found the ID live under another registration
 //	126  CMD could not be started; 127 CMD was not found
 //	N    otherwise CMD's own exit status (128+S if a signal S ended it), so
 //	     a CMD that itself exits 1..5 is told apart only by concord's

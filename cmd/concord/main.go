@@ -72,7 +72,8 @@ func commands() []command {
 		{"elect", "NAME -- CMD...  run CMD while leading the election NAME", runElect},
 		{"sem", "NAME --limit K -- CMD...  run CMD holding one of K permits", runSem},
 		{"queue", "push|claim|ack|list|len NAME ...  use a work queue", runQueue},
-		{"watch", "PREFIX  print the keys under PREFIX, then every change", runWatch},
+		{"services", "register|list|watch SERVICE ...  register and find service instances", runServices},
+		{"watch", "PREFIX | --topic TOPIC  print the keys under PREFIX (or a topic's messages), then every change", runWatch},
 		{"status", "[PREFIX]  show the recipes' state under PREFIX", runStatus},
 		{"help", "show this help", runHelp},
 	}
@@ -105,7 +106,7 @@ func runWith(ctx context.Context, args []string, std stdio) int {
 
 // hoistGlobalFlags moves connection flags given before the command, as
 // etcdctl takes them ("concord --endpoints URL status"), to after it (and
-// after queue's subcommand), where the command's flag set parses them.
+// after queue's and services' subcommand), where the command's flag set parses them.
 func hoistGlobalFlags(args []string) []string {
 	i := 0
 	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "-" && args[i] != "--" {
@@ -123,7 +124,7 @@ func hoistGlobalFlags(args []string) []string {
 	}
 	flags, rest := args[:i], args[i:]
 	at := 1
-	if rest[0] == "queue" && len(rest) > 1 {
+	if (rest[0] == "queue" || rest[0] == "services") && len(rest) > 1 {
 		at = 2
 	}
 	out := append([]string{}, rest[:at]...)
@@ -168,7 +169,7 @@ func runHelp(_ context.Context, _ []string, std stdio) error {
 func printHelp(w io.Writer) {
 	fmt.Fprintf(w, "concord: coordination recipes over etcd\n\nUsage: concord COMMAND [flags] [args]\n\nCommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Connection (every command but demo and dev):
@@ -183,6 +184,8 @@ Try it without an etcd:
   concord dev &                      # an embedded etcd; it prints its endpoint
   export ETCD_ENDPOINTS=http://127.0.0.1:PORT
   concord lock deploy -- make release
+  concord services register api api-1 127.0.0.1:8080 --meta zone=a &
+  concord services watch api
   concord status
 
 Exit status:
@@ -190,8 +193,10 @@ Exit status:
   1    the operation failed (an etcd error, a demo invariant broken)
   2    usage: bad command, flags or arguments; a name rejected by validation
   3    no etcd configured, or etcd unreachable within --dial-timeout
-  4    the lock, leadership, permit or claim was lost while CMD ran (CMD stopped)
-  5    not available: --try found it taken, --timeout passed, queue empty with --no-wait
+  4    the lock, leadership, permit or claim was lost while CMD ran (CMD stopped);
+       services register: the instance ID was taken over by another registration
+  5    not available: --try found it taken, --timeout passed, queue empty with --no-wait,
+       services register found the ID live under another registration
   126  CMD could not be started     127  CMD not found
   N    otherwise CMD's own exit status (128+S if signal S ended it)
 `)

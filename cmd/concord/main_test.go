@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +14,37 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(embedtest.Settled(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv(runCLIEnv) == "1" {
+		// Re-executed by cliProcess: be the concord command itself.
+		main()
+	}
+	goleak.VerifyTestMain(embedtest.Settled(m))
+}
+
+// runCLIEnv makes the test binary run as concord (see cliProcess).
+const runCLIEnv = "CONCORD_TEST_RUN_CLI"
+
+// cliProcess starts concord as a process of its own (the test binary
+// re-executed), for tests that kill it as a crash would. It is killed at
+// the end of the test if still running.
+func cliProcess(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	out := &syncBuffer{}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), runCLIEnv+"=1")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd, out
+}
 
 // syncBuffer is a bytes.Buffer safe for a command's goroutines and the test.
 type syncBuffer struct {

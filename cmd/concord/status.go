@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/concordkit/concord/checkpoint"
+	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/election"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/queue"
@@ -27,6 +28,7 @@ const (
 	markElection   = "election"
 	markQueue      = "q"
 	markCheckpoint = "checkpoint"
+	markInstances  = "instances" // discovery: SERVICE/.instances/ID
 )
 
 type holderJSON struct {
@@ -70,6 +72,11 @@ type checkpointJSON struct {
 	Progress string `json:"progress"`
 }
 
+type serviceJSON struct {
+	Name      string         `json:"name"`
+	Instances []instanceJSON `json:"instances"`
+}
+
 type statusJSON struct {
 	Prefix      string           `json:"prefix"`
 	Revision    int64            `json:"revision"`
@@ -78,6 +85,7 @@ type statusJSON struct {
 	Semaphores  []semJSON        `json:"semaphores"`
 	Queues      []queueJSON      `json:"queues"`
 	Checkpoints []checkpointJSON `json:"checkpoints"`
+	Services    []serviceJSON    `json:"services"`
 }
 
 func runStatus(ctx context.Context, args []string, std stdio) error {
@@ -120,7 +128,8 @@ func collectStatus(ctx context.Context, client *clientv3.Client, prefix string) 
 		return statusJSON{}, err
 	}
 	st := statusJSON{Prefix: prefix, Revision: resp.Header.Revision,
-		Locks: []lockJSON{}, Elections: []electionJSON{}, Semaphores: []semJSON{}, Queues: []queueJSON{}, Checkpoints: []checkpointJSON{}}
+		Locks: []lockJSON{}, Elections: []electionJSON{}, Semaphores: []semJSON{}, Queues: []queueJSON{}, Checkpoints: []checkpointJSON{},
+		Services: []serviceJSON{}}
 	found := map[[2]string]int{} // (marker, name) -> keys
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
@@ -181,6 +190,17 @@ func collectStatus(ctx context.Context, client *clientv3.Client, prefix string) 
 				continue // removed meanwhile
 			}
 			st.Checkpoints = append(st.Checkpoints, checkpointJSON{Task: name, Revision: p.Revision, Progress: string(p.Data)})
+		case markInstances:
+			if discovery.ValidateService(name) != nil {
+				continue // not discovery's: its service names are one key segment
+			}
+			ins, _, err := listInstances(ctx, client, name)
+			if err != nil {
+				return st, err
+			}
+			if len(ins) > 0 {
+				st.Services = append(st.Services, serviceJSON{Name: name, Instances: instancesJSON(ins)})
+			}
 		}
 	}
 	return st, nil
@@ -219,8 +239,8 @@ func printStatus(w io.Writer, st statusJSON) error {
 	if st.Prefix == "" {
 		where = "in this etcd"
 	}
-	if len(st.Locks)+len(st.Elections)+len(st.Semaphores)+len(st.Queues)+len(st.Checkpoints) == 0 {
-		fmt.Fprintf(w, "no locks, elections, semaphores, queues or checkpoints %s (revision %d)\n", where, st.Revision)
+	if len(st.Locks)+len(st.Elections)+len(st.Semaphores)+len(st.Queues)+len(st.Checkpoints)+len(st.Services) == 0 {
+		fmt.Fprintf(w, "no locks, elections, semaphores, queues, checkpoints or services %s (revision %d)\n", where, st.Revision)
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -270,6 +290,19 @@ func printStatus(w io.Writer, st statusJSON) error {
 	if section("CHECKPOINTS", len(st.Checkpoints)) {
 		for _, c := range st.Checkpoints {
 			fmt.Fprintf(tw, "  %s\t%s\t(revision %d)\n", c.Task, printable([]byte(c.Progress)), c.Revision)
+		}
+	}
+	if section("SERVICES", len(st.Services)) {
+		for _, sv := range st.Services {
+			var ins []string
+			for _, in := range sv.Instances {
+				d := printable([]byte(in.ID)) + " " + printable([]byte(in.Addr))
+				if in.Draining {
+					d += " (draining)"
+				}
+				ins = append(ins, d)
+			}
+			fmt.Fprintf(tw, "  %s\t%d instance%s\t%s\n", sv.Name, len(sv.Instances), plural(len(sv.Instances)), strings.Join(ins, ", "))
 		}
 	}
 	return tw.Flush()

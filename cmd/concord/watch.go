@@ -23,16 +23,27 @@ type watchJSON struct {
 
 func runWatch(ctx context.Context, args []string, std stdio) error {
 	var c connFlags
+	var t topicFlags
 	var count int
-	fs := newFlags("watch", "[flags] PREFIX", std.err)
+	fs := newFlags("watch", "[flags] PREFIX\n       concord watch [flags] --topic TOPIC [--new | --after REV]", std.err)
 	c.register(fs)
 	c.registerJSON(fs)
-	fs.IntVar(&count, "n", 0, "exit after this many changes (0: run until interrupted)")
+	fs.IntVar(&count, "n", 0, "exit after this many changes (with --topic: messages and gaps; 0: run until interrupted)")
+	t.register(fs)
 	pos, _, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(pos, 1, 1, "PREFIX (\"\" for every key)"); err != nil {
+	if count < 0 {
+		return usagef("-n must be >= 0")
+	}
+	if t.topic != "" || t.isSet(fs) {
+		if err := wantArgs(pos, 0, 0, ""); err != nil {
+			return err
+		}
+		return watchTopic(ctx, &c, &t, count, std)
+	}
+	if err := wantArgs(pos, 1, 1, "PREFIX (\"\" for every key), or --topic TOPIC"); err != nil {
 		return err
 	}
 	client, err := c.connect(ctx)

@@ -1,0 +1,469 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/discovery"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const servicesUsage = `register|list|watch SERVICE ...
+
+  register SERVICE ID ADDR    register an instance and keep it registered until
+                              interrupted (re-registered after a lost lease);
+                              --meta k=v (repeatable), --weight N, --ttl D
+  list SERVICE                the service's instances
+  watch SERVICE               the instances, then every change (-n N: exit after
+                              N changes); stale periods are marked`
+
+func runServices(ctx context.Context, args []string, std stdio) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprintf(std.out, "Usage: concord services %s\n", servicesUsage)
+			return nil
+		}
+		return usagef("missing services subcommand: register, list or watch")
+	}
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "register":
+		return servicesRegister(ctx, args, std)
+	case "list", "ls":
+		return servicesList(ctx, args, std)
+	case "watch":
+		return servicesWatch(ctx, args, std)
+	}
+	return usagef("unknown services subcommand %q: want register, list or watch", sub)
+}
+
+// instanceJSON is an instance as the services commands print it.
+type instanceJSON struct {
+	ID       string            `json:"id"`
+	Addr     string            `json:"addr"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	Weight   int               `json:"weight"`
+	Draining bool              `json:"draining,omitempty"`
+}
+
+func toInstanceJSON(in discovery.Instance) instanceJSON {
+	return instanceJSON{ID: in.ID, Addr: in.Addr, Metadata: in.Metadata, Weight: in.EffectiveWeight(), Draining: in.Draining}
+}
+
+func instancesJSON(ins []discovery.Instance) []instanceJSON {
+	out := []instanceJSON{}
+	for _, in := range ins {
+		out = append(out, toInstanceJSON(in))
+	}
+	return out
+}
+
+// describe is an instance on one line: "ID ADDR weight=N k=v ... (draining)".
+func describe(in discovery.Instance) string {
+	parts := []string{printable([]byte(in.ID)), printable([]byte(in.Addr)), fmt.Sprintf("weight=%d", in.EffectiveWeight())}
+	if m := metaString(in.Metadata); m != "" {
+		parts = append(parts, m)
+	}
+	if in.Draining {
+		parts = append(parts, "(draining)")
+	}
+	return strings.Join(parts, " ")
+}
+
+func metaString(md map[string]string) string {
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		kv = append(kv, printable([]byte(k+"="+md[k])))
+	}
+	return strings.Join(kv, " ")
+}
+
+// metaFlag collects repeated --meta k=v.
+type metaFlag map[string]string
+
+func (m metaFlag) String() string { return metaString(m) }
+
+func (m metaFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", s)
+	}
+	m[k] = v
+	return nil
+}
+
+// serviceArg parses a services subcommand's flags and checks SERVICE.
+func serviceArg(fs *flagSet, args []string, nargs int, what string) ([]string, error) {
+	pos, _, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := wantArgs(pos, nargs, nargs, what); err != nil {
+		return nil, err
+	}
+	if err := discovery.ValidateService(pos[0]); err != nil {
+		return nil, withCode(exitUsage, err)
+	}
+	return pos, nil
+}
+
+// classifyDiscovery maps discovery's errors to exit statuses.
+func classifyDiscovery(err error) error {
+	switch {
+	case errors.Is(err, discovery.ErrInvalidService), errors.Is(err, discovery.ErrInvalidID),
+		errors.Is(err, discovery.ErrInvalidAddr), errors.Is(err, discovery.ErrInvalidWeight),
+		errors.Is(err, discovery.ErrRecordTooLarge), errors.Is(err, concurrency.ErrInvalidTTL),
+		errors.Is(err, concurrency.ErrTTLBelowMinimum):
+		return withCode(exitUsage, err)
+	case errors.Is(err, discovery.ErrAlreadyRegistered):
+		return withCode(exitUnavailable, err)
+	}
+	return err
+}
+
+func servicesRegister(ctx context.Context, args []string, std stdio) error {
+	var c connFlags
+	meta := metaFlag{}
+	var weight int
+	var draining bool
+	var ttl time.Duration
+	fs := newFlags("services register", "[flags] SERVICE ID ADDR", std.err)
+	c.register(fs)
+	c.registerJSON(fs)
+	fs.Var(meta, "meta", "metadata KEY=VALUE (repeatable)")
+	fs.IntVar(&weight, "weight", 0, "weight for weighted balancers (0: the default, 1)")
+	fs.BoolVar(&draining, "draining", false, "register as draining: listed, but given no new calls")
+	fs.DurationVar(&ttl, "ttl", concurrency.DefaultTTL, "lease TTL, whole seconds: how long the instance stays listed after this process dies")
+	pos, err := serviceArg(fs, args, 3, "SERVICE ID ADDR")
+	if err != nil {
+		return err
+	}
+	service := pos[0]
+	inst := discovery.Instance{ID: pos[1], Addr: pos[2], Weight: weight, Draining: draining}
+	if len(meta) > 0 {
+		inst.Metadata = meta
+	}
+	if err := inst.Validate(); err != nil {
+		return withCode(exitUsage, err)
+	}
+	if ttl < time.Second || ttl%time.Second != 0 {
+		return usagef("--ttl must be a whole number of seconds, at least 1s (got %v)", ttl)
+	}
+	client, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	reg, err := discovery.NewRegistry(client, discovery.WithTTL(ttl))
+	if err != nil {
+		return classifyDiscovery(err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = reg.Close(cctx)
+	}()
+	g, err := reg.Register(ctx, service, inst)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted before it was registered
+		}
+		if errors.Is(err, discovery.ErrClosed) {
+			// A new Registry's first lease re-puts its registrations
+			// while Register writes too; when the ID is taken the former
+			// ends the registration and Register reports ErrClosed
+			// rather than ErrAlreadyRegistered. Tell the user which.
+			if resp, gerr := client.Get(ctx, service+"/.instances/"+inst.ID); gerr == nil && len(resp.Kvs) > 0 {
+				err = fmt.Errorf("%w: %s/%s (lease %x)", discovery.ErrAlreadyRegistered, service, inst.ID, resp.Kvs[0].Lease)
+			}
+		}
+		return classifyDiscovery(err)
+	}
+	report := func(event string, token int64) {
+		if c.json {
+			_ = writeJSONLine(std, map[string]any{"event": event, "service": service, "instance": toInstanceJSON(inst),
+				"key": g.Key(), "token": token, "lease": fmt.Sprintf("%x", int64(reg.Lease())), "ttl": ttl.String()})
+			return
+		}
+		fmt.Fprintf(std.out, "%s %s/%s: %s (token %d, lease %x, ttl %v)\n", event, service, inst.ID, describe(inst), token, int64(reg.Lease()), ttl)
+	}
+	report("registered", g.Token())
+	if !c.json {
+		fmt.Fprintf(std.out, "# kept registered until interrupted\n")
+	}
+
+	// Follow the record, to tell the user when a lost lease took it away and
+	// when the Registry put it back.
+	fctx, cancel := context.WithCancel(ctx)
+	st := concurrency.Follow(fctx, client, g.Key(), concurrency.FollowKey())
+	defer func() { cancel(); <-st.Done() }()
+	token := g.Token()
+	updates := st.C()
+	for {
+		select {
+		case u, ok := <-updates:
+			if !ok {
+				if ctx.Err() == nil {
+					return st.Err()
+				}
+				updates = nil // interrupted: deregister below
+				continue
+			}
+			if !u.Snapshot && len(u.Events) == 0 {
+				continue
+			}
+			present, created := false, int64(0)
+			for _, kv := range u.KVs {
+				present, created = true, kv.CreateRevision
+			}
+			for _, ev := range u.Events {
+				present, created = ev.Type == clientv3.EventTypePut, ev.Kv.CreateRevision
+			}
+			switch {
+			case !present && token != 0:
+				token = 0
+				if c.json {
+					_ = writeJSONLine(std, map[string]any{"event": "lost", "service": service, "key": g.Key()})
+				} else {
+					fmt.Fprintf(std.out, "lost %s/%s: its record is gone (lease lost or record deleted); it is registered again under a new lease\n", service, inst.ID)
+				}
+			case present && created != token:
+				token = created
+				report("re-registered", created)
+			}
+		case <-g.Done():
+			if ctx.Err() != nil {
+				return nil
+			}
+			return withCode(exitLost, fmt.Errorf("%s/%s: registration ended: %w", service, inst.ID, g.Err()))
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err := g.Deregister(dctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("deregistering %s/%s: %w (its lease expires within %v)", service, inst.ID, err, ttl)
+			}
+			if c.json {
+				_ = writeJSONLine(std, map[string]any{"event": "deregistered", "service": service, "key": g.Key()})
+			} else {
+				fmt.Fprintf(std.out, "deregistered %s/%s\n", service, inst.ID)
+			}
+			return nil
+		}
+	}
+}
+
+// listInstances reads a service's instances once, through a Watcher's
+// first snapshot.
+func listInstances(ctx context.Context, client *clientv3.Client, service string) ([]discovery.Instance, int64, error) {
+	w, err := discovery.NewWatcher(client, service)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer w.Close()
+	select {
+	case <-w.Synced():
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+	return w.Instances(), w.Revision(), nil
+}
+
+func servicesList(ctx context.Context, args []string, std stdio) error {
+	var c connFlags
+	fs := newFlags("services list", "[flags] SERVICE", std.err)
+	c.register(fs)
+	c.registerJSON(fs)
+	pos, err := serviceArg(fs, args, 1, "SERVICE")
+	if err != nil {
+		return err
+	}
+	client, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	lctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	ins, rev, err := listInstances(lctx, client, pos[0])
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return writeJSON(std.out, map[string]any{"service": pos[0], "revision": rev, "instances": instancesJSON(ins)})
+	}
+	return printInstances(std.out, pos[0], ins, rev)
+}
+
+func printInstances(w io.Writer, service string, ins []discovery.Instance, rev int64) error {
+	if len(ins) == 0 {
+		fmt.Fprintf(w, "no instances of %q (revision %d)\n", service, rev)
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "ID\tADDR\tWEIGHT\tMETADATA\n")
+	for _, in := range ins {
+		md := metaString(in.Metadata)
+		if in.Draining {
+			md = strings.TrimSpace(md + " (draining)")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", printable([]byte(in.ID)), printable([]byte(in.Addr)), in.EffectiveWeight(), md)
+	}
+	return tw.Flush()
+}
+
+// serviceChange is one line of services watch --json.
+type serviceChange struct {
+	Type      string         `json:"type"` // "snapshot", "added", "removed", "updated", "stale", "fresh"
+	Revision  int64          `json:"revision"`
+	Instance  *instanceJSON  `json:"instance,omitempty"`
+	Instances []instanceJSON `json:"instances,omitempty"`
+}
+
+// diffInstances lists what changed from old to cur, both sorted by ID.
+func diffInstances(old, cur []discovery.Instance) []serviceChange {
+	byID := map[string]discovery.Instance{}
+	for _, in := range old {
+		byID[in.ID] = in
+	}
+	var out []serviceChange
+	for _, in := range cur {
+		j := toInstanceJSON(in)
+		prev, ok := byID[in.ID]
+		delete(byID, in.ID)
+		switch {
+		case !ok:
+			out = append(out, serviceChange{Type: "added", Instance: &j})
+		case !prev.Equal(in):
+			out = append(out, serviceChange{Type: "updated", Instance: &j})
+		}
+	}
+	for _, in := range old {
+		if _, gone := byID[in.ID]; gone {
+			j := toInstanceJSON(in)
+			out = append(out, serviceChange{Type: "removed", Instance: &j})
+		}
+	}
+	return out
+}
+
+func servicesWatch(ctx context.Context, args []string, std stdio) error {
+	var c connFlags
+	var count int
+	fs := newFlags("services watch", "[flags] SERVICE", std.err)
+	c.register(fs)
+	c.registerJSON(fs)
+	fs.IntVar(&count, "n", 0, "exit after this many changes (an instance added, removed or updated; 0: run until interrupted)")
+	pos, err := serviceArg(fs, args, 1, "SERVICE")
+	if err != nil {
+		return err
+	}
+	if count < 0 {
+		return usagef("-n must be >= 0")
+	}
+	service := pos[0]
+	client, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	w, err := discovery.NewWatcher(client, service)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	select {
+	case <-w.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	cur := w.Instances()
+	stale := false
+	if c.json {
+		_ = writeJSONLine(std, serviceChange{Type: "snapshot", Revision: w.Revision(), Instances: instancesJSON(cur)})
+	} else {
+		fmt.Fprintf(std.out, "%s\n", setLine(service, cur, w.Revision()))
+		for _, in := range cur {
+			fmt.Fprintf(std.out, "  %s\n", describe(in))
+		}
+		fmt.Fprintf(std.out, "# watching for changes\n")
+	}
+	var staleSince time.Time
+	seen := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil // interrupted: the normal way to stop watching
+		case <-w.Changes():
+		}
+		next, rev, nowStale := w.Instances(), w.Revision(), w.Stale()
+		if nowStale != stale {
+			stale = nowStale
+			switch {
+			case c.json && stale:
+				_ = writeJSONLine(std, serviceChange{Type: "stale", Revision: rev})
+			case c.json:
+				_ = writeJSONLine(std, serviceChange{Type: "fresh", Revision: rev})
+			case stale:
+				staleSince = time.Now()
+				fmt.Fprintf(std.out, "# STALE: etcd does not answer; the instances below may be out of date\n")
+			default:
+				fmt.Fprintf(std.out, "# fresh again after %s, at revision %d\n", ms(time.Since(staleSince)), rev)
+			}
+		}
+		changes := diffInstances(cur, next)
+		if len(changes) == 0 {
+			continue
+		}
+		cur = next
+		for _, ch := range changes {
+			ch.Revision = rev
+			if c.json {
+				_ = writeJSONLine(std, ch)
+				continue
+			}
+			mark := map[string]string{"added": "+", "removed": "-", "updated": "~"}[ch.Type]
+			in := discovery.Instance{ID: ch.Instance.ID, Addr: ch.Instance.Addr, Metadata: ch.Instance.Metadata,
+				Weight: ch.Instance.Weight, Draining: ch.Instance.Draining}
+			fmt.Fprintf(std.out, "%s %s\n", mark, describe(in))
+		}
+		if !c.json {
+			line := setLine(service, cur, rev)
+			if stale {
+				line += " (stale)"
+			}
+			fmt.Fprintf(std.out, "= %s\n", line)
+		}
+		if seen += len(changes); count > 0 && seen >= count {
+			return nil
+		}
+	}
+}
+
+// setLine sums up an instance set: "SERVICE: 2 instances at revision R: a, b".
+func setLine(service string, ins []discovery.Instance, rev int64) string {
+	ids := make([]string, len(ins))
+	for i, in := range ins {
+		ids[i] = printable([]byte(in.ID))
+	}
+	s := fmt.Sprintf("%s: %d instance%s at revision %d", service, len(ins), plural(len(ins)), rev)
+	if len(ids) > 0 {
+		s += ": " + strings.Join(ids, ", ")
+	}
+	return s
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/pubsub"
+)
+
+// topicFlags are watch's pub/sub flags.
+type topicFlags struct {
+	topic string
+	new   bool
+	after int64
+}
+
+func (t *topicFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.topic, "topic", "", "follow this pub/sub topic instead of a key prefix")
+	fs.BoolVar(&t.new, "new", false, "with --topic: only messages published from now on (default: from the oldest retained)")
+	fs.Int64Var(&t.after, "after", -1, "with --topic: start after this revision (0: from the topic's first message, gaps included)")
+}
+
+// isSet reports whether a topic-only flag was given.
+func (t *topicFlags) isSet(fs *flag.FlagSet) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "topic" || f.Name == "new" || f.Name == "after" })
+	return set
+}
+
+// topicJSON is one line of watch --topic --json.
+type topicJSON struct {
+	Type     string `json:"type"` // "message" or "gap"
+	Seq      int64  `json:"seq"`
+	Revision int64  `json:"revision,omitempty"`
+	Time     string `json:"time,omitempty"`
+	Data     string `json:"data,omitempty"`
+	From     int64  `json:"from,omitempty"`
+	To       int64  `json:"to,omitempty"`
+	Count    int64  `json:"count,omitempty"` // -1: not known
+}
+
+func watchTopic(ctx context.Context, c *connFlags, t *topicFlags, count int, std stdio) error {
+	if t.topic == "" {
+		return usagef("--new and --after go with --topic TOPIC")
+	}
+	if err := concurrency.ValidateName(t.topic); err != nil {
+		return withCode(exitUsage, fmt.Errorf("topic %q: %w", t.topic, err))
+	}
+	pos, from := pubsub.Oldest, "from the oldest retained message"
+	switch {
+	case t.new && t.after >= 0:
+		return usagef("--new and --after exclude each other")
+	case t.new:
+		pos, from = pubsub.Now, "from now on"
+	case t.after >= 0:
+		pos, from = pubsub.After(t.after), fmt.Sprintf("after revision %d", t.after)
+	case t.after < -1:
+		return usagef("--after must be >= 0")
+	}
+	client, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ps, err := pubsub.New(client)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sub, err := ps.Subscribe(sctx, t.topic, pos)
+	if err != nil {
+		if errors.Is(err, pubsub.ErrInvalidPosition) || errors.Is(err, pubsub.ErrInvalidTopic) {
+			return withCode(exitUsage, err)
+		}
+		return err
+	}
+	defer func() { cancel(); <-sub.Done() }()
+	if !c.json {
+		fmt.Fprintf(std.out, "# topic %s, %s; watching for messages\n", t.topic, from)
+	}
+	seen := 0
+	for ev := range sub.C() {
+		switch {
+		case ev.Gap != nil && c.json:
+			_ = writeJSONLine(std, topicJSON{Type: "gap", Seq: ev.Seq, From: ev.Gap.From, To: ev.Gap.To, Count: ev.Gap.Count})
+		case ev.Gap != nil:
+			fmt.Fprintf(std.out, "GAP %s\n", gapLine(ev))
+		case c.json:
+			_ = writeJSONLine(std, topicJSON{Type: "message", Seq: ev.Seq, Revision: ev.Revision,
+				Time: ev.Time.UTC().Format(time.RFC3339Nano), Data: string(ev.Data)})
+		default:
+			fmt.Fprintf(std.out, "#%d %s (revision %d, %s)\n", ev.Seq, printable(ev.Data), ev.Revision, ev.Time.Format("15:04:05.000"))
+		}
+		if seen++; count > 0 && seen >= count {
+			return nil
+		}
+	}
+	if ctx.Err() != nil {
+		return nil // interrupted: the normal way to stop watching
+	}
+	return sub.Err()
+}
+
+// gapLine describes a gap: how many messages retention deleted before they
+// were read, and where.
+func gapLine(ev pubsub.Event) string {
+	g := ev.Gap
+	what := "an unknown number of messages"
+	if g.Count >= 0 {
+		what = fmt.Sprintf("%d message%s", g.Count, plural(int(g.Count)))
+	}
+	s := fmt.Sprintf("%s deleted by retention before they were read (revisions %d..%d)", what, g.From, g.To)
+	if g.Count > 0 && ev.Seq > 0 {
+		s += fmt.Sprintf(", seq %d..%d", ev.Seq-g.Count+1, ev.Seq)
+	}
+	return s
+}
