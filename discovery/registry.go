@@ -144,7 +144,12 @@ func (r *Registry) Register(ctx context.Context, service string, inst Instance) 
 		cancel()
 		r.forget(g)
 		if errors.Is(err, ErrDeregistered) {
+			// Ended meanwhile: by the Registry's own re-put finding the ID
+			// taken (say why), or by Close.
 			err = ErrClosed
+			if gerr := g.Err(); errors.Is(gerr, ErrAlreadyRegistered) {
+				err = gerr
+			}
 		}
 		return nil, err
 	}

@@ -144,6 +144,14 @@ func TestDuplicateIDAndForeignRecord(t *testing.T) {
 	if _, err := r1.Register(ctx, "api", discovery.Instance{ID: "a", Addr: "127.0.0.1:7002"}); !errors.Is(err, discovery.ErrAlreadyRegistered) {
 		t.Fatalf("same registry twice: %v", err)
 	}
+	// A brand-new Registry races its first lease's re-put against
+	// Register's own write: either way the answer is ErrAlreadyRegistered.
+	for i := range 10 {
+		r3 := newRegistry(t, srv.Client)
+		if _, err := r3.Register(ctx, "api", discovery.Instance{ID: "a", Addr: "127.0.0.1:7003"}); !errors.Is(err, discovery.ErrAlreadyRegistered) {
+			t.Fatalf("new registry %d: %v", i, err)
+		}
+	}
 	// Someone replaces the record by hand; Deregister leaves theirs alone.
 	if _, err := srv.Client.Delete(ctx, g.Key()); err != nil {
 		t.Fatal(err)
