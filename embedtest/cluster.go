@@ -2,6 +2,7 @@ package embedtest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -41,6 +42,7 @@ type Cluster struct {
 
 	members   []*member
 	endpoints []string
+	clientTLS *tls.Config
 	tmp       string
 
 	// life is held for reading while a member restarts, and for writing
@@ -77,6 +79,12 @@ func NewCluster(n int, opts ...Option) (*Cluster, error) {
 	}
 	cfg := newConfig(opts)
 	c := &Cluster{isolated: make([]bool, n)}
+	if cfg.tls != nil {
+		var err error
+		if c.clientTLS, err = cfg.tls.clientTLS(); err != nil {
+			return nil, err
+		}
+	}
 	root := cfg.dir
 	if root == "" {
 		tmp, err := os.MkdirTemp("", "concord-etcd-")
@@ -138,12 +146,12 @@ func (c *Cluster) MemberEndpoint(i int) string { return c.endpoints[i] }
 // NewClient returns another client of all members (its own connection),
 // closed by Close.
 func (c *Cluster) NewClient() (*clientv3.Client, error) {
-	return c.track(newClient(c.endpoints))
+	return c.track(newClient(c.endpoints, c.clientTLS))
 }
 
 // NewMemberClient returns a client of member i alone, closed by Close.
 func (c *Cluster) NewMemberClient(i int) (*clientv3.Client, error) {
-	return c.track(newClient([]string{c.endpoints[i]}))
+	return c.track(newClient([]string{c.endpoints[i]}, c.clientTLS))
 }
 
 // Stop stops member i gracefully: a leader hands leadership off first

@@ -17,7 +17,7 @@ const EndpointsEnv = "ETCD_ENDPOINTS"
 // against a real cluster alike.
 func Connect(opts ...Option) (c *clientv3.Client, closeFn func(), err error) {
 	if eps := strings.TrimSpace(os.Getenv(EndpointsEnv)); eps != "" {
-		c, err := newClient(strings.Split(eps, ","))
+		c, err := newClient(strings.Split(eps, ","), nil)
 		if err != nil {
 			return nil, nil, err
 		}

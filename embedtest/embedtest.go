@@ -2,6 +2,7 @@ package embedtest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +27,7 @@ type config struct {
 	noFsync   bool
 	logger    *zap.Logger
 	dir       string
+	tls       *TLSFiles
 }
 
 // Option configures an embedded server or cluster.
@@ -61,16 +63,18 @@ func newConfig(opts []Option) config {
 
 // Server is a single embedded etcd member. It is safe for concurrent use.
 type Server struct {
-	// Endpoints are the member's client URLs (http://127.0.0.1:port).
+	// Endpoints are the member's client URLs (http://127.0.0.1:port, or
+	// https:// WithTLS).
 	Endpoints []string
 	// Client is connected to Endpoints and closed by Close.
 	Client *clientv3.Client
 
-	m       *member
-	tmp     string
-	mu      sync.Mutex
-	clients []*clientv3.Client
-	closed  bool
+	m         *member
+	clientTLS *tls.Config
+	tmp       string
+	mu        sync.Mutex
+	clients   []*clientv3.Client
+	closed    bool
 }
 
 // Start runs a single member for the test and stops it in t.Cleanup.
@@ -109,6 +113,12 @@ func New(opts ...Option) (*Server, error) {
 	}
 	s.m = m
 	s.Endpoints = []string{m.clientURL.String()}
+	if c.tls != nil {
+		if s.clientTLS, err = c.tls.clientTLS(); err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+	}
 	cli, err := s.NewClient()
 	if err != nil {
 		_ = s.Close()
@@ -121,7 +131,7 @@ func New(opts ...Option) (*Server, error) {
 // NewClient returns another client of the member (its own connection),
 // closed by Close.
 func (s *Server) NewClient() (*clientv3.Client, error) {
-	return s.track(newClient(s.Endpoints))
+	return s.track(newClient(s.Endpoints, s.clientTLS))
 }
 
 // Compact compacts the key-value history up to the current revision and
@@ -171,9 +181,10 @@ func (s *Server) track(c *clientv3.Client, err error) (*clientv3.Client, error) 
 	return c, nil
 }
 
-func newClient(endpoints []string) (*clientv3.Client, error) {
+func newClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
+		TLS:         tlsCfg,
 		DialTimeout: 5 * time.Second,
 		// Detect a dead or blackholed connection, as a production client
 		// should: gRPC pings no more often than every 10s.
@@ -220,7 +231,12 @@ func newMember(c config, name, dir string, clientPort, peerPort int) *member {
 	cfg := embed.NewConfig()
 	cfg.Name = name
 	cfg.Dir = dir
-	cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", clientPort)}
+	scheme := "http"
+	if c.tls != nil {
+		scheme = "https"
+		cfg.ClientTLSInfo = c.tls.serverTLS()
+	}
+	cu := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", clientPort)}
 	pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", peerPort)}
 	cfg.ListenClientUrls = []url.URL{cu}
 	cfg.AdvertiseClientUrls = []url.URL{cu}

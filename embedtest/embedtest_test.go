@@ -145,3 +145,28 @@ func TestCompact(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// WithTLS serves https with client certificates required; the Server's own
+// clients present the generated client certificate, and a client without
+// one is refused.
+func TestTLS(t *testing.T) {
+	f, err := GenerateTLS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Start(t, FastTicks(), WithTLS(f))
+	ctx := testContext(t)
+	if _, err := s.Client.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("put over TLS: %v", err)
+	}
+	plain, err := clientv3.New(clientv3.Config{Endpoints: s.Endpoints, DialTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := plain.Get(short, "k"); err == nil {
+		t.Fatal("a client without TLS was served")
+	}
+}

@@ -79,7 +79,7 @@ func (p *Proxy) Endpoint() string { return p.endpoint }
 // NewClient returns a client that reaches etcd only through the proxy,
 // closed by Close.
 func (p *Proxy) NewClient() (*clientv3.Client, error) {
-	c, err := newClient([]string{p.endpoint})
+	c, err := newClient([]string{p.endpoint}, nil)
 	if err != nil {
 		return nil, err
 	}
