@@ -19,12 +19,13 @@ const DefaultKeepLast = 1000
 const DefaultStallTimeout = concurrency.DefaultStallTimeout
 
 type config struct {
-	keepLast    int
-	keepLastSet bool
-	keepFor     time.Duration
-	stall       time.Duration
-	logger      *slog.Logger
-	err         error
+	keepLast        int
+	keepLastSet     bool
+	keepFor         time.Duration
+	untilCompaction bool
+	stall           time.Duration
+	logger          *slog.Logger
+	err             error
 }
 
 // Option configures a Client.
@@ -54,6 +55,19 @@ func KeepFor(d time.Duration) Option {
 		}
 		c.keepFor = d
 	})
+}
+
+// KeepUntilCompaction makes the topics this Client publishes to keep their
+// messages in etcd's history instead of one key each: the library deletes
+// none, and a message lives until etcd compacts the revisions before it
+// (each topic's latest message outlives compaction). It cannot be combined
+// with KeepLast or KeepFor (ErrInvalidOption).
+//
+// The mode belongs to the topic: the first Publish records it in etcd, a
+// later Publish by a Client in the other mode fails with ErrRetentionMode,
+// and subscribers read the mode from etcd, so they need no option.
+func KeepUntilCompaction() Option {
+	return optionFunc(func(c *config) { c.untilCompaction = true })
 }
 
 // WithStallTimeout sets how long a watch may be silent (no event, no
@@ -95,6 +109,12 @@ func New(c *clientv3.Client, opts ...Option) (*Client, error) {
 		if cfg.err != nil {
 			return nil, cfg.err
 		}
+	}
+	if cfg.untilCompaction && (cfg.keepLastSet || cfg.keepFor > 0) {
+		return nil, fmt.Errorf("%w: KeepUntilCompaction with KeepLast or KeepFor", ErrInvalidOption)
+	}
+	if cfg.untilCompaction {
+		cfg.keepLast = 0
 	}
 	if cfg.keepFor > 0 && !cfg.keepLastSet {
 		cfg.keepLast = 0

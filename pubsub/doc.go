@@ -5,29 +5,37 @@
 // once, and never skips one silently: when it resumes after a disconnect, a
 // lost leader, a stalled watch or a compaction, it continues after the
 // last message it delivered, and a message it can no longer read because
-// retention deleted it is reported as a Gap (the revision range, and the
-// count of lost messages whenever the history to count them exists). A
+// retention deleted it (or, for a topic kept until compaction, etcd
+// compacted it) is reported as a Gap (the revision range, and the count of
+// lost messages whenever the history to count them exists). A
 // subscription is a stream: its channel closes only when its context ends.
 // A config Watch delivers a key's (or prefix's) current state, then every
 // change, resuming after the last revision it sent; when that history was
 // compacted away it sends a fresh snapshot marked Resync instead.
 //
-// Not guaranteed: delivery of messages that retention deleted before the
-// subscriber read them (they are reported, not delivered); the count of a
-// gap at the start of a subscription opened After a revision whose
-// history was compacted (Resume, given the last event handled, keeps it);
-// exactly-once processing across a subscriber's restart (the application
-// stores the last event it handled and resumes after it); the order of
-// two Publish calls that overlap in time; age-based retention by a common
-// clock (KeepFor trusts each publisher's clock, and trims only when a
-// Client publishes or calls Trim).
+// Not guaranteed: delivery of messages that retention deleted, or
+// compaction removed, before the subscriber read them (they are reported,
+// not delivered); the count of a gap at the start of a subscription opened
+// After a revision whose history was compacted (Resume, given the last
+// event handled, keeps it; for a topic kept until compaction such a gap of
+// unknown count may hold no message at all); exactly-once processing
+// across a subscriber's restart (the application stores the last event it
+// handled and resumes after it); the order of two Publish calls that
+// overlap in time; age-based retention by a common clock (KeepFor trusts
+// each publisher's clock, and trims only when a Client publishes or calls
+// Trim); any bound on how long a topic kept until compaction keeps its
+// messages (that is the cluster's compaction policy).
 //
 // Every message has a revision (etcd's, ordering it among all writes) and
 // a sequence number Seq (1, 2, 3, ... within its topic, the same for every
 // subscriber), so a subscriber can tell how many messages it has seen
 // and how many it missed.
 //
-// Storage. Each message is its own key under the topic (topic/.m/...),
+// Storage. A topic keeps its messages in one of two ways, fixed by its
+// first message; a Publish in the other way fails with ErrRetentionMode,
+// and subscribers need no option, since they learn the way from etcd.
+//
+// By default each message is its own key under the topic (topic/.m/...),
 // written once. Retention (KeepLast, KeepFor) deletes a topic's oldest
 // messages first, from Publish now and then or from Trim, and records in
 // the same transaction the newest revision it deleted and how many
@@ -36,6 +44,17 @@
 // with a range read rather than from etcd's history, compaction alone
 // never loses a message; only retention does. Messages deleted by anyone
 // else are not accounted for.
+//
+// With KeepUntilCompaction every message is a Put of one key
+// (topic/.log), so the messages are that key's history: the library
+// deletes none, a message lives until etcd compacts the revisions before
+// it, and the topic's latest message outlives every compaction. Its Seq
+// is the key's Version. A subscriber reads the messages with its watch;
+// when compaction has overtaken it, it reports the messages it lost as a
+// Gap counted from the Versions, delivers the newest message at the
+// oldest revision etcd keeps, and goes on from there. Oldest starts at
+// that revision, with that message. Deleting the key by hand restarts
+// the numbering and is not accounted for.
 //
 // Liveness. Watches require a leader, so a member cut off from its cluster
 // cannot stall them, and a watch that is silent past the stall timeout and

@@ -15,7 +15,11 @@ var (
 	ErrTooLarge = errors.New("pubsub: message too large")
 	// ErrInvalidPosition: a subscription start revision below zero.
 	ErrInvalidPosition = errors.New("pubsub: invalid start position")
-	// ErrInvalidOption: a retention below one message or a non-positive
-	// age or timeout.
+	// ErrInvalidOption: a retention below one message, a non-positive age
+	// or timeout, or KeepUntilCompaction combined with KeepLast or KeepFor.
 	ErrInvalidOption = errors.New("pubsub: invalid option")
+	// ErrRetentionMode: a Publish to a topic that keeps its messages the
+	// other way (KeepUntilCompaction on a topic of one key per message, or
+	// the reverse). A topic's mode is fixed by its first message.
+	ErrRetentionMode = errors.New("pubsub: topic has another retention mode")
 )

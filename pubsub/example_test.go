@@ -125,3 +125,45 @@ func ExampleClient_Subscribe_gap() {
 	// tick 4
 	// tick 5
 }
+
+func ExampleKeepUntilCompaction() {
+	srv, err := embedtest.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	pub, err := pubsub.New(srv.Client, pubsub.KeepUntilCompaction())
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		_, _ = pub.Publish(ctx, "prices", fmt.Appendf(nil, "price %d", i))
+	}
+	// The messages live in etcd's history until it is compacted; the
+	// newest outlives compaction.
+	_, _ = srv.Compact(ctx)
+
+	// A subscriber needs no option: the topic's mode is in etcd.
+	ps, err := pubsub.New(srv.Client)
+	if err != nil {
+		log.Fatal(err)
+	}
+	sub, err := ps.Subscribe(ctx, "prices", pubsub.After(0))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for range 2 {
+		ev := <-sub.C()
+		if ev.Gap != nil {
+			fmt.Println("compacted:", ev.Gap.Count, "messages")
+			continue
+		}
+		fmt.Println(string(ev.Data), "#", ev.Seq)
+	}
+	// Output:
+	// compacted: 3 messages
+	// price 4 # 4
+}

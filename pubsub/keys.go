@@ -15,15 +15,47 @@ import (
 //
 //	T/.m/<16 hex: publish time in ns><8 hex: random>   one key per message
 //	T/.trim                                              "<rev> <count>"
+//	T/.mode                                              "log": see below
+//	T/.log                 <8 bytes: publish time in ns, big endian><message>
 //
 // A message is written once, by a Put that requires the key to be new, so
 // its revision is both its create and its mod revision. The trim record
 // says that every message with a revision <= rev has been deleted by
 // retention, and that there were count of them.
+//
+// A topic kept until compaction (KeepUntilCompaction) has the mode record,
+// written with its first message, and no message keys: every message is a
+// Put of T/.log, so its revision is the Put's mod revision and its Seq the
+// key's Version; the messages are that key's history.
+
+// topicPrefix holds every key of a topic, and of no other topic.
+func topicPrefix(topic string) string { return topic + "/." }
 
 func msgPrefix(topic string) string { return topic + "/.m/" }
 
 func trimKey(topic string) string { return topic + "/.trim" }
+
+func modeKey(topic string) string { return topic + "/.mode" }
+
+func logKey(topic string) string { return topic + "/.log" }
+
+// modeLog is the mode record of a topic kept until compaction.
+const modeLog = "log"
+
+// logValue is the value of T/.log for msg published at t.
+func logValue(t time.Time, msg []byte) string {
+	b := make([]byte, 8, 8+len(msg))
+	binary.BigEndian.PutUint64(b, uint64(t.UnixNano()))
+	return string(append(b, msg...))
+}
+
+// parseLogValue splits a value of T/.log (ok false if it is not one).
+func parseLogValue(v []byte) (t time.Time, msg []byte, ok bool) {
+	if len(v) < 8 {
+		return time.Time{}, nil, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(v))), v[8:], true
+}
 
 // newMsgKey returns a fresh message key stamped with t.
 func newMsgKey(topic string, t time.Time) string {

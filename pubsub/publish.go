@@ -13,7 +13,10 @@ import (
 // of the write, which orders it among every message of every topic. The
 // message is kept as its own key until retention trims it (see KeepLast,
 // KeepFor); Publish trims the topic now and then, and a failed trim does
-// not fail the Publish.
+// not fail the Publish. With KeepUntilCompaction the message is instead
+// kept in etcd's history (see publishLog). A topic holds messages of one
+// mode only: Publish fails with ErrRetentionMode, writing nothing, on a
+// topic of the other mode.
 func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, error) {
 	if err := validateTopic(topic); err != nil {
 		return 0, err
@@ -21,13 +24,19 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 	if err := concurrency.ValidateValue(string(msg)); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
+	if c.cfg.untilCompaction {
+		return c.publishLog(ctx, topic, msg)
+	}
 	for {
 		key := newMsgKey(topic, time.Now())
 		// The key is random; requiring it to be new makes a message
-		// immutable even in the (negligible) event of a collision.
+		// immutable even in the (negligible) event of a collision. The
+		// topic must not be kept until compaction: no mode record.
 		resp, err := c.etcd.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(modeKey(topic)), "=", 0)).
 			Then(clientv3.OpPut(key, string(msg))).
+			Else(clientv3.OpGet(modeKey(topic), clientv3.WithCountOnly())).
 			Commit()
 		if err != nil {
 			return 0, err
@@ -35,6 +44,9 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 		if resp.Succeeded {
 			c.maybeTrim(ctx, topic)
 			return resp.Header.Revision, nil
+		}
+		if resp.Responses[0].GetResponseRange().Count > 0 {
+			return 0, fmt.Errorf("%w: %q is kept until compaction", ErrRetentionMode, topic)
 		}
 	}
 }

@@ -54,6 +54,8 @@ func (c *Client) maybeTrim(ctx context.Context, topic string) {
 // Trim deletes the messages of topic that retention no longer keeps and
 // returns how many it deleted. Publish calls it now and then; call it
 // yourself to trim by age a topic nobody publishes to.
+// It deletes nothing from a topic kept until compaction, nor with a Client
+// made with KeepUntilCompaction.
 //
 // Trimming always deletes the oldest messages first (by revision), and
 // records the newest trimmed revision and the running count in the topic's

@@ -23,12 +23,15 @@ import (
 // revision they handled (the application's resume). Every subscriber's
 // sequence must be in order, without duplicates, and account for every
 // published message: delivered, or inside a gap whose count is exact.
+// TestStressUntilCompaction runs the same with KeepUntilCompaction, where
+// the gaps come from compaction overtaking a subscriber.
 //
 // PUBSUB_SEED=n replays a run's fault schedule.
 
 const (
 	stressTopic    = "stress"
 	stressPublish  = 6 * time.Second
+	stressPubLog   = 4 * time.Second      // KeepUntilCompaction
 	stressInterval = 2 * time.Millisecond // per publisher
 	stressKeep     = 30
 	stressStall    = 400 * time.Millisecond
@@ -111,6 +114,15 @@ func stressSeed(t *testing.T) uint64 {
 }
 
 func TestStressFaultsAndCompaction(t *testing.T) {
+	stress(t, stressPublish, pubsub.KeepLast(stressKeep))
+}
+
+func TestStressUntilCompaction(t *testing.T) {
+	stress(t, stressPubLog, pubsub.KeepUntilCompaction())
+}
+
+// stress publishes for d with retention keep, and checks the subscribers.
+func stress(t *testing.T, d time.Duration, keep pubsub.Option) {
 	seed := stressSeed(t)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -142,7 +154,7 @@ func TestStressFaultsAndCompaction(t *testing.T) {
 	var pubMu sync.Mutex
 	published := map[int64]string{}
 	var pubErrs []error
-	pubCtx, stopPub := context.WithTimeout(ctx, stressPublish)
+	pubCtx, stopPub := context.WithTimeout(ctx, d)
 	defer stopPub()
 	var pubs sync.WaitGroup
 	for p := range 2 {
@@ -150,7 +162,7 @@ func TestStressFaultsAndCompaction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ps := newPubSub(t, c, pubsub.KeepLast(stressKeep))
+		ps := newPubSub(t, c, keep)
 		pubs.Add(1)
 		go func() {
 			defer pubs.Done()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
@@ -33,10 +34,12 @@ const (
 )
 
 var (
-	// Oldest starts with the oldest message retention still keeps. The
-	// messages trimmed before the subscription began are not a gap.
+	// Oldest starts with the oldest message retention still keeps; for a
+	// topic kept until compaction, with the newest message at the oldest
+	// revision etcd keeps (the oldest one it can still read). The messages
+	// trimmed or compacted before the subscription began are not a gap.
 	Oldest = Position{kind: posOldest}
-	// Now starts with the first message published after Subscribe.
+	// Now starts with the first message published after Subscribe returns.
 	Now = Position{kind: posNow}
 )
 
@@ -64,7 +67,8 @@ func Resume(last Event) Position {
 }
 
 // Event is one step of a subscription: a message, or (Gap non-nil) the
-// messages retention deleted before the subscriber could read them.
+// messages retention deleted (or compaction removed, for a topic kept until
+// compaction) before the subscriber could read them.
 type Event struct {
 	// Revision is the message's revision (zero for a gap).
 	Revision int64
@@ -81,11 +85,14 @@ type Event struct {
 	Seq int64
 }
 
-// Gap is a run of messages deleted by retention before a subscriber read
-// them. Every lost message has a revision within [From, To]; no message in
-// that range is delivered; Count is how many there were, or -1 when the
-// history needed to count them is gone (a subscription started After a
-// revision that was both trimmed and compacted; Resume avoids that).
+// Gap is a run of messages deleted by retention, or for a topic kept until
+// compaction compacted by etcd, before a subscriber read them. Every lost
+// message has a revision within [From, To]; no message in that range is
+// delivered; Count is how many there were, or -1 when the history needed
+// to count them is gone (a subscription started After a revision that was
+// both trimmed and compacted, or just compacted for a topic kept until
+// compaction, where the range may then hold no message; Resume avoids
+// that).
 type Gap struct {
 	From, To int64
 	Count    int64
@@ -116,7 +123,9 @@ func (s *Subscription) Err() error { return s.s.Err() }
 // ctx ends. When its watch breaks (disconnect, lost leader, stall,
 // compaction) it resumes after the last message it delivered: nothing is
 // delivered twice, and a message it can no longer read (deleted by
-// retention) is reported by a Gap event, never skipped silently.
+// retention, or compacted from a topic kept until compaction) is reported
+// by a Gap event, never skipped silently. It works the same whatever the
+// topic's retention mode, which it reads from etcd.
 func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Subscription, error) {
 	if err := validateTopic(topic); err != nil {
 		return nil, err
@@ -124,7 +133,8 @@ func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Su
 	if pos.kind == posAfter && pos.rev < 0 {
 		return nil, fmt.Errorf("%w: revision %d", ErrInvalidPosition, pos.rev)
 	}
-	sub := &subscriber{c: c, topic: topic, prefix: msgPrefix(topic), s: newStream[Event](), count: -1}
+	sub := &subscriber{c: c, topic: topic, prefix: msgPrefix(topic), logKey: logKey(topic),
+		s: newStream[Event](), count: -1}
 	switch pos.kind {
 	case posAfter:
 		sub.rev, sub.count = pos.rev, pos.count
@@ -134,7 +144,16 @@ func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Su
 	case posOldest:
 		sub.oldest = true
 	case posNow:
-		sub.now = true
+		// Settle "now" before returning, so that a message published
+		// after Subscribe returns is delivered: Now is After the current
+		// revision (its count is learnt at the first read).
+		rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), c.cfg.stall)
+		resp, err := c.etcd.Get(rctx, trimKey(topic), clientv3.WithCountOnly())
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		sub.rev = resp.Header.Revision
 	}
 	go sub.run(ctx)
 	return &Subscription{s: sub.s}, nil
@@ -144,14 +163,15 @@ func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Su
 type subscriber struct {
 	c      *Client
 	topic  string
-	prefix string
+	prefix string // of the message keys
+	logKey string // the messages of a topic kept until compaction
 	s      *stream[Event]
 
 	// rev: every message with a revision <= rev has been delivered or
 	// reported in a gap. count: how many messages have a revision <= rev
 	// (-1 when not known).
 	rev, count  int64
-	oldest, now bool // the start position, until the first listing
+	oldest bool // the start position, until the first listing
 }
 
 func (sub *subscriber) run(ctx context.Context) {
@@ -163,7 +183,9 @@ func (sub *subscriber) run(ctx context.Context) {
 		if err == nil {
 			var healthy bool
 			deliver := func(evs []*clientv3.Event) bool { return sub.deliver(ctx, putKVs(evs)) }
-			healthy, err = concurrency.WatchFrom(ctx, sub.c.etcd, sub.prefix, sub.rev+1, stall, deliver,
+			// The whole topic, not only its message keys: a topic that
+			// has no message yet may turn out kept until compaction.
+			healthy, err = concurrency.WatchFrom(ctx, sub.c.etcd, topicPrefix(sub.topic), sub.rev+1, stall, deliver,
 				clientv3.WithPrefix(), clientv3.WithFilterDelete())
 			if healthy {
 				retry.Reset()
@@ -174,7 +196,7 @@ func (sub *subscriber) run(ctx context.Context) {
 		}
 		sub.c.cfg.logger.Debug("pubsub: resuming subscription", "topic", sub.topic, "after", sub.rev, "err", err)
 		if errors.Is(err, concurrency.ErrCompacted) {
-			continue // history is gone: list the retained messages at once
+			continue // history is gone: list the retained messages, or report the gap, at once
 		}
 		if !sleepCtx(ctx, retry.NextBackOff()) {
 			return
@@ -184,23 +206,24 @@ func (sub *subscriber) run(ctx context.Context) {
 
 // catchUp reads, at one revision H, the topic's trim record and its
 // messages after sub.rev; it reports a gap for what retention deleted,
-// delivers the rest, and leaves sub.rev = H.
+// delivers the rest, and leaves sub.rev = H. For a topic kept until
+// compaction (a mode record at H) it is catchUpLog.
 func (sub *subscriber) catchUp(ctx context.Context) error {
 	kv := sub.c.etcd
 	ops := []clientv3.Op{
 		clientv3.OpGet(trimKey(sub.topic)),
 		clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(modeKey(sub.topic), clientv3.WithCountOnly()),
+		clientv3.OpGet(sub.logKey),
 	}
-	if sub.count < 0 && !sub.now && !sub.oldest {
+	if sub.count < 0 && !sub.oldest {
 		// The retained messages at or below the start revision (a count
 		// only would ignore the revision filter: etcd counts before it
 		// filters).
 		ops[1] = clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 			clientv3.WithMaxModRev(sub.rev))
 	}
-	if !sub.now {
-		ops = append(ops, clientv3.OpGet(sub.prefix, listOpts(sub.rev, 0)...))
-	}
+	ops = append(ops, clientv3.OpGet(sub.prefix, listOpts(sub.rev, 0)...))
 	rctx, cancel := sub.request(ctx)
 	resp, err := kv.Txn(rctx).Then(ops...).Commit()
 	cancel()
@@ -208,6 +231,13 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		return err
 	}
 	head := resp.Header.Revision
+	if resp.Responses[2].GetResponseRange().Count > 0 {
+		var cur *mvccpb.KeyValue
+		if kvs := resp.Responses[3].GetResponseRange().Kvs; len(kvs) > 0 {
+			cur = kvs[0]
+		}
+		return sub.catchUpLog(ctx, head, cur)
+	}
 	var rec trimRecord
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		if rec, err = parseTrimRecord(kvs[0].Value); err != nil {
@@ -215,14 +245,10 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		}
 	}
 	retained := resp.Responses[1].GetResponseRange().Count
-	if !sub.now && !sub.oldest && sub.count < 0 {
+	if !sub.oldest && sub.count < 0 {
 		retained = int64(len(resp.Responses[1].GetResponseRange().Kvs))
 	}
 	switch {
-	case sub.now:
-		sub.now = false
-		sub.rev, sub.count = head, rec.count+retained
-		return nil
 	case sub.oldest:
 		sub.oldest = false
 		sub.rev, sub.count = rec.rev, rec.count
@@ -242,7 +268,7 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		}
 		sub.rev, sub.count = rec.rev, rec.count
 	}
-	page := resp.Responses[2].GetResponseRange()
+	page := resp.Responses[4].GetResponseRange()
 	for {
 		if !sub.deliver(ctx, page.Kvs) {
 			return ctx.Err()
@@ -281,22 +307,37 @@ func listOpts(after, at int64) []clientv3.OpOption {
 	return o
 }
 
-// deliver sends the messages among kvs that sub has not yet delivered.
+// deliver sends the messages among kvs (message keys, or versions of the
+// log key) that sub has not yet delivered, and skips any other key.
 func (sub *subscriber) deliver(ctx context.Context, kvs []*mvccpb.KeyValue) bool {
 	for _, kv := range kvs {
-		if kv.ModRevision <= sub.rev || kv.Version != 1 {
-			continue // delivered already, or not a message Publish wrote
+		if kv.ModRevision <= sub.rev {
+			continue // delivered already
 		}
-		ev := Event{Revision: kv.ModRevision, Data: kv.Value, Time: msgTime(sub.prefix, kv.Key)}
-		if sub.count >= 0 {
-			ev.Seq = sub.count + 1
+		var ev Event
+		switch key := string(kv.Key); {
+		case key == sub.logKey:
+			t, data, ok := parseLogValue(kv.Value)
+			if !ok {
+				continue // not a message Publish wrote
+			}
+			// Every version of the log key is a message: its Version
+			// is its Seq.
+			ev = Event{Revision: kv.ModRevision, Data: data, Time: t, Seq: kv.Version}
+		case strings.HasPrefix(key, sub.prefix) && kv.Version == 1:
+			ev = Event{Revision: kv.ModRevision, Data: kv.Value, Time: msgTime(sub.prefix, kv.Key)}
+			if sub.count >= 0 {
+				ev.Seq = sub.count + 1
+			}
+		default:
+			continue // the topic's records, or not a message Publish wrote
 		}
 		if !sub.s.send(ctx, ev) {
 			return false
 		}
 		sub.rev = kv.ModRevision
-		if sub.count >= 0 {
-			sub.count++
+		if ev.Seq > 0 {
+			sub.count = ev.Seq
 		}
 	}
 	return true

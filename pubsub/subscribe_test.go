@@ -31,11 +31,23 @@ func TestSubscribeNow(t *testing.T) {
 	ps := newPubSub(t, srv.Client)
 	publish(t, ps, "news", "old")
 	sub := subscribe(t, ps, "news", pubsub.Now)
-	// Subscribe returns before the subscription has read the current
-	// revision; a message published a little later must still come.
 	nothing(t, sub, 200*time.Millisecond)
 	rev := publish(t, ps, "news", "new")[0]
 	wantMsg(t, next(t, sub), rev, "new")
+	// A message published right after Subscribe returns is delivered, for
+	// either retention mode (Now is settled before Subscribe returns).
+	logPS, err := pubsub.New(srv.Client, pubsub.KeepUntilCompaction())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range []*pubsub.Client{ps, logPS} {
+		topic := fmt.Sprintf("now-%d", i)
+		for j := range 10 {
+			sub := subscribe(t, p, topic, pubsub.Now)
+			rev := publish(t, p, topic, fmt.Sprint(j))[0]
+			wantMsg(t, next(t, sub), rev, fmt.Sprint(j))
+		}
+	}
 }
 
 func TestSubscribeFromRevision(t *testing.T) {
