@@ -170,8 +170,8 @@ type subscriber struct {
 	// rev: every message with a revision <= rev has been delivered or
 	// reported in a gap. count: how many messages have a revision <= rev
 	// (-1 when not known).
-	rev, count  int64
-	oldest bool // the start position, until the first listing
+	rev, count int64
+	oldest     bool // the start position, until the first listing
 }
 
 func (sub *subscriber) run(ctx context.Context) {
