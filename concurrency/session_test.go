@@ -63,6 +63,7 @@ func TestSessionRejectsBadTTL(t *testing.T) {
 }
 
 func TestSessionKeepsLeaseAlive(t *testing.T) {
+	embedtest.RequireEmbedded(t, "FastTicks' 1 s minimum lease TTL")
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	s := newSession(t, srv.Client, concurrency.WithTTL(time.Second))
 	ctx := testCtx(t)
@@ -164,6 +165,7 @@ func TestSessionLostBeforeServerExpiry(t *testing.T) {
 }
 
 func TestSessionResumeLease(t *testing.T) {
+	embedtest.RequireEmbedded(t, "FastTicks' 1 s minimum lease TTL")
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
 	a, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithTTL(time.Second))

@@ -59,8 +59,11 @@ type Cluster struct {
 
 // StartCluster runs an n-member cluster for the test and closes it in
 // t.Cleanup.
+//
+// With ExternalEnv set the test is skipped: it needs members it can stop.
 func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
+	RequireEmbedded(t, "a cluster whose members it can stop and cut off")
 	c, err := NewCluster(n, opts...)
 	if err != nil {
 		t.Fatalf("embedtest: %v", err)

@@ -70,6 +70,7 @@ type Server struct {
 	Client *clientv3.Client
 
 	m         *member
+	ns        string // key prefix of every client, on an external cluster
 	clientTLS *tls.Config
 	tmp       string
 	mu        sync.Mutex
@@ -78,8 +79,13 @@ type Server struct {
 }
 
 // Start runs a single member for the test and stops it in t.Cleanup.
+//
+// With ExternalEnv set it connects to that cluster instead (see ExternalEnv).
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	if External() {
+		return startExternal(t, newConfig(opts))
+	}
 	s, err := New(opts...)
 	if err != nil {
 		t.Fatalf("embedtest: %v", err)
@@ -131,7 +137,11 @@ func New(opts ...Option) (*Server, error) {
 // NewClient returns another client of the member (its own connection),
 // closed by Close.
 func (s *Server) NewClient() (*clientv3.Client, error) {
-	return s.track(newClient(s.Endpoints, s.clientTLS))
+	c, err := newClient(s.Endpoints, s.clientTLS)
+	if err == nil {
+		c = inNamespace(c, s.ns)
+	}
+	return s.track(c, err)
 }
 
 // Compact compacts the key-value history up to the current revision and
@@ -198,6 +208,10 @@ func newClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error)
 			MinConnectTimeout: 2 * time.Second,
 		})},
 	})
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
 }
 
 func compact(ctx context.Context, c *clientv3.Client) (int64, error) {

@@ -22,6 +22,7 @@ type Proxy struct {
 	srv      proxy.Server
 	endpoint string
 	dir      string
+	ns       string // key prefix of its clients, on an external cluster
 
 	mu      sync.Mutex
 	clients []*clientv3.Client
@@ -35,6 +36,9 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	p, err := StartProxy(target)
 	if err != nil {
 		t.Fatalf("embedtest: %v", err)
+	}
+	if External() {
+		p.ns = testNamespace(t) // the same keys as the test's Server
 	}
 	t.Cleanup(func() { _ = p.Close() })
 	return p
@@ -80,6 +84,9 @@ func (p *Proxy) Endpoint() string { return p.endpoint }
 // closed by Close.
 func (p *Proxy) NewClient() (*clientv3.Client, error) {
 	c, err := newClient([]string{p.endpoint}, nil)
+	if err == nil {
+		c = inNamespace(c, p.ns)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -187,7 +187,7 @@ func newBenchClient(b *testing.B, srv *embedtest.Server, rc *rpcCounter) *client
 	if err != nil {
 		b.Fatalf("client: %v", err)
 	}
-	return c
+	return srv.Confine(c)
 }
 
 var benchFsync = []struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,6 +130,7 @@ func TestBlockedConsumerWakesAtOnce(t *testing.T) {
 	ctx := testCtx(t)
 	q := newQueue(t, srv.Client)
 	s := newSession(t, srv.Client, 5*time.Second)
+	var took []time.Duration
 	for range 5 {
 		got := claimAsync(ctx, q, s)
 		select {
@@ -142,12 +144,17 @@ func TestBlockedConsumerWakesAtOnce(t *testing.T) {
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
-		if d := time.Since(start); d > 50*time.Millisecond {
-			t.Errorf("enqueue -> claim took %v", d)
-		}
+		took = append(took, time.Since(start))
 		if err := r.c.Ack(ctx); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A wake-up through a watch opened at an old revision waits for the
+	// server's 100 ms loop every time; a busy machine may delay one now
+	// and then, so judge the median.
+	slices.Sort(took)
+	if took[len(took)/2] > 50*time.Millisecond {
+		t.Errorf("enqueue -> claim took %v (median %v)", took, took[len(took)/2])
 	}
 }
 

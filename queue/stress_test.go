@@ -135,7 +135,7 @@ func countingClient(t *testing.T, srv *embedtest.Server, n *atomic.Int64) *clien
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return srv.Confine(c)
 }
 
 // The requests spent delivering an item to a blocked consumer do not grow

@@ -128,5 +128,5 @@ func countingClient(t testing.TB, srv *embedtest.Server, n *atomic.Int64) *clien
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return srv.Confine(c)
 }

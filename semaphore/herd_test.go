@@ -60,7 +60,7 @@ func instrumentedClient(t testing.TB, srv *embedtest.Server, rc *rpcCounts) *cli
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return srv.Confine(c)
 }
 
 // waitCount polls until n keys exist under prefix.
@@ -127,7 +127,11 @@ func TestThousandWaitersNoHerd(t *testing.T) {
 		sessions = append(sessions, s)
 		sems = append(sems, newSem(t, s, "fleet", limit, semaphore.WithFollowLimit()))
 	}
+	// Waiters still waiting when the test ends (or fails) are cancelled
+	// and waited for, so none reports after the test is over.
+	actx, cancelAcquires := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	defer func() { cancelAcquires(); wg.Wait() }()
 	start := time.Now()
 	// Join in batches: each Join reads the line, so 1,000 at once would
 	// queue past etcd's request timeout under the race detector.
@@ -138,9 +142,9 @@ func TestThousandWaitersNoHerd(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if p, err := sem.Acquire(ctx); err == nil {
+				if p, err := sem.Acquire(actx); err == nil {
 					grants <- p
-				} else if !errors.Is(err, concurrency.ErrLeaseExpired) && !errors.Is(err, semaphore.ErrKeyDeleted) {
+				} else if actx.Err() == nil && !errors.Is(err, concurrency.ErrLeaseExpired) && !errors.Is(err, semaphore.ErrKeyDeleted) {
 					t.Errorf("Acquire: %v", err)
 				}
 			}()

@@ -240,6 +240,7 @@ func TestRaiseAfterMiscountedDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	c = srv.Confine(c)
 
 	admin := newSem(t, newSession(t, srv.Client, 5*time.Second), "m", 2, semaphore.WithFollowLimit())
 	h1, h2 := mustAcquire(t, ctx, admin), mustAcquire(t, ctx, admin)

@@ -204,7 +204,7 @@ func TestCrashedHolderPermitReturns(t *testing.T) {
 	for _, how := range []string{"revoke", "expire"} {
 		t.Run(how, func(t *testing.T) {
 			name := "crash-" + how
-			sa := newSession(t, srv.Client, time.Second)
+			sa := newSession(t, srv.Client, crashTTL())
 			pa := mustAcquire(t, ctx, newSem(t, sa, name, 1))
 			got := acquireAsync(ctx, newSem(t, newSession(t, srv.Client, 5*time.Second), name, 1))
 			waitLine(t, srv.Client, name, 2)
