@@ -69,7 +69,7 @@ func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int
 	if err != nil {
 		// The put may have landed with its answer lost: remove it, so a
 		// failed or cancelled Join leaves no key behind.
-		s.removeOwn(key)
+		s.RemoveOwn(key)
 		return nil, err
 	}
 	if !resp.Succeeded {
@@ -177,7 +177,7 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 	c := t.s.client
 	var wch clientv3.WatchChan
 	if predMode(n) {
-		wch = c.Watch(wctx, string(t.pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+		wch = c.Watch(wctx, string(t.pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
 	} else {
 		wch = c.Watch(wctx, rangePrefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
 	}
@@ -218,7 +218,13 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 			if !created {
 				continue
 			}
-			if predMode(n) && hasDelete(wr.Events) && t.ahead != math.MaxInt {
+			if predMode(n) && !t.predGone(wr.Events, watchedRev) {
+				// Not the key ahead leaving: a member that lags behind
+				// the last read can replay the deletion of an earlier key
+				// of the same name (names are reused).
+				continue
+			}
+			if predMode(n) && t.ahead != math.MaxInt {
 				// The key ahead is gone: one fewer ahead. If it was the
 				// last, none can join ahead, so no re-read is needed.
 				t.ahead--
@@ -239,19 +245,24 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 				}
 				continue
 			}
-			if hasDelete(wr.Events) {
-				if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
-					return err
-				}
-				return nil
+			if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
+				return err
 			}
+			return nil
 		}
 	}
 }
 
-func hasDelete(evs []*clientv3.Event) bool {
+// predGone reports whether evs hold the deletion of the watched key ahead:
+// the incarnation created at rev, deleted after the last read (at which it
+// existed). Anything else on that name is history a lagging member
+// replays, or a later key of the same name.
+func (t *Ticket) predGone(evs []*clientv3.Event, rev int64) bool {
 	for _, ev := range evs {
-		if ev.Type == mvccpb.DELETE {
+		if ev.Type != mvccpb.DELETE || ev.Kv.ModRevision <= t.readRev {
+			continue
+		}
+		if ev.PrevKv == nil || ev.PrevKv.CreateRevision == rev {
 			return true
 		}
 	}
@@ -342,10 +353,12 @@ func (t *Ticket) Delete(ctx context.Context) error {
 	return nil
 }
 
-// removeOwn deletes key if it is under the session's lease, with a short
-// timeout of its own (the caller's context may be what failed); if that
-// fails, the session's cleaner keeps trying.
-func (s *Session) removeOwn(key string) {
+// RemoveOwn deletes key if it is under the session's lease: for a write
+// whose answer was lost (it may have landed) by a call that is failing. It
+// uses a short timeout of its own (the caller's context may be what
+// failed); if that fails, the session's cleaner keeps trying, and the lease
+// removes the key in any case when the session ends.
+func (s *Session) RemoveOwn(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
 	resp, err := s.client.Txn(ctx).

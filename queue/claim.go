@@ -219,6 +219,20 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 	return moved, time.Time{}
 }
 
+// undoClaim removes s's claim on item id, if it holds one, and returns the
+// item to its place in the queue. It uses a short timeout of its own (ctx
+// may be what failed); if the claim cannot be removed now, the session
+// keeps trying, and the item then goes back like any dead consumer's.
+func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, id string) {
+	s.RemoveOwn(q.claimKey(id))
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	_, _ = q.requeueOrphan(rctx, id)
+}
+
+// undoTimeout bounds undoClaim's return of an item to the queue.
+const undoTimeout = 2 * time.Second
+
 // claimOne claims kv for s in one transaction: the ready key becomes a
 // pending item plus a claim under s's lease. If another consumer got there
 // first it returns the head of the queue as it is now instead.
@@ -254,6 +268,10 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		Else(q.readyOp()).
 		Commit()
 	if err != nil {
+		// The claim may have landed with its answer lost: undo it, so a
+		// failed Claim leaves no item claimed by a consumer that never got
+		// it.
+		q.undoClaim(ctx, s, m.ID)
 		return nil, nil, err
 	}
 	if !resp.Succeeded {
