@@ -1,0 +1,170 @@
+package faults
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// The checkers' own tests: hand-made records that break each invariant must
+// be caught (and one that keeps it must not be), so a broken checker cannot
+// pass a broken recipe.
+
+func put(key, value string, create, rev int64) kvEvent {
+	return kvEvent{key: key, value: value, create: create, rev: rev, lease: 1}
+}
+
+func del(key string, create, rev int64) kvEvent {
+	return kvEvent{del: true, key: key, create: create, rev: rev}
+}
+
+func runCheck(w workload, ops []op, events []kvEvent) []violation {
+	_, vs := w.check(&checkIn{e: &env{}, ops: ops, events: events, ctx: context.Background()})
+	var out []violation
+	for _, v := range vs {
+		if !strings.Contains(v.msg, "the run checked too little") {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func wantViolation(t *testing.T, vs []violation, substr string) {
+	t.Helper()
+	for _, v := range vs {
+		if strings.Contains(v.msg, substr) {
+			return
+		}
+	}
+	t.Errorf("no violation mentions %q; got %v", substr, vs)
+}
+
+func wantNone(t *testing.T, vs []violation) {
+	t.Helper()
+	if len(vs) > 0 {
+		t.Errorf("unexpected violations: %v", vs)
+	}
+}
+
+func incr(token, rev int64, out outcome) op {
+	return op{recipe: "lock", kind: "incr", token: token, rev: rev, out: out}
+}
+
+func TestCheckLock(t *testing.T) {
+	a, b := lockPrefix+"a", lockPrefix+"b"
+	good := []kvEvent{
+		put(a, "", 2, 2),
+		put(counterKey, "1 2", 3, 3),
+		put(resKey, padToken(2), 4, 4),
+		put(b, "", 5, 5),
+		del(a, 2, 6),
+		put(counterKey, "2 5", 3, 7),
+		put(resKey, padToken(5), 4, 8),
+	}
+	wantNone(t, runCheck(&lockWL{}, []op{incr(2, 3, ok), incr(5, 7, ok)}, good))
+	t.Run("write by a holder whose key is gone", func(t *testing.T) {
+		ev := append(good[:len(good):len(good)], put(counterKey, "3 2", 3, 9))
+		vs := runCheck(&lockWL{}, []op{incr(2, 3, ok), incr(5, 7, ok), incr(2, 9, ok)}, ev)
+		wantViolation(t, vs, "which did not hold the lock")
+	})
+	t.Run("lost update", func(t *testing.T) {
+		ev := []kvEvent{put(a, "", 2, 2), put(b, "", 3, 3), put(counterKey, "1 2", 4, 4), del(a, 2, 5), put(counterKey, "1 3", 4, 6)}
+		vs := runCheck(&lockWL{}, []op{incr(2, 4, ok), incr(3, 6, ok)}, ev)
+		wantViolation(t, vs, "a lost or repeated update")
+		wantViolation(t, vs, "want between 2 acknowledged")
+	})
+	t.Run("acknowledged increment missing", func(t *testing.T) {
+		vs := runCheck(&lockWL{}, []op{incr(2, 3, ok), incr(5, 7, ok), incr(5, 11, ok)}, good)
+		wantViolation(t, vs, "not in etcd's record")
+	})
+	t.Run("unknown outcomes widen the range", func(t *testing.T) {
+		wantNone(t, runCheck(&lockWL{}, []op{incr(2, 3, ok), incr(5, 7, unknown)}, good))
+	})
+	t.Run("fenced resource accepts a stale token", func(t *testing.T) {
+		ev := append(good[:len(good):len(good)], put(resKey, padToken(2), 4, 9))
+		vs := runCheck(&lockWL{}, []op{incr(2, 3, ok), incr(5, 7, ok)}, ev)
+		wantViolation(t, vs, "accepted stale token 2")
+	})
+}
+
+func TestCheckSemaphore(t *testing.T) {
+	k := func(s string) string { return semPrefix + s }
+	slot := func(tok string, rev int64) kvEvent { return put(slotPrefix+tok, tok, rev, rev) }
+	ev := []kvEvent{put(k("a"), "", 2, 2), put(k("b"), "", 3, 3), put(k("c"), "", 4, 4),
+		slot("2", 5), slot("3", 6), del(k("a"), 2, 7), slot("4", 8)}
+	wantNone(t, runCheck(&semWL{}, nil, ev))
+	t.Run("more than the limit", func(t *testing.T) {
+		ev := []kvEvent{put(k("a"), "", 2, 2), put(k("b"), "", 3, 3), put(k("c"), "", 4, 4),
+			slot("2", 5), slot("3", 6), slot("4", 7), slot("2", 8), slot("3", 9)}
+		vs := runCheck(&semWL{}, nil, ev)
+		wantViolation(t, vs, "not among the first 2")
+		wantViolation(t, vs, "3 permits held at once")
+	})
+}
+
+func TestCheckElection(t *testing.T) {
+	a, b := electionPrefix+"a", electionPrefix+"b"
+	ev := []kvEvent{put(a, "", 2, 2), put(b, "", 3, 3), put(stateKey, "2", 4, 4), del(a, 2, 5), put(stateKey, "3", 4, 6)}
+	wantNone(t, runCheck(&electionWL{}, nil, ev))
+	t.Run("deposed leader writes", func(t *testing.T) {
+		vs := runCheck(&electionWL{}, nil, append(ev, put(stateKey, "2", 4, 7)))
+		wantViolation(t, vs, "when it did not lead")
+		wantViolation(t, vs, "two leaders")
+	})
+}
+
+func TestCheckCheckpoint(t *testing.T) {
+	a, b := ckLockPrefix+"a", ckLockPrefix+"b"
+	key := ckTask + "/.checkpoint"
+	ev := []kvEvent{put(a, "", 2, 2), put(key, "1 2", 3, 3), put(b, "", 4, 4), del(a, 2, 5), put(key, "2 4", 3, 6)}
+	wantNone(t, runCheck(&ckWL{}, nil, ev))
+	t.Run("progress goes back", func(t *testing.T) {
+		vs := runCheck(&ckWL{}, nil, append(ev, put(key, "1 4", 3, 7)))
+		wantViolation(t, vs, "progress went 2 -> 1")
+	})
+	t.Run("stale owner saves", func(t *testing.T) {
+		vs := runCheck(&ckWL{}, nil, append(ev, put(key, "3 2", 3, 7)))
+		wantViolation(t, vs, "did not hold the task")
+	})
+}
+
+func TestCheckQueue(t *testing.T) {
+	ready := func(id string, rev int64) kvEvent { return put(queuePrefix+"r/ff/0001-"+id, "{}\nitem-"+id, rev, rev) }
+	claim := func(id string, rev int64) []kvEvent {
+		return []kvEvent{del(queuePrefix+"r/ff/0001-"+id, rev-1, rev), put(queuePrefix+"p/"+id, "{}\nitem-"+id, rev, rev), put(queuePrefix+"c/"+id, "", rev, rev)}
+	}
+	ack := func(id string, claimRev, rev int64) []kvEvent {
+		return []kvEvent{del(queuePrefix+"c/"+id, claimRev, rev), del(queuePrefix+"p/"+id, claimRev, rev)}
+	}
+	enq := func(id string) op {
+		return op{recipe: "queue", kind: "enqueue", out: ok, note: "item-" + id + " " + id}
+	}
+	var ev []kvEvent
+	ev = append(ev, ready("1", 2))
+	ev = append(ev, claim("1", 3)...)
+	ev = append(ev, ack("1", 3, 4)...)
+	wantNone(t, runCheck(&queueWL{}, []op{enq("1")}, ev))
+	t.Run("acked twice", func(t *testing.T) {
+		ev := append(ev[:len(ev):len(ev)], ready("1", 5))
+		ev = append(ev, claim("1", 6)...)
+		ev = append(ev, ack("1", 6, 7)...)
+		vs := runCheck(&queueWL{}, []op{enq("1")}, ev)
+		wantViolation(t, vs, "acknowledged 2 times")
+	})
+	t.Run("lost", func(t *testing.T) {
+		vs := runCheck(&queueWL{}, []op{enq("1"), enq("2")}, ev)
+		wantViolation(t, vs, `item "item-2" was enqueued (acknowledged), is not in the queue and was never acked`)
+	})
+	t.Run("phantom", func(t *testing.T) {
+		vs := runCheck(&queueWL{}, nil, ev)
+		wantViolation(t, vs, "was never enqueued")
+	})
+	t.Run("stalled consumer's item not redelivered", func(t *testing.T) {
+		ev := append(ev[:len(ev):len(ev)], ready("3", 5))
+		ev = append(ev, claim("3", 6)...)
+		ev = append(ev, del(queuePrefix+"c/3", 6, 7), del(queuePrefix+"p/3", 6, 8))
+		stale := op{recipe: "queue", kind: "ack", out: failed, token: 6, stale: true, note: "item-3 3"}
+		vs := runCheck(&queueWL{}, []op{enq("1"), enq("3"), stale}, ev)
+		wantViolation(t, vs, "never delivered again")
+	})
+}

@@ -1,0 +1,273 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/embedtest"
+)
+
+// shortSeeds is how many seeds a default (CI) run tries.
+const shortSeeds = 3
+
+func runLength() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(envRun)); err == nil && d > 0 {
+		return d
+	}
+	return scaled(16 * time.Second)
+}
+
+// TestFaults runs every recipe under a seeded random fault schedule and
+// checks their guarantees. By default it tries a few fresh seeds, each for a
+// short run; CONCORD_FAULT_SEED=n replays seed n; CONCORD_SOAK=30m runs seed
+// after seed for 30 minutes and reports the totals.
+func TestFaults(t *testing.T) {
+	if soak := os.Getenv(envSoak); soak != "" {
+		d, err := time.ParseDuration(soak)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", envSoak, soak, err)
+		}
+		runSoak(t, d)
+		return
+	}
+	var seeds []int64
+	if s := os.Getenv(envSeed); s != "" {
+		seed, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", envSeed, s, err)
+		}
+		seeds = []int64{seed}
+	} else {
+		base := time.Now().UnixNano() % 1000000000
+		for i := range shortSeeds {
+			seeds = append(seeds, base+int64(i))
+		}
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			runSeed(t, seed, runLength())
+		})
+	}
+}
+
+func runSoak(t *testing.T, d time.Duration) {
+	var total result
+	deadline := time.Now().Add(d)
+	runLen := runLength()
+	if os.Getenv(envRun) == "" {
+		runLen = scaled(60 * time.Second)
+	}
+	for i := 0; i < 100000 && time.Now().Before(deadline); i++ {
+		seed := time.Now().UnixNano() % 1000000000
+		var r result
+		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			r = runSeed(t, seed, min(runLen, max(time.Until(deadline), 5*time.Second)))
+		})
+		r.runs = 1
+		if !ok && r.violations == 0 {
+			r.violations = 1 // failed outside the checks (a hang, a broken record)
+		}
+		total.add(r)
+		t.Logf("soak: %d runs, %d operations (%d ok), %d faults (%s), %d compactions, %d violations after %v",
+			total.runs, total.ops, total.okOps, total.faults, total.kinds(), total.compactions, total.violations, since(deadline.Add(-d)))
+	}
+}
+
+// result sums up one run.
+type result struct {
+	runs, ops, okOps, faults, violations int
+	compactions                          int64
+	byKind                               map[string]int
+}
+
+func (r *result) add(o result) {
+	r.runs += o.runs
+	r.ops += o.ops
+	r.okOps += o.okOps
+	r.faults += o.faults
+	r.violations += o.violations
+	r.compactions += o.compactions
+	if r.byKind == nil {
+		r.byKind = map[string]int{}
+	}
+	for k, n := range o.byKind {
+		r.byKind[k] += n
+	}
+}
+
+func (r result) kinds() string {
+	var out []string
+	for k, n := range r.byKind {
+		out = append(out, fmt.Sprintf("%s %d", k, n))
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
+}
+
+func runSeed(t *testing.T, seed int64, runLen time.Duration) result {
+	cl := embedtest.StartCluster(t, 3, embedtest.FastTicks())
+	e := &env{t: t, seed: seed, cl: cl, admin: cl.Client, ttl: sessionTTL(), hist: &history{}}
+	ctx, cancel := context.WithTimeout(context.Background(), runLen+scaled(3*time.Minute))
+	defer cancel()
+
+	resp, err := e.admin.Get(ctx, "\x00faults-start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recCtx, stopRec := context.WithCancel(ctx)
+	e.rec = startRecorder(recCtx, e.admin, resp.Header.Revision+1)
+	defer func() { stopRec(); <-e.rec.done }()
+
+	wls := []workload{&lockWL{}, &semWL{}, &electionWL{}, &queueWL{}, &ckWL{}}
+	for _, w := range wls {
+		w.setup(e)
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, w := range wls {
+		w.run(runCtx, e, &wg)
+	}
+	compCtx, stopCompact := context.WithCancel(ctx)
+	var cwg sync.WaitGroup
+	cwg.Go(func() { e.compact(compCtx) })
+
+	var vs []violation
+	var done []injected
+	begin := time.Now()
+	// Every workload works before any fault.
+	in := injected{fault: fault{kind: -1}, healed: time.Now(), target: "start"}
+	vs = append(vs, e.awaitProgress(ctx, &in, wls, map[string]int64{})...)
+
+	var mu sync.Mutex
+	var fwg sync.WaitGroup
+	for track := range tracks {
+		fwg.Go(func() {
+			for _, f := range plan(seed, track, 1000, e.ttl) {
+				if time.Since(begin)+f.cost() > runLen {
+					break
+				}
+				sleepCtx(ctx, f.gap)
+				in := e.inject(ctx, f, wls)
+				var v []violation
+				if in.skipped == "" {
+					v = e.awaitProgress(ctx, &in, wls, progressOf(wls))
+				}
+				mu.Lock()
+				done = append(done, in)
+				vs = append(vs, v...)
+				mu.Unlock()
+				t.Logf("fault %s", in)
+			}
+		})
+	}
+	fwg.Wait()
+	slices.SortFunc(done, func(a, b injected) int { return a.start.Compare(b.start) })
+
+	for _, w := range wls {
+		w.drain(ctx, e)
+	}
+	stopRun()
+	if !waitGroup(&wg, scaled(10*time.Second)) {
+		t.Errorf("workers did not stop within %v of the end of the run (see TestNewSessionHonoursContext); their goroutines:\n%s", scaled(10*time.Second), concordStacks())
+	}
+	stopCompact()
+	cwg.Wait()
+
+	// The record is complete up to a revision written after everything.
+	end, err := e.admin.Put(ctx, "\x00faults-end", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pollUntil(ctx, scaled(10*time.Second), func() bool { return e.rec.seenRev() >= end.Header.Revision }) {
+		t.Fatalf("the recorder saw revision %d, want %d", e.rec.seenRev(), end.Header.Revision)
+	}
+	if err := e.rec.err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rec.verify(ctx, e.admin, end.Header.Revision); err != nil {
+		t.Error(err)
+	}
+	events := e.rec.all()
+	ops := e.hist.all()
+	var res result
+	res.runs, res.ops, res.compactions = 1, len(ops), e.compactions.Load()
+	for _, o := range ops {
+		if o.out == ok {
+			res.okOps++
+		}
+	}
+	res.byKind = map[string]int{}
+	for _, in := range done {
+		if in.skipped == "" {
+			res.faults++
+			res.byKind[in.kind.String()]++
+		}
+	}
+	if res.faults == 0 {
+		vs = append(vs, violation{"suite", "no fault was injected: the run checked nothing", nil})
+	}
+	var stats []string
+	for _, w := range wls {
+		st, wvs := w.check(&checkIn{e: e, ops: e.hist.byRecipe(w.name()), events: events, ctx: ctx})
+		stats = append(stats, fmt.Sprintf("%-10s %s", w.name(), st))
+		vs = append(vs, wvs...)
+	}
+	res.violations = len(vs)
+	t.Logf("seed %d: %d operations (%d ok), %d faults injected (%s), %d compactions, %d etcd events recorded, %d violations, %v\n\t%s",
+		seed, res.ops, res.okOps, res.faults, res.kinds(), res.compactions, len(events), len(vs), since(begin), strings.Join(stats, "\n\t"))
+	if os.Getenv("CONCORD_FAULT_DUMP") != "" {
+		for _, o := range ops {
+			t.Logf("%s", o)
+		}
+	}
+	if len(vs) > 0 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "seed %d: %d violations (replay: %s=%d go test -race -run 'TestFaults' ./faults/)\nschedule:\n", seed, len(vs), envSeed, seed)
+		for _, in := range done {
+			fmt.Fprintf(&b, "\t%s\n", in)
+		}
+		b.WriteString("violations:\n")
+		for i, v := range vs {
+			if i == 20 {
+				fmt.Fprintf(&b, "\t... and %d more\n", len(vs)-i)
+				break
+			}
+			fmt.Fprintf(&b, "\t%s\n", v)
+		}
+		t.Error(b.String())
+	}
+	return res
+}
+
+// waitGroup waits for wg at most d and reports whether it finished.
+func waitGroup(wg *sync.WaitGroup, d time.Duration) bool {
+	c := make(chan struct{})
+	go func() { wg.Wait(); close(c) }()
+	select {
+	case <-c:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// concordStacks returns the stacks of goroutines in concord code.
+func concordStacks() string {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "concordkit/concord/") && !strings.Contains(g, "concordStacks") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
+}
