@@ -2,8 +2,10 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The checkers' own tests: hand-made records that break each invariant must
@@ -166,5 +168,117 @@ func TestCheckQueue(t *testing.T) {
 		stale := op{recipe: "queue", kind: "ack", out: failed, token: 6, stale: true, note: "item-3 3"}
 		vs := runCheck(&queueWL{}, []op{enq("1"), enq("3"), stale}, ev)
 		wantViolation(t, vs, "never delivered again")
+	})
+}
+
+func TestCheckDiscovery(t *testing.T) {
+	a, b := "dreg0-0", "dreg0-1"
+	ev := []kvEvent{put(discPrefix+a, "{}", 2, 2), put(discPrefix+b, "{}", 3, 3), del(discPrefix+a, 2, 4)}
+	t0 := time.Now()
+	reg := func(id string, rev int64) op {
+		return op{recipe: "discovery", kind: "register", out: ok, note: id, rev: rev, token: rev}
+	}
+	seen := func(rev int64, d time.Duration) op {
+		return op{recipe: "discovery", kind: "witness", out: ok, rev: rev, start: t0.Add(d)}
+	}
+	view := func(rev int64, d time.Duration, ids ...string) op {
+		return op{proc: "dwatch0", recipe: "discovery", kind: "view", out: ok, rev: rev, start: t0.Add(d), note: viewNote(false, ids)}
+	}
+	base := []op{reg(a, 2), reg(b, 3), {recipe: "discovery", kind: "deregister", out: ok, note: a, token: 2},
+		seen(2, 0), seen(3, 10*time.Millisecond), seen(4, 20*time.Millisecond)}
+	with := func(more ...op) []op { return append(base[:len(base):len(base)], more...) }
+	late := discBound(sessionTTL()) + time.Second
+	wantNone(t, runCheck(&discWL{}, with(view(3, 30*time.Millisecond, a, b), view(4, 40*time.Millisecond, b)), ev))
+	t.Run("view differs from the record", func(t *testing.T) {
+		vs := runCheck(&discWL{}, with(view(4, 40*time.Millisecond, a, b)), ev)
+		wantViolation(t, vs, "differs from etcd's record")
+	})
+	t.Run("instance never registered", func(t *testing.T) {
+		vs := runCheck(&discWL{}, with(view(3, 30*time.Millisecond, a, b, "ghost")), ev)
+		wantViolation(t, vs, "ghost, which was never registered")
+	})
+	t.Run("deregistered instance kept too long", func(t *testing.T) {
+		vs := runCheck(&discWL{}, with(view(3, late, a, b)), ev)
+		wantViolation(t, vs, "phantom dreg0-0, deleted at rev 4")
+	})
+	t.Run("lag after its own stall is allowed", func(t *testing.T) {
+		stall := op{proc: "dwatch0", recipe: "discovery", kind: "stall", out: ok, start: t0, end: t0.Add(late - time.Second)}
+		wantNone(t, runCheck(&discWL{}, with(stall, view(3, late, a, b)), ev))
+	})
+	t.Run("watchers never converge", func(t *testing.T) {
+		vs := runCheck(&discWL{}, with(op{recipe: "discovery", kind: "converged", out: failed, note: "dwatch0: view [x]"}), ev)
+		wantViolation(t, vs, "did not converge")
+	})
+	t.Run("registration lost with its lease and not registered again", func(t *testing.T) {
+		conv := op{recipe: "discovery", kind: "converged", out: ok, start: t0.Add(2 * late)}
+		lostEv := append(ev[:len(ev):len(ev)], del(discPrefix+b, 3, 5))
+		vs := runCheck(&discWL{}, with(seen(5, 30*time.Millisecond), conv), lostEv)
+		wantViolation(t, vs, "dreg0-1's record was deleted at rev 5 (lease lost) and not registered again")
+		back := append(lostEv, put(discPrefix+b, "{}", 6, 6))
+		wantNone(t, runCheck(&discWL{}, with(seen(5, 30*time.Millisecond), seen(6, time.Second), conv), back))
+	})
+	t.Run("acknowledged registration missing", func(t *testing.T) {
+		vs := runCheck(&discWL{}, with(reg("dreg1-0", 9)), ev)
+		wantViolation(t, vs, "registration of dreg1-0 (token 9) is not in etcd's record")
+	})
+}
+
+func TestCheckPubsub(t *testing.T) {
+	m := func(name string) string { return psTopic + "/.m/" + name }
+	ev := []kvEvent{put(m("a"), "ps-000000", 2, 2), put(m("b"), "ps-000002", 3, 3), put(m("c"), "ps-000004", 4, 4),
+		del(m("a"), 2, 5), put(psTopic+"/.trim", "2 1", 5, 5),
+		put(psLogTopic+"/.mode", "log", 6, 6), put(psLogTopic+"/.log", "\x00\x00\x00\x00\x00\x00\x00\x00pl-000001", 6, 6),
+		put(psLogTopic+"/.log", "\x00\x00\x00\x00\x00\x00\x00\x00pl-000003", 6, 7)}
+	pub := func(topic, data string, rev int64) op {
+		return op{recipe: "pubsub", kind: "publish", out: ok, rev: rev, note: topic + " " + data}
+	}
+	msg := func(topic, data string, rev, seq int64) op {
+		return op{proc: "pssub0", recipe: "pubsub", kind: "msg", out: ok, rev: rev, token: seq, note: topic + " " + data}
+	}
+	gap := func(topic string, from, to, count, seq int64) op {
+		return op{proc: "pssub0", recipe: "pubsub", kind: "gap", out: ok, rev: from, token: seq, note: fmt.Sprintf("%s %d %d %d", topic, from, to, count)}
+	}
+	pubs := []op{pub(psTopic, "ps-000000", 2), pub(psTopic, "ps-000002", 3), pub(psTopic, "ps-000004", 4),
+		pub(psLogTopic, "pl-000001", 6), pub(psLogTopic, "pl-000003", 7)}
+	with := func(more ...op) []op { return append(pubs[:len(pubs):len(pubs)], more...) }
+	good := with(gap(psTopic, 1, 2, 1, 1), msg(psTopic, "ps-000002", 3, 2), msg(psTopic, "ps-000004", 4, 3),
+		gap(psLogTopic, 1, 6, 1, 1), msg(psLogTopic, "pl-000003", 7, 2))
+	wantNone(t, runCheck(&psWL{}, good, ev))
+	t.Run("message skipped silently", func(t *testing.T) {
+		vs := runCheck(&psWL{}, with(msg(psTopic, "ps-000002", 3, 2), msg(psTopic, "ps-000004", 4, 3)), ev)
+		wantViolation(t, vs, "message at rev 2 (seq 1, \"ps-000000\") skipped silently")
+	})
+	t.Run("delivered twice", func(t *testing.T) {
+		vs := runCheck(&psWL{}, with(gap(psTopic, 1, 2, 1, 1), msg(psTopic, "ps-000002", 3, 2), msg(psTopic, "ps-000002", 3, 2)), ev)
+		wantViolation(t, vs, "out of order or twice")
+	})
+	t.Run("gap miscounted", func(t *testing.T) {
+		vs := runCheck(&psWL{}, with(gap(psTopic, 1, 2, 2, 2)), ev)
+		wantViolation(t, vs, "counts 2 messages, etcd's record has 1")
+		wantViolation(t, vs, "has Seq 2, want 1")
+	})
+	t.Run("wrong Seq", func(t *testing.T) {
+		vs := runCheck(&psWL{}, with(gap(psLogTopic, 1, 6, 1, 1), msg(psLogTopic, "pl-000003", 7, 3)), ev)
+		wantViolation(t, vs, "has Seq 3, want 2")
+	})
+	t.Run("gap over a retained message", func(t *testing.T) {
+		vs := runCheck(&psWL{}, with(gap(psTopic, 1, 3, 2, 2)), ev)
+		wantViolation(t, vs, "retention never deleted")
+	})
+	t.Run("phantom message", func(t *testing.T) {
+		vs := runCheck(&psWL{}, with(gap(psTopic, 1, 2, 1, 1), msg(psTopic, "ps-000009", 9, 0)), ev)
+		wantViolation(t, vs, "not in etcd's record")
+	})
+	t.Run("wrong data", func(t *testing.T) {
+		vs := runCheck(&psWL{}, with(gap(psTopic, 1, 2, 1, 1), msg(psTopic, "ps-000009", 3, 2)), ev)
+		wantViolation(t, vs, "etcd's record has \"ps-000002\"")
+	})
+	t.Run("acknowledged publish missing", func(t *testing.T) {
+		vs := runCheck(&psWL{}, append(good, pub(psTopic, "ps-000006", 8)), ev)
+		wantViolation(t, vs, "acknowledged publish of \"ps-000006\"")
+	})
+	t.Run("subscriber never caught up", func(t *testing.T) {
+		vs := runCheck(&psWL{}, append(good, op{proc: "pssub1", recipe: "pubsub", kind: "caughtup", out: failed, note: "ps at 3, newest message 4"}), ev)
+		wantViolation(t, vs, "did not reach the newest message")
 	})
 }

@@ -224,10 +224,10 @@ func (e *env) stall(ctx context.Context, f fault, in *injected) bool {
 }
 
 // revoke revokes the lease of a key some process holds (a lock, a permit,
-// a candidacy, a queue claim).
+// a candidacy, a queue claim, a checkpoint lock, a registered instance).
 func (e *env) revoke(ctx context.Context, f fault, in *injected) bool {
 	var held []string
-	for _, pfx := range []string{lockPrefix, semPrefix, electionPrefix, claimPrefix, ckLockPrefix} {
+	for _, pfx := range []string{lockPrefix, semPrefix, electionPrefix, claimPrefix, ckLockPrefix, discPrefix} {
 		octx, cancel := opCtx(ctx)
 		resp, err := e.admin.Get(octx, pfx, clientv3.WithPrefix(),
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
