@@ -24,5 +24,15 @@
 // opened without a start revision so the server serves it at once (etcd's
 // own recipes open theirs at an old revision and wait up to 100 ms per event
 // for the server's slow loop), and re-reads the line in one round trip.
-// Waits and holds share the session's watch stream.
+// Waits and holds share the session's watch stream. A session's line keys
+// (LineKey) reuse their names once deleted: etcd keeps every deleted key
+// name in its index until compaction, and every read of a line walks them.
+//
+// Resumable watch. WatchFrom is the one watch loop the recipes' streams use:
+// it requires a leader, replaces a watch that stays silent past its stall
+// timeout and does not answer a progress request, and reports compaction
+// (ErrCompacted) so the caller re-reads. Follow builds on it: a snapshot of a
+// prefix (or key), then every change; after a break it resumes after the
+// last revision it sent, and after compaction it sends a fresh snapshot
+// marked Resync. Its channel closes only when its context ends.
 package concurrency
