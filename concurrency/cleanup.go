@@ -2,6 +2,7 @@ package concurrency
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -77,4 +78,93 @@ func (s *Session) cleanPending() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.pending) > 0
+}
+
+// removeStray removes key, a create under the session's lease whose answer
+// was lost, for good. Deleting it once is not enough: the create may still
+// be in flight, and the server runs the requests of one connection
+// concurrently, so it can land after the delete and leave a key in a line
+// that nobody waits on, until the session ends. So the key's name is never
+// reused by this session, and a watch deletes the key if it appears under
+// the lease later (a request applies at most once), or until the session
+// ends. The first delete is tried at once, with a short timeout of its own.
+func (s *Session) removeStray(key string) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.RemoveOwn(key)
+		return
+	}
+	delete(s.slotOf, key) // its slot stays taken: the name is burnt
+	s.strays.Add(1)
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, revokeTimeout)
+	rev, err := s.deleteOwn(ctx, key)
+	cancel()
+	if err != nil {
+		rev = 0
+	}
+	go s.watchStray(key, rev)
+}
+
+// deleteOwn deletes key if it is under the session's lease and returns the
+// revision at which it is known gone.
+func (s *Session) deleteOwn(ctx context.Context, key string) (int64, error) {
+	resp, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(key), "=", s.id)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}
+
+// strayStall is how long a stray key's watch may stay silent before it is
+// renewed (it mostly is silent: the create rarely lands late).
+const strayStall = time.Minute
+
+// watchStray watches key from after rev (0: delete it first) and deletes it
+// if a create under the session's lease lands, until the session ends.
+func (s *Session) watchStray(key string, rev int64) {
+	defer s.strays.Done()
+	retry := newRetryBackoff(time.Second)
+	landed := false
+	for s.ctx.Err() == nil {
+		if rev == 0 {
+			ctx, cancel := context.WithTimeout(s.ctx, revokeTimeout)
+			r, err := s.deleteOwn(ctx, key)
+			cancel()
+			if err != nil {
+				if !sleepOr(s.done, retry.NextBackOff()) {
+					return
+				}
+				continue
+			}
+			if landed {
+				return
+			}
+			rev = r
+		}
+		healthy, err := WatchFrom(s.ctx, s.client, key, rev+1, strayStall, func(evs []*clientv3.Event) bool {
+			for _, ev := range evs {
+				if ev.Type == clientv3.EventTypePut && clientv3.LeaseID(ev.Kv.Lease) == s.id {
+					landed = true
+					return false
+				}
+				rev = ev.Kv.ModRevision
+			}
+			return true
+		})
+		switch {
+		case landed, errors.Is(err, ErrCompacted):
+			rev = 0 // delete it (or take a fresh look)
+		case healthy:
+			retry.Reset()
+		default:
+			if !sleepOr(s.done, retry.NextBackOff()) {
+				return
+			}
+		}
+	}
 }

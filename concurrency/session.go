@@ -97,6 +97,7 @@ type Session struct {
 	pending     map[string]int64        // keys to delete; see deleteLater
 	kick        chan struct{}
 	cleanerDone chan struct{}
+	strays      sync.WaitGroup // watchStray goroutines; Add under mu while !closed
 }
 
 // NewSession grants a lease (or resumes one, see WithLease) and starts
@@ -197,6 +198,7 @@ func (s *Session) Close(ctx context.Context) error {
 	<-s.loopDone
 	<-s.cleanerDone
 	<-s.anchorDone
+	s.strays.Wait()
 	lost := s.Err() != ErrSessionClosed
 	if err := s.client.Ctx().Err(); err != nil {
 		// The client was closed first (its requests would be retried
@@ -226,6 +228,7 @@ func (s *Session) Orphan() {
 	<-s.loopDone
 	<-s.cleanerDone
 	<-s.anchorDone
+	s.strays.Wait()
 }
 
 // end records why the session ended and closes Done, once.

@@ -67,9 +67,10 @@ func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int
 			clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(int64(n))),
 		).Commit()
 	if err != nil {
-		// The put may have landed with its answer lost: remove it, so a
-		// failed or cancelled Join leaves no key behind.
-		s.RemoveOwn(key)
+		// The put may have landed with its answer lost, or may land yet:
+		// remove it for good, so a failed or cancelled Join leaves no key
+		// behind.
+		s.removeStray(key)
 		return nil, err
 	}
 	if !resp.Succeeded {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/concordkit/concord/concurrency"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -219,26 +220,60 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 	return moved, time.Time{}
 }
 
-// undoClaim removes s's claim on item id, if it holds one, and returns the
-// item to its place in the queue. It uses a short timeout of its own (ctx
-// may be what failed); if the claim cannot be removed now, the session
-// keeps trying, and the item then goes back like any dead consumer's.
-func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, id string) {
-	s.RemoveOwn(q.claimKey(id))
+// undoClaim settles a claim transaction whose answer was lost: it may have
+// landed, or may still land (requests on one connection can overtake each
+// other in the server). It first rewrites the ready key unchanged, which
+// bumps its mod revision: the claim, which requires the old one, can then
+// never land. If the claim already had, it removes the claim and returns
+// the item to its place. It uses a short timeout of its own (ctx may be
+// what failed); if etcd stays unreachable, the session keeps trying to
+// delete the claim, and the item then goes back like any dead consumer's.
+func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
+	key, ck := string(kv.Key), q.claimKey(id)
+	fence := func() (*clientv3.TxnResponse, error) {
+		return q.client.Txn(rctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+			Then(clientv3.OpPut(key, string(kv.Value))).
+			Else(clientv3.OpGet(ck)).
+			Commit()
+	}
+	resp, err := backoff.RetryWithData(fence, backoff.WithContext(undoBackoff(), rctx))
+	if err != nil {
+		s.RemoveOwn(ck) // falls back to the session's cleaner
+		return
+	}
+	if resp.Succeeded {
+		return // fenced before it landed: nothing is claimed
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != s.Lease() {
+		return // claimed by someone else, or already settled
+	}
+	s.RemoveOwn(ck)
 	_, _ = q.requeueOrphan(rctx, id)
 }
 
 // undoTimeout bounds undoClaim's return of an item to the queue.
 const undoTimeout = 2 * time.Second
 
+func undoBackoff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 20 * time.Millisecond
+	b.MaxInterval = 500 * time.Millisecond
+	b.MaxElapsedTime = 0 // bounded by the context
+	return b
+}
+
 // claimOne claims kv for s in one transaction: the ready key becomes a
 // pending item plus a claim under s's lease. If another consumer got there
 // first it returns the head of the queue as it is now instead.
 func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue) (*Claim, []*mvccpb.KeyValue, error) {
 	key := string(kv.Key)
-	unchanged := clientv3.Compare(clientv3.CreateRevision(key), "=", kv.CreateRevision)
+	// The mod revision, not just the create revision: undoClaim fences a
+	// claim whose answer was lost by rewriting the key.
+	unchanged := clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
 	m, payload, err := decode(kv.Value)
 	if err != nil || (q.maxDeliveries > 0 && m.Attempts >= q.maxDeliveries) {
 		// Out of deliveries, or not an item at all: to the dead letters.
@@ -271,7 +306,7 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		// The claim may have landed with its answer lost: undo it, so a
 		// failed Claim leaves no item claimed by a consumer that never got
 		// it.
-		q.undoClaim(ctx, s, m.ID)
+		q.undoClaim(ctx, s, kv, m.ID)
 		return nil, nil, err
 	}
 	if !resp.Succeeded {
