@@ -45,12 +45,17 @@ func BenchmarkEnqueue(b *testing.B) {
 // BenchmarkDrain preloads b.N items and measures claim+ack (concord) or
 // Dequeue (etcd, which deletes on dequeue: a crash loses the item) with C
 // consumers, each on its own connection.
+// benchRun makes each run's queue name fresh: etcd keeps deleted keys in
+// its index until compaction, so a reused name slows every later run.
+var benchRun atomic.Int64
+
 func BenchmarkDrain(b *testing.B) {
 	srv := embedtest.Start(b)
 	for _, consumers := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("concord/consumers=%d", consumers), func(b *testing.B) {
-			name := fmt.Sprintf("bench-drain-%d-%d", consumers, b.N)
+			name := fmt.Sprintf("bench-drain-%d-%d-%d", consumers, b.N, benchRun.Add(1))
 			q, _ := queue.New(srv.Client, name)
+			compactBefore(b, srv)
 			preload(b, func() error { _, err := q.Enqueue(context.Background(), []byte("x")); return err })
 			var left atomic.Int64
 			left.Store(int64(b.N))
@@ -77,8 +82,9 @@ func BenchmarkDrain(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "items/s")
 		})
 		b.Run(fmt.Sprintf("etcd/consumers=%d", consumers), func(b *testing.B) {
-			name := fmt.Sprintf("bench-drain-etcd-%d-%d", consumers, b.N)
+			name := fmt.Sprintf("bench-drain-etcd-%d-%d-%d", consumers, b.N, benchRun.Add(1))
 			q := recipe.NewQueue(srv.Client, name)
+			compactBefore(b, srv)
 			preload(b, func() error { return q.Enqueue("x") })
 			var left atomic.Int64
 			left.Store(int64(b.N))
@@ -95,6 +101,15 @@ func BenchmarkDrain(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "items/s")
 		})
+	}
+}
+
+// compactBefore compacts the server, so each run starts with an index free
+// of the keys earlier runs deleted.
+func compactBefore(b *testing.B, srv *embedtest.Server) {
+	b.Helper()
+	if _, err := srv.Compact(context.Background()); err != nil {
+		b.Fatal(err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -102,7 +103,9 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 	if c.done {
 		return nil
 	}
-	_, err := c.held.Guard().Do(ctx, ops...)
+	// Read the head of the queue along with the write: the consumer's next
+	// claim then needs no read of its own.
+	resp, err := c.held.Guard().Do(ctx, append(ops, c.q.readyOp(), c.q.delayedOp())...)
 	if errors.Is(err, concurrency.ErrNotHeld) {
 		return fmt.Errorf("%w: item %s: %v", ErrClaimLost, c.m.ID, c.held.Err())
 	}
@@ -111,6 +114,7 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 	}
 	c.done = true
 	c.held.Drop()
+	c.q.keepView(viewOf(resp))
 	return nil
 }
 
@@ -149,15 +153,20 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim,
 			return nil, time.Time{}, err
 		}
 	}
+	// The view an Ack or Nack of this Queue value read along with its
+	// write saves a read; an empty one is read afresh.
+	view := q.takeView()
 	for {
-		resp, err := q.client.Txn(ctx).Then(q.readyOp(),
-			clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates)),
-		).Commit()
-		if err != nil {
-			return nil, time.Time{}, err
+		if view == nil || len(view.ready) == 0 {
+			resp, err := q.client.Txn(ctx).Then(q.readyOp(), q.delayedOp()).Commit()
+			if err != nil {
+				return nil, time.Time{}, err
+			}
+			view = viewOf(resp)
 		}
-		promoted, next := q.promoteDue(ctx, resp.Responses[1].GetResponseRange().Kvs)
-		ready := resp.Responses[0].GetResponseRange().Kvs
+		promoted, next := q.promoteDue(ctx, view.delayed)
+		ready, rev := view.ready, view.rev
+		view = nil
 		if len(ready) == 0 && !promoted {
 			return nil, next, nil
 		}
@@ -165,12 +174,12 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim,
 		// the first few so racing consumers stop colliding. A failed claim
 		// answers with a fresh view of the head, so a lost race costs no
 		// extra read. Only an empty head means nothing is ready.
-		for raced := q.contended.Load() > 0; len(ready) > 0; raced = true {
+		for raced := q.contended.Load() > 0; len(ready) > 0; {
 			i := 0
 			if raced {
 				i = rand.IntN(len(ready))
 			}
-			c, fresh, err := q.claimOne(ctx, s, ready[i])
+			c, fresh, err := q.claimOne(ctx, s, ready[i], rev)
 			if err != nil {
 				return nil, time.Time{}, err
 			}
@@ -182,12 +191,68 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim,
 				}
 				return c, time.Time{}, nil
 			}
-			// Lost a race: spread the next claims of this Queue value too,
-			// until a few succeed without racing.
-			q.contended.Store(contendedClaims)
-			ready = fresh
+			if !fresh.newerAhead(ready[i], rev) {
+				// Lost a race: spread the next claims of this Queue value
+				// too, until a few succeed without racing.
+				raced = true
+				q.contended.Store(contendedClaims)
+			}
+			ready, rev = fresh.ready, fresh.rev
 		}
 	}
+}
+
+// view is the head of the queue as read at revision rev.
+type view struct {
+	ready, delayed []*mvccpb.KeyValue
+	rev            int64
+}
+
+// viewOf takes the view from a transaction whose last two responses are
+// readyOp and delayedOp.
+func viewOf(resp *clientv3.TxnResponse) *view {
+	n := len(resp.Responses)
+	return &view{
+		ready:   resp.Responses[n-2].GetResponseRange().Kvs,
+		delayed: resp.Responses[n-1].GetResponseRange().Kvs,
+		rev:     resp.Header.Revision,
+	}
+}
+
+// newerAhead reports whether v has an item ahead of kv that is newer than
+// rev: a claim of kv failed because of it (not a lost race), and the new
+// head goes first.
+func (v *view) newerAhead(kv *mvccpb.KeyValue, rev int64) bool {
+	for _, r := range v.ready {
+		if bytes.Compare(r.Key, kv.Key) >= 0 {
+			break
+		}
+		if r.ModRevision > rev {
+			return true
+		}
+	}
+	return false
+}
+
+// keepView keeps v for this Queue value's next claim.
+func (q *Queue) keepView(v *view) {
+	q.mu.Lock()
+	q.view = v
+	q.mu.Unlock()
+}
+
+// takeView returns the kept view, once.
+func (q *Queue) takeView() *view {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	v := q.view
+	q.view = nil
+	return v
+}
+
+// delayedOp reads the first delayed items, the soonest due first.
+func (q *Queue) delayedOp() clientv3.Op {
+	return clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates))
 }
 
 // readyOp reads the head of the ready items, in delivery order.
@@ -269,7 +334,11 @@ func undoBackoff() backoff.BackOff {
 // claimOne claims kv for s in one transaction: the ready key becomes a
 // pending item plus a claim under s's lease. If another consumer got there
 // first it returns the head of the queue as it is now instead.
-func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue) (*Claim, []*mvccpb.KeyValue, error) {
+//
+// rev is the revision of the view kv came from: the claim also requires
+// that no ready item ahead of kv is newer than that, so an item enqueued
+// ahead since (a higher priority) is not passed over.
+func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, rev int64) (*Claim, *view, error) {
 	key := string(kv.Key)
 	// The mod revision, not just the create revision: undoClaim fences a
 	// claim whose answer was lost by rewriting the key.
@@ -289,12 +358,13 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		if err != nil {
 			return nil, nil, err
 		}
-		return nil, resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs, nil
+		return nil, &view{ready: resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs, rev: resp.Header.Revision}, nil
 	}
 	m.Attempts++
 	ck := q.claimKey(m.ID)
 	resp, err := q.client.Txn(ctx).
-		If(unchanged, clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).
+		If(unchanged, clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(q.pfx+readyDir), "<", rev+1).WithRange(key)).
 		Then(
 			clientv3.OpDelete(key),
 			clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
@@ -310,8 +380,8 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		return nil, nil, err
 	}
 	if !resp.Succeeded {
-		return nil, resp.Responses[0].GetResponseRange().Kvs, nil
+		return nil, &view{ready: resp.Responses[0].GetResponseRange().Kvs, rev: resp.Header.Revision}, nil
 	}
-	rev := resp.Header.Revision
-	return &Claim{q: q, m: m, payload: payload, held: concurrency.HoldKey(s, ck, "", rev, rev)}, nil, nil
+	at := resp.Header.Revision
+	return &Claim{q: q, m: m, payload: payload, held: concurrency.HoldKey(s, ck, "", at, at)}, nil, nil
 }

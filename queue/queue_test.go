@@ -105,6 +105,42 @@ func TestOrderPriorityDelay(t *testing.T) {
 	}
 }
 
+// An Ack reads the head of the queue along with its write, so the next
+// Claim needs no read; an item enqueued ahead after that read (a higher
+// priority) must still come first.
+func TestClaimAfterAckSeesNewerItemAhead(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	s := newSession(t, srv.Client, 5*time.Second)
+	for round := range 3 {
+		enqueue(t, q, "first")
+		enqueue(t, q, "next")
+		c, err := q.TryClaim(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Ack(ctx); err != nil { // reads the head: "next"
+			t.Fatal(err)
+		}
+		enqueue(t, q, "urgent", queue.Priority(5))
+		var got []string
+		for range 2 {
+			c, err := q.Claim(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(c.Payload()))
+			if err := c.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if want := "[urgent next]"; fmt.Sprint(got) != want {
+			t.Fatalf("round %d: claimed %v after the ack, want %s", round, got, want)
+		}
+	}
+}
+
 func TestValidation(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)

@@ -92,8 +92,12 @@ func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session) (*Claim
 		}
 		// Claim what just arrived straight from the event, without reading
 		// the queue first; a lost race falls back to the read above.
+		var seen int64 // every ready item put up to here arrived in events
 		for _, kv := range arrived {
-			c, _, err := q.claimOne(ctx, s, kv)
+			seen = max(seen, kv.ModRevision)
+		}
+		for _, kv := range arrived {
+			c, _, err := q.claimOne(ctx, s, kv, seen)
 			if err != nil || c != nil {
 				return c, err
 			}
