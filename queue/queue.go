@@ -38,7 +38,7 @@ type Queue struct {
 
 	mu        sync.Mutex
 	lastOrder int64
-	view      *view // read by the last Ack or Nack; see claimReady
+	view      *view        // read by the last Ack or Nack; see claimReady
 	contended atomic.Int32 // claims left to spread out; see claimReady
 	lastSweep atomic.Int64 // when this value last looked for orphans; see sweepDue
 }
