@@ -22,6 +22,7 @@ type Ticket struct {
 	key   string
 	rev   int64
 	value string
+	gone  bool // deleted by the caller's own transaction; see Deleted
 
 	// Read in the Txn that created the key, for the first check.
 	lower int  // keys under the range with a lower create revision
@@ -336,6 +337,18 @@ func (t *Ticket) recheck(ctx context.Context, rangePrefix string, n int) error {
 	return nil
 }
 
+// DeleteOp deletes the ticket's key, for a caller that leaves the line in a
+// transaction of its own (one write instead of two); once that transaction
+// has succeeded, it calls Deleted.
+func (t *Ticket) DeleteOp() clientv3.Op { return clientv3.OpDelete(t.key) }
+
+// Deleted records that a transaction with DeleteOp succeeded: the key is
+// gone, its name may be used again, and Abandon has nothing left to do.
+func (t *Ticket) Deleted() {
+	t.gone = true
+	t.s.freeKey(t.key)
+}
+
 // Delete removes the ticket's key if it is still this ticket's (same create
 // revision); a newer key of the same name is never touched. It is
 // idempotent.
@@ -382,6 +395,9 @@ func (s *Session) RemoveOwn(key string) {
 // when the session ends), so an abandoned wait never blocks the line for
 // long.
 func (t *Ticket) Abandon() {
+	if t.gone {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
 	defer cancel()
 	if err := t.Delete(ctx); err != nil {

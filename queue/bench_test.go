@@ -193,6 +193,28 @@ func BenchmarkWakeup(b *testing.B) {
 				return resp != nil && resp.Count == 1
 			})
 		})
+		// The floor: the least any queue on etcd can do, a put, its watch
+		// event, and one write by the woken consumer (raw clientv3).
+		b.Run(fmt.Sprintf("floor/fsync=%v", fsync), func(b *testing.B) {
+			c, _ := srv.NewClient()
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			wch := c.Watch(wctx, "bench-floor/", clientv3.WithPrefix())
+			n := 0
+			measureWakeup(b, func() error {
+				n++
+				_, err := srv.Client.Put(ctx, fmt.Sprintf("bench-floor/%d", n), "x")
+				return err
+			}, func(delivered func()) error {
+				wr := <-wch
+				if err := wr.Err(); err != nil {
+					return err
+				}
+				_, err := c.Put(ctx, "bench-floor-claimed/"+string(wr.Events[0].Kv.Key), "x")
+				delivered()
+				return err
+			}, func() bool { return true })
+		})
 		b.Run(fmt.Sprintf("etcd/fsync=%v", fsync), func(b *testing.B) {
 			name := fmt.Sprintf("bench-wake-etcd-%v", fsync)
 			q := recipe.NewQueue(srv.Client, name)

@@ -145,7 +145,9 @@ func (q *Queue) sweepDue() bool {
 // It returns items of dead consumers to the queue, promotes delayed items
 // that are due, dead-letters items out of deliveries, and, when nothing is
 // ready, returns when the next delayed item is due (zero if none).
-func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim, time.Time, error) {
+// leave are ops committed with a successful claim (a blocked consumer leaves
+// its line in the same write).
+func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session, leave ...clientv3.Op) (*Claim, time.Time, error) {
 	if q.sweepDue() {
 		// Items of dead consumers go back to their place first, so a
 		// backlog does not hold them back until the queue drains.
@@ -179,7 +181,7 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session) (*Claim,
 			if raced {
 				i = rand.IntN(len(ready))
 			}
-			c, fresh, err := q.claimOne(ctx, s, ready[i], rev)
+			c, fresh, err := q.claimOne(ctx, s, ready[i], rev, leave...)
 			if err != nil {
 				return nil, time.Time{}, err
 			}
@@ -338,7 +340,7 @@ func undoBackoff() backoff.BackOff {
 // rev is the revision of the view kv came from: the claim also requires
 // that no ready item ahead of kv is newer than that, so an item enqueued
 // ahead since (a higher priority) is not passed over.
-func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, rev int64) (*Claim, *view, error) {
+func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, rev int64, leave ...clientv3.Op) (*Claim, *view, error) {
 	key := string(kv.Key)
 	// The mod revision, not just the create revision: undoClaim fences a
 	// claim whose answer was lost by rewriting the key.
@@ -365,11 +367,11 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 	resp, err := q.client.Txn(ctx).
 		If(unchanged, clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
 			clientv3.Compare(clientv3.ModRevision(q.pfx+readyDir), "<", rev+1).WithRange(key)).
-		Then(
+		Then(append([]clientv3.Op{
 			clientv3.OpDelete(key),
 			clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
 			clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
-		).
+		}, leave...)...).
 		Else(q.readyOp()).
 		Commit()
 	if err != nil {

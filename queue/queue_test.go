@@ -181,6 +181,14 @@ func TestBlockedConsumerWakesAtOnce(t *testing.T) {
 			t.Fatal(r.err)
 		}
 		took = append(took, time.Since(start))
+		// The claim left the line in its own write: no key waits there.
+		resp, err := srv.Client.Get(ctx, "jobs/.q/w/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count != 0 {
+			t.Fatalf("%d keys in the line after a blocked claim", resp.Count)
+		}
 		if err := r.c.Ack(ctx); err != nil {
 			t.Fatal(err)
 		}

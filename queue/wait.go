@@ -35,7 +35,11 @@ func (q *Queue) Claim(ctx context.Context, s *concurrency.Session) (*Claim, erro
 	retry := backoff.NewExponentialBackOff()
 	retry.InitialInterval, retry.MaxInterval, retry.MaxElapsedTime = 20*time.Millisecond, time.Second, 0
 	for {
-		c, err := q.firstInLine(ctx, s)
+		// The claim leaves the line in its own write.
+		c, err := q.firstInLine(ctx, s, t.DeleteOp())
+		if c != nil {
+			t.Deleted()
+		}
 		if err != nil || c != nil {
 			return c, err
 		}
@@ -50,7 +54,7 @@ func (q *Queue) Claim(ctx context.Context, s *concurrency.Session) (*Claim, erro
 
 // firstInLine watches the queue until it claims an item. It returns nil, nil
 // when the watch broke and must be reopened.
-func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session) (*Claim, error) {
+func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session, leave clientv3.Op) (*Claim, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := q.client.Watch(wctx, q.pfx, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
@@ -73,7 +77,7 @@ func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session) (*Claim
 		return nil, err
 	}
 	for {
-		c, due, err := q.claimReady(ctx, s)
+		c, due, err := q.claimReady(ctx, s, leave)
 		if err != nil || c != nil {
 			return c, err
 		}
@@ -97,7 +101,7 @@ func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session) (*Claim
 			seen = max(seen, kv.ModRevision)
 		}
 		for _, kv := range arrived {
-			c, _, err := q.claimOne(ctx, s, kv, seen)
+			c, _, err := q.claimOne(ctx, s, kv, seen, leave)
 			if err != nil || c != nil {
 				return c, err
 			}
