@@ -28,6 +28,14 @@
 // (LineKey) reuse their names once deleted: etcd keeps every deleted key
 // name in its index until compaction, and every read of a line walks them.
 //
+// Cancellation. A Join whose request fails or is cancelled in flight leaves
+// no key: its create may land after the failing call has deleted it (the
+// server runs the requests of one connection concurrently, so a later
+// delete can overtake it), so the session never reuses that key's name and
+// watches it, deleting a late create under its lease, until the session
+// ends. A session's cleaner retries deletes that failed (etcd unreachable),
+// and the lease removes whatever is left when the session ends.
+//
 // Resumable watch. WatchFrom is the one watch loop the recipes' streams use:
 // it requires a leader, replaces a watch that stays silent past its stall
 // timeout and does not answer a progress request, and reports compaction
