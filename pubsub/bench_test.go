@@ -18,7 +18,7 @@ import (
 // client, Watch on another) on the same embedded server (fsync on) in the
 // same run, so every figure is also a ratio to raw etcd:
 //
-//	go test -run '^$' -bench . -benchtime 5000x -count 2 ./pubsub
+//	go test -run '^$' -bench . -benchtime 5000x -count 5 ./pubsub
 //
 // BenchmarkLatency alternates one concord message and one raw Put, each
 // timed from before the write until its subscriber's receiver stamps it.
