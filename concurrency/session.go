@@ -117,9 +117,14 @@ func NewSession(ctx context.Context, client *clientv3.Client, opts ...SessionOpt
 		return nil, fmt.Errorf("%w: margin %v, TTL %v", ErrInvalidMargin, cfg.margin, cfg.ttl)
 	}
 	sent := time.Now()
+	// An answer later than the renew deadline would come too late to use,
+	// and a request lost with a broken connection is never answered: bound
+	// the wait (callers such as Supervise then try again).
+	rctx, cancel := context.WithTimeout(ctx, cfg.ttl-cfg.margin)
+	defer cancel()
 	id := cfg.lease
 	if id == clientv3.NoLease {
-		resp, err := client.Grant(ctx, int64(cfg.ttl/time.Second))
+		resp, err := client.Grant(rctx, int64(cfg.ttl/time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("concurrency: grant lease: %w", err)
 		}
@@ -130,7 +135,7 @@ func NewSession(ctx context.Context, client *clientv3.Client, opts ...SessionOpt
 		}
 	} else {
 		// A keepalive both proves the lease exists and renews it from now.
-		resp, err := client.KeepAliveOnce(ctx, id)
+		resp, err := client.KeepAliveOnce(rctx, id)
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			return nil, fmt.Errorf("%w: lease %x", ErrLeaseExpired, int64(id))
 		}

@@ -65,3 +65,46 @@ func TestSuperviseReturnsFnError(t *testing.T) {
 		t.Fatalf("bad TTL: got %v", err)
 	}
 }
+
+// A client cut off for several TTLs loses its session; requests sent during
+// the cut are dropped with it and never answered. Once the network heals,
+// Supervise starts a new session within a bounded time rather than waiting
+// on a grant that will never be answered.
+func TestSuperviseRecoversAfterLongCut(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	p := embedtest.NewProxy(t, srv.Endpoints[0])
+	pc, err := p.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	const ttl = 2 * time.Second
+	runs := make(chan clientv3.LeaseID, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- concurrency.Supervise(ctx, pc, func(ctx context.Context, s *concurrency.Session) error {
+			runs <- s.Lease()
+			<-ctx.Done()
+			return ctx.Err()
+		}, concurrency.WithTTL(ttl))
+	}()
+	first := <-runs
+	p.Blackhole()
+	time.Sleep(3 * ttl) // lost after ttl-margin; grants sent after that are dropped
+	p.Unblackhole()
+	healed := time.Now()
+	select {
+	case second := <-runs:
+		if second == first {
+			t.Fatal("restarted with the lost lease")
+		}
+		t.Logf("new session %v after the network healed", time.Since(healed))
+	case <-time.After(3 * ttl):
+		t.Fatalf("no new session %v after the network healed", 3*ttl)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Supervise = %v, want context.Canceled", err)
+	}
+}
