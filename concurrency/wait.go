@@ -118,7 +118,8 @@ func (t *Ticket) Guard() Guard { return NewGuard(t.s.client, t.key, t.rev) }
 // for larger n it watches the range's deletions and counts those ahead,
 // making no request until the count drops below n. Watches are opened
 // without a start revision (synced, served at once by the server) and the
-// line is re-read once after each is created. Wait returns ctx.Err() when
+// line is re-read once after each is created, unless (n == 1) the watch
+// began at the revision of the last read, so it misses nothing. Wait returns ctx.Err() when
 // ctx ends, the session's error when the session is lost, and ErrKeyDeleted
 // when the ticket's own key is deleted; the key is left in place either way
 // (Delete or Abandon it, or let the lease take it).
@@ -208,6 +209,11 @@ func (t *Ticket) waitOnce(ctx context.Context, rangePrefix string, n int, change
 			}
 			if wr.Created && !created {
 				created = true
+				if predMode(n) && wr.Header.Revision <= t.readRev {
+					// Nothing changed since the last read: the watch
+					// sees every later change, so no re-read is needed.
+					continue
+				}
 				// The watch now sees every later change: read the line once.
 				if err := t.recheck(ctx, rangePrefix, n); err != nil || t.Admitted(n) {
 					return err

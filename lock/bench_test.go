@@ -176,7 +176,7 @@ func (c rpcCounts) String() string {
 }
 
 // newBenchClient connects to srv with its own connection, counting RPCs in rc.
-func newBenchClient(b *testing.B, srv *embedtest.Server, rc *rpcCounter) *clientv3.Client {
+func newBenchClient(b testing.TB, srv *embedtest.Server, rc *rpcCounter) *clientv3.Client {
 	b.Helper()
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   srv.Endpoints,
