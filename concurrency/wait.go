@@ -32,17 +32,22 @@ type Ticket struct {
 	// bound. When the one key ahead goes, the ticket is admitted without a
 	// re-read (its own key's deletion is caught by Held's monitor, which
 	// watches from readRev).
-	ahead   int
-	pred    *mvccpb.KeyValue
-	Holders []*mvccpb.KeyValue // the first n keys under the range, by create revision
-	readRev int64              // a revision at which the key was seen to exist
+	ahead int
+	pred  *mvccpb.KeyValue
+	// Holders are the first n keys under the range, by create revision.
+	// For n == 1 they are read only when at most one key is ahead (Head
+	// reads the first key otherwise).
+	Holders []*mvccpb.KeyValue
+	readRev int64 // a revision at which the key was seen to exist
+	prefix  string
 }
 
 // Join creates key (which must not exist) with value under the session's
-// lease and, in the same Txn, reads the line under rangePrefix: the keys
-// ahead of it and the first n of them (the holders). rangePrefix is the part
-// of the line that can keep this ticket waiting: the whole line for a lock,
-// only the writers for a reader of an RWMutex.
+// lease and, in the same Txn, reads the line under rangePrefix: how many keys
+// are ahead of it, the one just ahead, and (for n > 1) the first n (the
+// holders). rangePrefix is the part of the line that can keep this ticket
+// waiting: the whole line for a lock, only the writers for a reader of an
+// RWMutex.
 func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int) (*Ticket, error) {
 	if key == "" || rangePrefix == "" {
 		return nil, ErrInvalidName
@@ -58,15 +63,19 @@ func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int
 		return nil, s.Err()
 	default:
 	}
-	c := s.client
-	resp, err := c.Txn(ctx).
+	ops := []clientv3.Op{
+		clientv3.OpPut(key, value, clientv3.WithLease(s.id)),
+		// The newest keys (this one and the one just ahead); the
+		// response's Count is the whole range's.
+		clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2)),
+	}
+	if n > 1 {
+		ops = append(ops, clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(int64(n))))
+	}
+	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(
-			clientv3.OpPut(key, value, clientv3.WithLease(s.id)),
-			clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
-			clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2)),
-			clientv3.OpGet(rangePrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(int64(n))),
-		).Commit()
+		Then(ops...).
+		Commit()
 	if err != nil {
 		// The put may have landed with its answer lost, or may land yet:
 		// remove it for good, so a failed or cancelled Join leaves no key
@@ -77,12 +86,14 @@ func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int
 	if !resp.Succeeded {
 		return nil, fmt.Errorf("concurrency: key %q already exists", key)
 	}
-	t := &Ticket{s: s, key: key, value: value, rev: resp.Header.Revision, readRev: resp.Header.Revision}
-	count := resp.Responses[1].GetResponseRange().Count
-	t.lower, t.exact = int(count), true
-	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+	t := &Ticket{s: s, key: key, value: value, rev: resp.Header.Revision, readRev: resp.Header.Revision, prefix: rangePrefix}
+	newest := resp.Responses[1].GetResponseRange()
+	t.lower, t.exact = int(newest.Count), true
+	var own *mvccpb.KeyValue
+	for _, kv := range newest.Kvs {
 		if kv.CreateRevision == t.rev {
 			t.lower-- // our own key is in the range
+			own = kv
 			continue
 		}
 		if t.pred == nil {
@@ -90,8 +101,31 @@ func Join(ctx context.Context, s *Session, key, value, rangePrefix string, n int
 		}
 	}
 	t.ahead = t.lower
-	t.Holders = resp.Responses[3].GetResponseRange().Kvs
+	switch {
+	case n > 1:
+		t.Holders = resp.Responses[2].GetResponseRange().Kvs
+	case t.lower == 1:
+		t.Holders = []*mvccpb.KeyValue{t.pred}
+	case t.lower == 0 && own != nil:
+		t.Holders = []*mvccpb.KeyValue{own}
+	}
 	return t, nil
+}
+
+// Head returns the first key under the range the ticket joined, as of Join
+// if Join read it, else read now (nil if the range is empty).
+func (t *Ticket) Head(ctx context.Context) (*mvccpb.KeyValue, error) {
+	if len(t.Holders) > 0 {
+		return t.Holders[0], nil
+	}
+	if t.lower == 0 {
+		return nil, nil // nothing ahead, and the ticket is not in the range
+	}
+	resp, err := t.s.client.Get(ctx, t.prefix, clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, err
+	}
+	return resp.Kvs[0], nil
 }
 
 // Key is the ticket's key.

@@ -120,8 +120,17 @@ func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bo
 	}
 	if !t.Admitted(1) {
 		if try {
+			head, err := t.Head(ctx)
 			t.Abandon()
-			return nil, &LockedError{Holder: entryOf(t.Holders[0])}
+			if err != nil {
+				return nil, err
+			}
+			if head == nil || head.CreateRevision == t.Token() {
+				// Everyone ahead left since: report it locked anyway
+				// (the answer was true when read), by nobody known.
+				return nil, &LockedError{}
+			}
+			return nil, &LockedError{Holder: entryOf(head)}
 		}
 		if err := t.Wait(ctx, rangePrefix, 1); err != nil {
 			t.Abandon()

@@ -70,6 +70,29 @@ func TestTryLockNamesHolder(t *testing.T) {
 	if n := lineLen(t, srv.Client, "job"); n != 1 {
 		t.Fatalf("failed TryLock left a key: %d keys", n)
 	}
+	// With a waiter between, TryLock still names the holder, not the waiter.
+	w := newMutex(t, newSession(t, srv.Client, 5*time.Second), "job", lock.WithValue("host-w"))
+	waiting := lockAsync(ctx, w)
+	mustWait(t, waiting, "w waits")
+	err = b.TryLock(ctx)
+	if !errors.As(err, &le) || le.Holder.Value != "host-a" || le.Holder.Token != a.Token() {
+		t.Fatalf("TryLock behind a waiter = %v, want ErrLocked naming host-a", err)
+	}
+	if n := lineLen(t, srv.Client, "job"); n != 2 {
+		t.Fatalf("failed TryLock left a key: %d keys", n)
+	}
+	if err := a.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := mustGet(t, waiting, 5*time.Second, "w's Lock"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
 	// Two values on one session exclude each other; a value is not reentrant.
 	if err := a.Lock(ctx); !errors.Is(err, lock.ErrAlreadyLocked) {
 		t.Fatalf("relock = %v, want ErrAlreadyLocked", err)
