@@ -23,7 +23,9 @@
 // just ahead, or for a limit above one the line's deletions), on a watch
 // opened without a start revision so the server serves it at once (etcd's
 // own recipes open theirs at an old revision and wait up to 100 ms per event
-// for the server's slow loop), and re-reads the line in one round trip.
+// for the server's slow loop), and re-reads the line in one round trip: once
+// the watch is created, unless nothing was written since the ticket's own
+// read, and when the key just ahead goes while others were ahead of it too.
 // Waits and holds share the session's watch stream. A session's line keys
 // (LineKey) reuse their names once deleted: etcd keeps every deleted key
 // name in its index until compaction, and every read of a line walks them.
