@@ -298,8 +298,62 @@ func BenchmarkLockContended(b *testing.B) {
 					})
 				}
 			}
+			b.Run("floor", func(b *testing.B) { benchFloor(b, srv) })
 		})
 	}
+}
+
+// benchFloor measures the least any lock on etcd can do per handoff, however
+// many contend: handoffs are serial, and each needs the release written and
+// its watch event delivered to the next holder. Two clients pass a turn back
+// and forth, each putting a key the other watches (no reads, no lease, no
+// fencing). Reported: handoffs/s.
+func benchFloor(b *testing.B, srv *embedtest.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
+	defer cancel()
+	name := benchLockName(b)
+	var cs [2]*clientv3.Client
+	var wchs [2]clientv3.WatchChan
+	for i := range 2 {
+		cs[i] = newBenchClient(b, srv, newRPCCounter())
+		defer func() { _ = cs[i].Close() }()
+		wchs[i] = cs[i].Watch(ctx, fmt.Sprintf("%s/%d", name, i), clientv3.WithCreatedNotify())
+		if wr := <-wchs[i]; !wr.Created {
+			b.Fatalf("watch not created: %v", wr.Err())
+		}
+	}
+	n := b.N
+	errs := make(chan error, 2)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range 2 {
+		go func() {
+			seen := 0 // turns handed to this side so far
+			for turn := i; turn < n; turn += 2 {
+				for seen < turn/2+turn%2 && turn > 0 {
+					wr, ok := <-wchs[i]
+					if !ok || wr.Err() != nil {
+						errs <- fmt.Errorf("watch ended: %v", wr.Err())
+						return
+					}
+					seen += len(wr.Events)
+				}
+				if _, err := cs[i].Put(ctx, fmt.Sprintf("%s/%d", name, 1-i), "x"); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "handoffs/s")
 }
 
 type benchContender struct {
