@@ -44,6 +44,7 @@ type Cluster struct {
 	endpoints []string
 	clientTLS *tls.Config
 	tmp       string
+	ports     *ports // held until Close, so a restarted member gets its own back
 
 	// life is held for reading while a member restarts, and for writing
 	// by Close, so no member starts after Close stopped them.
@@ -96,15 +97,16 @@ func NewCluster(n int, opts ...Option) (*Cluster, error) {
 		}
 		c.tmp, root = tmp, tmp
 	}
-	ports, err := freePorts(2 * n)
+	ps, err := reservePorts(2 * n)
 	if err != nil {
 		c.cleanupDir()
 		return nil, err
 	}
+	c.ports = ps
 	var initial []string
 	for i := range n {
 		name := fmt.Sprintf("m%d", i)
-		m := newMember(cfg, name, filepath.Join(root, name), ports[2*i], ports[2*i+1])
+		m := newMember(cfg, name, filepath.Join(root, name), ps.list[2*i], ps.list[2*i+1], ps.reuse)
 		m.onStart = func(e *embed.Etcd) { c.applyCuts(i, e) }
 		c.members = append(c.members, m)
 		c.endpoints = append(c.endpoints, m.clientURL.String())
@@ -324,9 +326,13 @@ func (c *Cluster) stopAll() {
 	wg.Wait()
 }
 
+// cleanupDir removes the temp data dir and frees the ports.
 func (c *Cluster) cleanupDir() {
 	if c.tmp != "" {
 		_ = os.RemoveAll(c.tmp)
+	}
+	if c.ports != nil {
+		c.ports.free()
 	}
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"runtime"
 	"testing"
 	"time"
 
@@ -114,6 +117,16 @@ func TestClusterHardStopLeaderAndRestart(t *testing.T) {
 	}
 	if err := put(ctx, c.Client, "after", "2"); err != nil {
 		t.Fatalf("put after leader crash: %v", err)
+	}
+	// While it is down its ports stay reserved: nobody else (say another
+	// package's tests, run in parallel) can take them from the restart.
+	if runtime.GOOS == "linux" {
+		for _, u := range []url.URL{c.members[old].clientURL, c.members[old].peerURL} {
+			if l, err := net.Listen("tcp", u.Host); err == nil {
+				_ = l.Close()
+				t.Fatalf("stopped member's port %s could be taken", u.Host)
+			}
+		}
 	}
 
 	if err := c.Restart(old); err != nil {

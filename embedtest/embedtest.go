@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"sync"
@@ -73,6 +72,7 @@ type Server struct {
 	ns        string // key prefix of every client, on an external cluster
 	clientTLS *tls.Config
 	tmp       string
+	ports     *ports
 	mu        sync.Mutex
 	clients   []*clientv3.Client
 	closed    bool
@@ -106,12 +106,13 @@ func New(opts ...Option) (*Server, error) {
 		}
 		s.tmp, dir = tmp, tmp
 	}
-	ports, err := freePorts(2)
+	ps, err := reservePorts(2)
 	if err != nil {
 		s.cleanupDir()
 		return nil, err
 	}
-	m := newMember(c, "default", dir, ports[0], ports[1])
+	s.ports = ps
+	m := newMember(c, "default", dir, ps.list[0], ps.list[1], ps.reuse)
 	m.cfg.InitialCluster = m.cfg.InitialClusterFromName(m.cfg.Name)
 	if err := m.start(); err != nil {
 		s.cleanupDir()
@@ -171,9 +172,13 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// cleanupDir removes the temp data dir and frees the ports.
 func (s *Server) cleanupDir() {
 	if s.tmp != "" {
 		_ = os.RemoveAll(s.tmp)
+	}
+	if s.ports != nil {
+		s.ports.free()
 	}
 }
 
@@ -241,7 +246,7 @@ type member struct {
 	running bool
 }
 
-func newMember(c config, name, dir string, clientPort, peerPort int) *member {
+func newMember(c config, name, dir string, clientPort, peerPort int, reusePort bool) *member {
 	cfg := embed.NewConfig()
 	cfg.Name = name
 	cfg.Dir = dir
@@ -263,6 +268,7 @@ func newMember(c config, name, dir string, clientPort, peerPort int) *member {
 		cfg.ElectionMs = 100
 	}
 	cfg.UnsafeNoFsync = c.noFsync
+	cfg.SocketOpts.ReusePort = reusePort // see reservePorts
 	return &member{cfg: cfg, clientURL: cu, peerURL: pu}
 }
 
@@ -331,26 +337,4 @@ func (m *member) server() *embed.Etcd {
 		return nil
 	}
 	return m.etcd
-}
-
-// freePorts reserves n distinct free loopback ports. The listeners are closed
-// before returning, so another process could take a port in between; on
-// loopback in a test run that is rare enough to accept.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("embedtest: free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
