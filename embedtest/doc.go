@@ -4,7 +4,8 @@
 // directory, removed by t.Cleanup; New does the same outside tests and returns
 // an error instead. StartCluster runs an n-member cluster whose members can be
 // stopped (gracefully or hard), restarted with their data and cut off from
-// their peers. NewProxy puts a fault-injecting proxy
+// their peers. A member's ports stay reserved while it is stopped (on Linux),
+// so a restart cannot find them taken by tests running in parallel. NewProxy puts a fault-injecting proxy
 // (go.etcd.io/etcd/pkg/v3/proxy) between one client and a member, so a test
 // can blackhole, pause or delay that client alone and watch its lease expire.
 //
