@@ -9,6 +9,7 @@
 // (go.etcd.io/etcd/pkg/v3/proxy) between one client and a member, so a test
 // can blackhole, pause or delay that client alone and watch its lease expire.
 //
-// Nothing here is for production: an embedded member has no TLS, logs to
-// nowhere by default, and with NoFsync loses data on a machine crash.
+// Nothing here is for production: an embedded member has no auth, its TLS
+// (WithTLS) uses a throwaway test authority, it logs to nowhere by default,
+// and with NoFsync it loses data on a machine crash.
 package embedtest
