@@ -1,0 +1,85 @@
+package queue_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/queue"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// oneReady starts a server with one item enqueued and returns the queue, a
+// consumer's session, the item's id, and its ready key as a claim reads it,
+// with the revision of that read.
+func oneReady(t *testing.T) (*queue.Queue, *concurrency.Session, string, *mvccpb.KeyValue, int64) {
+	t.Helper()
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	s := newSession(t, srv.Client, 5*time.Second)
+	id, err := q.Enqueue(ctx, []byte("job"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, rev, err := q.Head(ctx)
+	if err != nil || kv == nil {
+		t.Fatalf("head: %v %v", kv, err)
+	}
+	return q, s, id, kv, rev
+}
+
+// A claim whose answer was lost may still land after the failing Claim has
+// undone it (the server runs one connection's requests concurrently). The
+// undo fences it: a claim sent after the undo, as a late one would arrive,
+// claims nothing, and the item stays ready for the next consumer.
+func TestUndoFencesLateClaim(t *testing.T) {
+	ctx := testCtx(t)
+	q, s, id, kv, rev := oneReady(t)
+	q.Undo(ctx, s, kv) // the failing Claim's undo runs first
+	late, err := q.ClaimFrom(ctx, s, kv, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if late != nil {
+		t.Fatal("a claim sent after its undo landed")
+	}
+	st, err := q.Inspect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Ready) != 1 || st.Ready[0].ID != id || len(st.Claimed) != 0 || len(st.Orphaned) != 0 {
+		t.Fatalf("after a fenced claim: ready %v, claimed %v, orphaned %v", st.Ready, st.Claimed, st.Orphaned)
+	}
+	c, err := q.TryClaim(ctx, s)
+	if err != nil || c.ID() != id {
+		t.Fatalf("next claim: %v, %v", c, err)
+	}
+	if c.Attempts() != 1 {
+		t.Fatalf("attempts %d after one delivery", c.Attempts())
+	}
+}
+
+// A claim that landed before its undo is removed, and the item goes back to
+// the queue at its place.
+func TestUndoReturnsLandedClaim(t *testing.T) {
+	ctx := testCtx(t)
+	q, s, id, kv, rev := oneReady(t)
+	landed, err := q.ClaimFrom(ctx, s, kv, rev)
+	if err != nil || landed == nil {
+		t.Fatalf("claim: %v, %v", landed, err)
+	}
+	q.Undo(ctx, s, kv) // its answer was lost: the consumer never got it
+	st, err := q.Inspect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Ready) != 1 || st.Ready[0].ID != id || len(st.Claimed) != 0 {
+		t.Fatalf("after undoing a landed claim: ready %v, claimed %v", st.Ready, st.Claimed)
+	}
+	c, err := q.TryClaim(ctx, s)
+	if err != nil || c.ID() != id {
+		t.Fatalf("next claim: %v, %v", c, err)
+	}
+}
