@@ -66,17 +66,31 @@ func TestSuperviseReturnsFnError(t *testing.T) {
 	}
 }
 
-// A client cut off for several TTLs loses its session; requests sent during
-// the cut are dropped with it and never answered. Once the network heals,
-// Supervise starts a new session within a bounded time rather than waiting
-// on a grant that will never be answered.
+// A grant that goes unanswered (etcd unreachable, the connection not yet
+// known dead) fails by the renew deadline rather than hanging until the
+// connection's keepalive gives up: a lease granted later would be too late
+// to use, and Supervise tries again.
+func TestNewSessionGrantBounded(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	p, pc := embedtest.NewProxyClient(t, srv.Endpoints[0])
+	p.Blackhole()
+	defer p.Unblackhole()
+	const ttl = 2 * time.Second
+	start := time.Now()
+	_, err := concurrency.NewSession(testCtx(t), pc, concurrency.WithTTL(ttl))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("NewSession while cut off = %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > ttl+time.Second {
+		t.Fatalf("NewSession while cut off took %v (TTL %v)", d, ttl)
+	}
+}
+
+// A client cut off for several TTLs loses its session; once the network
+// heals, Supervise starts a new one within a bounded time.
 func TestSuperviseRecoversAfterLongCut(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
-	p := embedtest.NewProxy(t, srv.Endpoints[0])
-	pc, err := p.NewClient()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, pc := embedtest.NewProxyClient(t, srv.Endpoints[0])
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	const ttl = 2 * time.Second
@@ -91,7 +105,7 @@ func TestSuperviseRecoversAfterLongCut(t *testing.T) {
 	}()
 	first := <-runs
 	p.Blackhole()
-	time.Sleep(3 * ttl) // lost after ttl-margin; grants sent after that are dropped
+	time.Sleep(3 * ttl) // lost after ttl-margin; grants sent after that go unanswered
 	p.Unblackhole()
 	healed := time.Now()
 	select {

@@ -3,6 +3,7 @@ package embedtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -118,6 +119,54 @@ func TestProxyBlackhole(t *testing.T) {
 	p.Unblackhole()
 	if err := eventually(10*time.Second, wantValue(ctx, pc, "k", "v2")); err != nil {
 		t.Fatalf("get through proxy after Unblackhole: %v", err)
+	}
+}
+
+// A blackhole loses no data from a stream that goes on afterwards: a watch
+// through the proxy sees every change made while it was cut off (the
+// connection is ended, and the client's watch resumes where it was), as
+// over TCP, where a connection never skips part of its stream.
+func TestProxyBlackholeLosesNoStreamData(t *testing.T) {
+	ctx := testContext(t)
+	s := Start(t, FastTicks())
+	p, pc := NewProxyClient(t, s.Endpoints[0])
+	wch := pc.Watch(ctx, "w/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	if wr := <-wch; !wr.Created {
+		t.Fatalf("watch not created: %v", wr.Err())
+	}
+	const n = 20
+	put := func(i int) {
+		if _, err := s.Client.Put(ctx, fmt.Sprintf("w/%02d", i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(0)
+	p.Blackhole()
+	for i := 1; i < n-1; i++ {
+		put(i)
+	}
+	time.Sleep(200 * time.Millisecond) // the server sends them meanwhile
+	p.Unblackhole()
+	put(n - 1)
+	var got []string
+	deadline := time.After(15 * time.Second)
+	for len(got) < n {
+		select {
+		case wr := <-wch:
+			if err := wr.Err(); err != nil {
+				t.Fatalf("watch: %v", err)
+			}
+			for _, ev := range wr.Events {
+				got = append(got, string(ev.Kv.Key))
+			}
+		case <-deadline:
+			t.Fatalf("after the blackhole the watch saw %d of %d changes: %v", len(got), n, got)
+		}
+	}
+	for i, k := range got {
+		if want := fmt.Sprintf("w/%02d", i); k != want {
+			t.Fatalf("change %d is %s, want %s (saw %v)", i, k, want, got)
+		}
 	}
 }
 

@@ -20,12 +20,14 @@ import (
 // loopback URL. It is safe for concurrent use.
 type Proxy struct {
 	srv      proxy.Server
+	conns    *connTracker
 	endpoint string
 	dir      string
 	ns       string // key prefix of its clients, on an external cluster
 
 	mu      sync.Mutex
 	clients []*clientv3.Client
+	holed   bool // blackholed: data is being dropped
 	closed  bool
 }
 
@@ -44,6 +46,18 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	return p
 }
 
+// NewProxyClient starts a proxy to target as NewProxy does and returns it
+// with a client that reaches etcd through it.
+func NewProxyClient(t testing.TB, target string) (*Proxy, *clientv3.Client) {
+	t.Helper()
+	p := NewProxy(t, target)
+	c, err := p.NewClient()
+	if err != nil {
+		t.Fatalf("embedtest: proxy client: %v", err)
+	}
+	return p, c
+}
+
 // StartProxy starts a proxy to target; the caller must Close it.
 func StartProxy(target string) (*Proxy, error) {
 	to, err := url.Parse(target)
@@ -56,6 +70,11 @@ func StartProxy(target string) (*Proxy, error) {
 		return nil, err
 	}
 	sock := filepath.Join(dir, "s")
+	conns, err := trackConns(filepath.Join(dir, "c"), sock)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	srv := proxy.NewServer(proxy.ServerConfig{
 		Logger:        zap.NewNop(),
 		From:          url.URL{Scheme: "unix", Host: sock},
@@ -66,15 +85,17 @@ func StartProxy(target string) (*Proxy, error) {
 	select {
 	case <-srv.Ready():
 	case err := <-srv.Error():
+		conns.close()
 		_ = srv.Close()
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("embedtest: proxy: %w", err)
 	case <-time.After(10 * time.Second):
+		conns.close()
 		_ = srv.Close()
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("embedtest: proxy not ready")
 	}
-	return &Proxy{srv: srv, endpoint: "unix://" + sock, dir: dir}, nil
+	return &Proxy{srv: srv, conns: conns, endpoint: "unix://" + conns.addr, dir: dir}, nil
 }
 
 // Endpoint is the address clients dial to go through the proxy.
@@ -102,10 +123,29 @@ func (p *Proxy) NewClient() (*clientv3.Client, error) {
 
 // Blackhole drops everything in both directions: connections stay open and
 // requests go unanswered, as with a network partition.
-func (p *Proxy) Blackhole() { p.srv.BlackholeTx(); p.srv.BlackholeRx() }
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	p.holed = true
+	p.mu.Unlock()
+	p.srv.BlackholeTx()
+	p.srv.BlackholeRx()
+}
 
-// Unblackhole lets traffic through again.
-func (p *Proxy) Unblackhole() { p.srv.UnblackholeTx(); p.srv.UnblackholeRx() }
+// Unblackhole lets traffic through again. The connections that were open
+// during the blackhole are ended first: data they carried was dropped, and
+// over TCP a connection never goes on with a gap in its stream (it delivers
+// late, as Pause does, or fails). Clients then connect again.
+func (p *Proxy) Unblackhole() {
+	p.mu.Lock()
+	holed := p.holed
+	p.holed = false
+	p.mu.Unlock()
+	if holed {
+		p.conns.reset()
+	}
+	p.srv.UnblackholeTx()
+	p.srv.UnblackholeRx()
+}
 
 // Pause holds traffic in both directions until Unpause; held data is then
 // delivered, as after a process or network stall.
@@ -141,6 +181,7 @@ func (p *Proxy) Close() error {
 	p.Unpause()
 	p.Unblackhole()
 	p.Undelay()
+	p.conns.close()
 	err := p.srv.Close()
 	_ = os.RemoveAll(p.dir)
 	return err

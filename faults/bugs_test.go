@@ -346,12 +346,12 @@ func TestLockOneHolderWhileMembersCrash(t *testing.T) {
 // Here: a 3-member cluster compacted every second, a publisher on topic ps
 // (KeepLast(10)) and pl (KeepUntilCompaction), one subscriber process
 // (its own proxies) subscribed to both on one client; a follower is
-// hard-stopped, the subscriber's network cut (paused) for 2.9 s (its pl
+// hard-stopped, the subscriber's network cut (blackholed) for 2.9 s (its pl
 // reader stops reading meanwhile and resubscribes with Resume afterwards)
-// and the follower restarted. With the proxy's blackhole instead of a pause
-// the ps subscription skipped about 70 messages with no Gap: the blackhole
-// drops bytes from a live connection that then carries on, which no
-// network does (see proc.pauseOnly and RELIABILITY.md).
+// and the follower restarted. The ps subscription once skipped about 70
+// messages with no Gap here: the proxy's blackhole then dropped bytes from
+// a live connection that carried on, which no network does; embedtest's
+// Proxy now ends the connections a blackhole cut (see RELIABILITY.md).
 func TestPubsubNoSilentSkipAfterPartition(t *testing.T) {
 	cl := embedtest.StartCluster(t, 3, embedtest.FastTicks())
 	e := &env{t: t, cl: cl, admin: cl.Client, ttl: sessionTTL(), hist: &history{}}
@@ -441,7 +441,7 @@ func TestPubsubNoSilentSkipAfterPartition(t *testing.T) {
 		cl.HardStop(f)
 		time.Sleep(time.Second)
 		parked.Lock()
-		p.cut(true)
+		p.cut(false)
 		go func() { _ = e.restart(ctx, f) }()
 		time.Sleep(2900 * time.Millisecond)
 		p.mend()

@@ -67,14 +67,6 @@ type proc struct {
 	// says the worker has park points at all.
 	holding   atomic.Bool
 	stallable bool
-	// pauseOnly turns a blackhole of this process into a pause. The
-	// proxy's blackhole drops bytes from a live TCP connection that then
-	// carries on, which no network does (TCP retransmits, or the
-	// connection breaks and clients reconnect); whole watch responses can
-	// vanish that way while clientv3's resume point moves past them with
-	// later ones, so a subscription misses messages no real partition could
-	// take from it (TestPubsubNoSilentSkipAfterPartition).
-	pauseOnly bool
 
 	mu     sync.Mutex
 	want   bool
@@ -125,7 +117,7 @@ func (p *proc) cancelStall() bool {
 
 func (p *proc) cut(pause bool) {
 	for _, px := range p.proxies {
-		if pause || p.pauseOnly {
+		if pause {
 			px.Pause()
 		} else {
 			px.Blackhole()

@@ -55,7 +55,6 @@ func (w *psWL) setup(e *env) {
 	w.pub.stallable = false
 	for i := range 2 {
 		p := e.newProc(w.name(), fmt.Sprintf("pssub%d", i))
-		p.pauseOnly = true // see proc.pauseOnly
 		for _, t := range psTopics {
 			w.streams = append(w.streams, &psStream{p: p, topic: t})
 		}
