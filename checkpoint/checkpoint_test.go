@@ -142,7 +142,17 @@ func TestQueueWorkersResumeFromCheckpoint(t *testing.T) {
 					staleSaves++
 					mu.Unlock()
 					p.Unblackhole()
-					// The lease is gone; a save now must fail and land nothing.
+					// The session counted itself lost before the server
+					// let the lease go (by design); once the server has,
+					// a save must fail and land nothing.
+					for ttl := int64(0); ttl != -1; {
+						resp, err := srv.Client.TimeToLive(ctx, s.Lease())
+						if err != nil {
+							return err
+						}
+						ttl = resp.TTL
+						time.Sleep(20 * time.Millisecond)
+					}
 					if _, err := sv.Save(ctx, []byte("999")); err == nil {
 						return errors.New("stale save landed")
 					}
