@@ -107,6 +107,27 @@ func (s *Session) removeStray(key string) {
 	go s.watchStray(key, rev)
 }
 
+// Go runs fn in a goroutine the session owns, for a recipe that must finish
+// undoing a write whose answer was lost (it may still land under the lease)
+// after the call that made it has failed. fn's context ends when the
+// session does (its keys go with the lease then), and Close and Orphan wait
+// for fn to return. Go reports false, and does not run fn, if the session
+// is already closed.
+func (s *Session) Go(fn func(ctx context.Context)) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.strays.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.strays.Done()
+		fn(s.ctx)
+	}()
+	return true
+}
+
 // deleteOwn deletes key if it is under the session's lease and returns the
 // revision at which it is known gone.
 func (s *Session) deleteOwn(ctx context.Context, key string) (int64, error) {

@@ -97,7 +97,7 @@ type Session struct {
 	pending     map[string]int64        // keys to delete; see deleteLater
 	kick        chan struct{}
 	cleanerDone chan struct{}
-	strays      sync.WaitGroup // watchStray goroutines; Add under mu while !closed
+	strays      sync.WaitGroup // watchStray and Go goroutines; Add under mu while !closed
 }
 
 // NewSession grants a lease (or resumes one, see WithLease) and starts

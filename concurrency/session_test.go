@@ -209,3 +209,34 @@ func TestSessionCloseAfterClientClosed(t *testing.T) {
 		t.Fatal("Close = nil, want an error saying the lease was not revoked")
 	}
 }
+
+// Go runs a function the session owns: its context ends with the session,
+// Close waits for it, and a closed session runs nothing.
+func TestSessionGo(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	s, err := concurrency.NewSession(testCtx(t), srv.Client, concurrency.WithTTL(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, ended := make(chan struct{}), make(chan struct{})
+	if !s.Go(func(ctx context.Context) {
+		close(started)
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond) // Close must wait for this
+		close(ended)
+	}) {
+		t.Fatal("Go on a live session ran nothing")
+	}
+	<-started
+	if err := s.Close(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	default:
+		t.Fatal("Close returned before the session's function did")
+	}
+	if s.Go(func(context.Context) { t.Error("ran on a closed session") }) {
+		t.Fatal("Go on a closed session reported true")
+	}
+}

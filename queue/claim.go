@@ -292,34 +292,47 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 // other in the server). It first rewrites the ready key unchanged, which
 // bumps its mod revision: the claim, which requires the old one, can then
 // never land. If the claim already had, it removes the claim and returns
-// the item to its place. It uses a short timeout of its own (ctx may be
-// what failed); if etcd stays unreachable, the session keeps trying to
-// delete the claim, and the item then goes back like any dead consumer's.
+// the item to its place. It tries for a short time of its own (ctx may be
+// what failed); if etcd stays unreachable, the session goes on trying in
+// the background until it succeeds or the session ends (the claim, if it
+// lands, is under the session's lease).
 func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
+	if q.settleClaim(rctx, s, kv, id) == nil {
+		return
+	}
+	s.Go(func(ctx context.Context) { _ = q.settleClaim(ctx, s, kv, id) })
+}
+
+// settleClaim fences the claim of kv (see undoClaim), retrying until ctx
+// ends, and undoes it if it had landed.
+func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id string) error {
 	key, ck := string(kv.Key), q.claimKey(id)
 	fence := func() (*clientv3.TxnResponse, error) {
-		return q.client.Txn(rctx).
+		actx, cancel := context.WithTimeout(ctx, undoTimeout) // a request lost with its connection is not waited on
+		defer cancel()
+		return q.client.Txn(actx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
 			Then(clientv3.OpPut(key, string(kv.Value))).
 			Else(clientv3.OpGet(ck)).
 			Commit()
 	}
-	resp, err := backoff.RetryWithData(fence, backoff.WithContext(undoBackoff(), rctx))
+	resp, err := backoff.RetryWithData(fence, backoff.WithContext(undoBackoff(), ctx))
 	if err != nil {
-		s.RemoveOwn(ck) // falls back to the session's cleaner
-		return
+		return err
 	}
 	if resp.Succeeded {
-		return // fenced before it landed: nothing is claimed
+		return nil // fenced before it landed: nothing is claimed
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != s.Lease() {
-		return // claimed by someone else, or already settled
+		return nil // claimed by someone else, or already settled
 	}
 	s.RemoveOwn(ck)
-	_, _ = q.requeueOrphan(rctx, id)
+	// An orphan left here is returned to its place by the next claim.
+	_, _ = q.requeueOrphan(ctx, id)
+	return nil
 }
 
 // undoTimeout bounds undoClaim's return of an item to the queue.

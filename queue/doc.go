@@ -8,7 +8,9 @@
 // consumer's session is lost, the item is delivered again (at-least-once:
 // work may be repeated, so make it idempotent or checkpoint it). Ack and
 // Nack are fenced by the claim: a consumer that lost its claim cannot settle
-// an item another consumer now holds. Higher priorities are delivered first;
+// an item another consumer now holds. A Claim that fails leaves no item
+// claimed: a claim whose answer was lost is fenced off or undone, by the
+// session in the background if etcd cannot be reached meanwhile. Higher priorities are delivered first;
 // within a priority, one producer's items are delivered in enqueue order,
 // and items of different producers by their enqueue time. Delayed items
 // become claimable after their delay.
