@@ -36,7 +36,9 @@
 // delete can overtake it), so the session never reuses that key's name and
 // watches it, deleting a late create under its lease, until the session
 // ends. A session's cleaner retries deletes that failed (etcd unreachable),
-// and the lease removes whatever is left when the session ends.
+// and the lease removes whatever is left when the session ends. A recipe
+// whose undo needs more than a delete runs it with Session.Go, in a
+// goroutine the session owns until it ends (the queue's undo of a claim).
 //
 // Resumable watch. WatchFrom is the one watch loop the recipes' streams use:
 // it requires a leader, replaces a watch that stays silent past its stall
