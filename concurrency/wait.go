@@ -153,10 +153,10 @@ func (t *Ticket) Guard() Guard { return NewGuard(t.s.client, t.key, t.rev) }
 // making no request until the count drops below n. Watches are opened
 // without a start revision (synced, served at once by the server) and the
 // line is re-read once after each is created, unless (n == 1) the watch
-// began at the revision of the last read, so it misses nothing. Wait returns ctx.Err() when
-// ctx ends, the session's error when the session is lost, and ErrKeyDeleted
-// when the ticket's own key is deleted; the key is left in place either way
-// (Delete or Abandon it, or let the lease take it).
+// began at the revision of the last read, so it misses nothing. Wait returns
+// ctx.Err() when ctx ends, the session's error when the session is lost, and
+// ErrKeyDeleted when the ticket's own key is deleted; the key is left in
+// place either way (Delete or Abandon it, or let the lease take it).
 func (t *Ticket) Wait(ctx context.Context, rangePrefix string, n int) error {
 	return t.WaitLimit(ctx, rangePrefix, func() (int, <-chan struct{}) { return n, nil })
 }

@@ -331,7 +331,9 @@ func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvc
 	}
 	s.RemoveOwn(ck)
 	// An orphan left here is returned to its place by the next claim.
-	_, _ = q.requeueOrphan(ctx, id)
+	rctx, cancel := context.WithTimeout(ctx, undoTimeout)
+	defer cancel()
+	_, _ = q.requeueOrphan(rctx, id)
 	return nil
 }
 
