@@ -201,6 +201,13 @@ func (g *Registration) write(ctx context.Context, s *concurrency.Session) error 
 		return err
 	}
 	defer g.unlockWrites()
+	if err := s.Err(); err != nil {
+		// s was lost after the caller took it: the Registry's next session
+		// may already have put the record under its lease, and a put under
+		// s's lease would hand the record back to a lease that is going
+		// away. The caller retries with the next session.
+		return fmt.Errorf("discovery: %s: session lost: %w", g.key, err)
+	}
 	g.mu.Lock()
 	if g.gone {
 		g.mu.Unlock()

@@ -326,3 +326,49 @@ func TestRegisterWhileUnreachable(t *testing.T) {
 	}
 	p.Unblackhole()
 }
+
+// A write that took the Registry's session before that session was lost
+// (say a Register racing a leader election that outlasted the renew
+// deadline) must not land after the re-registration under the next lease: it
+// would move the record back to the lost lease, and the record would go when
+// that lease expires, with nothing left to register it again.
+func TestStaleSessionWriteRefused(t *testing.T) {
+	ctx := testCtx(t)
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	r := newRegistry(t, srv.Client)
+	s1, err := discovery.SessionOf(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := discovery.Pending(r, "api", discovery.Instance{ID: "a", Addr: "127.0.0.1:7001"})
+	if err := discovery.WriteUnder(ctx, g, s1); err != nil {
+		t.Fatal(err)
+	}
+	// Lost to this process while its lease lives on in etcd until its TTL,
+	// as after a renew deadline the server did not hear of.
+	s1.Orphan()
+	eventually(t, 10*time.Second, "registered again under the next lease", func() error {
+		l, err := leaseOf(ctx, srv.Client, g.Key())
+		if err != nil {
+			return err
+		}
+		if now := r.Lease(); l == s1.Lease() || l != now {
+			return fmt.Errorf("record under %x, registry %x, lost %x", l, now, s1.Lease())
+		}
+		return nil
+	})
+	if err := discovery.WriteUnder(ctx, g, s1); err == nil {
+		t.Error("a write under the lost session succeeded")
+	}
+	l, err := leaseOf(ctx, srv.Client, g.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l != r.Lease() {
+		t.Fatalf("record under %x after the stale write, want the registry's %x", l, r.Lease())
+	}
+	time.Sleep(ttl + time.Second) // the lost lease expires
+	if _, err := leaseOf(ctx, srv.Client, g.Key()); err != nil {
+		t.Fatalf("after the lost lease expired: %v", err)
+	}
+}
