@@ -27,6 +27,7 @@ type config struct {
 	logger    *zap.Logger
 	dir       string
 	tls       *TLSFiles
+	port      int // client port; 0 picks a free one
 }
 
 // Option configures an embedded server or cluster.
@@ -51,6 +52,11 @@ func WithLogger(lg *zap.Logger) Option { return optionFunc(func(c *config) { c.l
 // WithDataDir keeps the data in dir instead of a fresh temp dir; the
 // directory is left in place on Close.
 func WithDataDir(dir string) Option { return optionFunc(func(c *config) { c.dir = dir }) }
+
+// WithClientPort serves clients on 127.0.0.1:port instead of a free port, so
+// a server kept across restarts (WithDataDir) keeps its endpoint. New fails
+// if the port is taken. Single-member servers only (New, Start).
+func WithClientPort(port int) Option { return optionFunc(func(c *config) { c.port = port }) }
 
 func newConfig(opts []Option) config {
 	c := config{logger: zap.NewNop()}
@@ -106,7 +112,15 @@ func New(opts ...Option) (*Server, error) {
 		}
 		s.tmp, dir = tmp, tmp
 	}
-	ps, err := reservePorts(2)
+	var ps *ports
+	var err error
+	if c.port != 0 {
+		// A port the caller chose is bound plainly: a reservation
+		// (SO_REUSEPORT) would share it with anyone else reserving it.
+		ps, err = pickPorts(c.port)
+	} else {
+		ps, err = reservePorts(2)
+	}
 	if err != nil {
 		s.cleanupDir()
 		return nil, err

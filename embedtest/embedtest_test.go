@@ -93,6 +93,33 @@ func TestServerCloseTwice(t *testing.T) {
 	}
 }
 
+// WithClientPort serves on the port asked for, and a second server cannot
+// share it (a reservation's SO_REUSEPORT would let it).
+func TestWithClientPort(t *testing.T) {
+	ctx := testContext(t)
+	ps, err := reservePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ps.list[0]
+	ps.free()
+	s, err := New(FastTicks(), WithClientPort(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if want := fmt.Sprintf("http://127.0.0.1:%d", port); len(s.Endpoints) != 1 || s.Endpoints[0] != want {
+		t.Fatalf("endpoints %v, want %s", s.Endpoints, want)
+	}
+	if _, err := s.Client.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := New(FastTicks(), WithClientPort(port)); err == nil {
+		_ = s2.Close()
+		t.Fatal("a second server started on the same client port")
+	}
+}
+
 func TestProxyBlackhole(t *testing.T) {
 	ctx := testContext(t)
 	s := Start(t, FastTicks())

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -416,6 +417,42 @@ func TestDev(t *testing.T) {
 	cancel()
 	if code := waitCode(t, done, errOut); code != 0 {
 		t.Errorf("dev: exit %d, stderr:\n%s", code, errOut.String())
+	}
+}
+
+// concord dev --port serves on that port; with --data-dir a restart keeps
+// the endpoint and the data. A taken port is an error.
+func TestDevPortKept(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	if r := cli(t, ctx, "dev", "--data-dir", dir, "--port", port); r.code != 1 || !strings.Contains(r.errOut, "client port "+port) {
+		t.Errorf("dev on a taken port: exit %d, stderr:\n%s", r.code, r.errOut)
+	}
+	_ = l.Close()
+	if r := cli(t, ctx, "dev", "--port", "70000"); r.code != 2 {
+		t.Errorf("dev --port 70000: exit %d, want 2 (usage)", r.code)
+	}
+	ep := "http://127.0.0.1:" + port
+	for i, item := range []string{"first", "second"} {
+		dctx, cancel := context.WithCancel(ctx)
+		out, errOut, done := cliAsync(dctx, "dev", "--data-dir", dir, "--port", port)
+		out.waitFor(t, "ETCD_ENDPOINTS="+ep+"\n")
+		if r := cli(t, ctx, "queue", "push", "--endpoints", ep, "q", item); r.code != 0 {
+			t.Errorf("push %s: exit %d, stderr:\n%s", item, r.code, r.errOut)
+		}
+		r := cli(t, ctx, "queue", "len", "--endpoints", ep, "q")
+		if want := strconv.Itoa(i + 1); r.code != 0 || strings.TrimSpace(r.out) != want {
+			t.Errorf("run %d: queue len: exit %d, out %q, want %s", i, r.code, r.out, want)
+		}
+		cancel()
+		if code := waitCode(t, done, errOut); code != 0 {
+			t.Fatalf("dev run %d: exit %d, stderr:\n%s", i, code, errOut.String())
+		}
 	}
 }
 

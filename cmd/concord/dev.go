@@ -11,8 +11,10 @@ import (
 func runDev(ctx context.Context, args []string, std stdio) error {
 	var dataDir string
 	var fast bool
+	var port int
 	fs := newFlags("dev", "[flags]", std.err)
 	fs.StringVar(&dataDir, "data-dir", "", "keep etcd's data in this directory (default: a temp dir, removed on exit)")
+	fs.IntVar(&port, "port", 0, "serve clients on 127.0.0.1:`PORT` (default: a free port); with --data-dir, restarts keep the endpoint")
 	fs.BoolVar(&fast, "fast-ticks", false, "10 ms heartbeats: lease TTLs down to 1s, quick failover (for experiments)")
 	pos, _, err := parseArgs(fs, args)
 	if err != nil {
@@ -21,9 +23,15 @@ func runDev(ctx context.Context, args []string, std stdio) error {
 	if err := wantArgs(pos, 0, 0, ""); err != nil {
 		return err
 	}
+	if port < 0 || port > 65535 {
+		return usagef("--port %d: want 1-65535", port)
+	}
 	var opts []embedtest.Option
 	if dataDir != "" {
 		opts = append(opts, embedtest.WithDataDir(dataDir))
+	}
+	if port != 0 {
+		opts = append(opts, embedtest.WithClientPort(port))
 	}
 	if fast {
 		opts = append(opts, embedtest.FastTicks())

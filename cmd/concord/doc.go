@@ -43,6 +43,10 @@
 // converged to the live workers and that the topic delivered every event in
 // order without a gap.
 //
+// dev serves on a free loopback port and keeps its data in a temp dir;
+// --data-dir keeps the data across runs and --port PORT fixes the endpoint
+// (http://127.0.0.1:PORT), so a restarted dev server is found where it was.
+//
 // Every command except demo and dev talks to the etcd given by --endpoints
 // (comma-separated URLs) or, when that flag is absent, by ETCD_ENDPOINTS.
 // TLS and authentication take etcdctl's flags: --cacert, --cert, --key,
