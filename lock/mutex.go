@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"github.com/concordkit/concord/concurrency"
@@ -120,17 +121,7 @@ func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bo
 	}
 	if !t.Admitted(1) {
 		if try {
-			head, err := t.Head(ctx)
-			t.Abandon()
-			if err != nil {
-				return nil, err
-			}
-			if head == nil || head.CreateRevision == t.Token() {
-				// Everyone ahead left since: report it locked anyway
-				// (the answer was true when read), by nobody known.
-				return nil, &LockedError{}
-			}
-			return nil, &LockedError{Holder: entryOf(head)}
+			return tryHead(ctx, t, rangePrefix)
 		}
 		if err := t.Wait(ctx, rangePrefix, 1); err != nil {
 			t.Abandon()
@@ -138,6 +129,29 @@ func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bo
 		}
 	}
 	return t.Hold(), nil
+}
+
+// tryHead ends a TryLock whose ticket joined behind others: it reads the
+// head of the line to name the holder. If everyone ahead left meanwhile the
+// lock is free and the ticket first in line, so it is held.
+func tryHead(ctx context.Context, t *concurrency.Ticket, rangePrefix string) (*concurrency.Held, error) {
+	head, err := t.Head(ctx)
+	inRange := strings.HasPrefix(t.Key(), rangePrefix)
+	switch {
+	case err != nil:
+	case head != nil && head.CreateRevision != t.Token():
+		t.Abandon()
+		return nil, &LockedError{Holder: entryOf(head)}
+	case head != nil || !inRange:
+		return t.Hold(), nil // first in line, or (a reader) no writer left
+	default:
+		// The ticket's own key is gone: its session was lost.
+		if err = t.Session().Err(); err == nil {
+			err = concurrency.ErrNotHeld
+		}
+	}
+	t.Abandon()
+	return nil, err
 }
 
 // Unlock releases the lock, deleting only this holder's key (never a newer

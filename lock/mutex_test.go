@@ -53,6 +53,73 @@ func TestMutexExcludesAndHandsOff(t *testing.T) {
 	}
 }
 
+// A TryLock that joined behind a holder and a waiter who both left before it
+// read the head of the line takes the lock: it was free then, and the TryLock
+// first in line. For a reader, no writer left is enough.
+func TestTryLockTakesLockFreedMeanwhile(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	s := newSession(t, srv.Client, 5*time.Second)
+	type locker interface {
+		Lock(context.Context) error
+		Unlock(context.Context) error
+	}
+	rd, wr := lock.RWLine("rw")
+	for _, c := range []struct {
+		name, key, rng string
+		ahead          func() locker
+	}{
+		{"mutex", lock.Line("job"), lock.Line("job"), func() locker { return newMutex(t, s, "job") }},
+		{"reader behind writers", rd, wr, func() locker {
+			w, err := lock.NewRWMutex(s, "rw")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return w
+		}},
+	} {
+		// A holder and a waiter, so that TryLock reads the head afresh.
+		a, w := c.ahead(), c.ahead()
+		if err := a.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waiting := lockAsync(ctx, w)
+		mustWait(t, waiting, c.name+": w waits")
+		tk, err := concurrency.Join(ctx, s, s.LineKey(c.key), "b", c.rng, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.Admitted(1) {
+			t.Fatalf("%s: admitted while held", c.name)
+		}
+		if err := a.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := mustGet(t, waiting, 5*time.Second, c.name+": w's Lock"); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h, err := lock.TryHead(ctx, tk, c.rng)
+		if err != nil {
+			t.Fatalf("%s: TryLock after everyone ahead left = %v, want the lock", c.name, err)
+		}
+		if h.Token() != tk.Token() {
+			t.Errorf("%s: hold token %d, ticket %d", c.name, h.Token(), tk.Token())
+		}
+		if _, err := h.Guard().Do(ctx, clientv3.OpPut("fenced", c.name)); err != nil {
+			t.Errorf("%s: guarded write: %v", c.name, err)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if resp, err := srv.Client.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithCountOnly()); err != nil || resp.Count != 1 {
+		t.Fatalf("keys left: %v %v, want only the fenced key", resp, err)
+	}
+}
+
 func TestTryLockNamesHolder(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
