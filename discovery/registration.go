@@ -154,12 +154,26 @@ func (g *Registration) Deregister(ctx context.Context) error {
 	g.mu.Lock()
 	rev := g.createRev
 	g.mu.Unlock()
-	for b := newBackoff(time.Second); rev != 0; {
-		_, err := g.r.client.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(g.key), "=", rev)).
-			Then(clientv3.OpDelete(g.key)).Commit()
+	// With no write confirmed (a failing Register), a first write whose
+	// answer was lost may still have landed: find its record.
+	find := rev == 0
+	for b := newBackoff(time.Second); ; {
+		var err error
+		if find {
+			if rev, err = g.landed(ctx); err == nil {
+				find = false
+			}
+		}
 		if err == nil {
-			break
+			if rev == 0 {
+				break
+			}
+			_, err = g.r.client.Txn(ctx).
+				If(clientv3.Compare(clientv3.CreateRevision(g.key), "=", rev)).
+				Then(clientv3.OpDelete(g.key)).Commit()
+			if err == nil {
+				break
+			}
 		}
 		if !transient(err) || !sleep(ctx, b.NextBackOff()) {
 			g.unlockWrites()
@@ -180,6 +194,22 @@ func (g *Registration) Deregister(ctx context.Context) error {
 		return g.r.Close(ctx)
 	}
 	return nil
+}
+
+// landed returns the create revision of the record at g's key if this
+// Registry wrote it, else 0. Only a registration whose writes were never
+// confirmed uses it: while it holds its ID in the Registry, a record of the
+// Registry's at its key is its own.
+func (g *Registration) landed(ctx context.Context) (int64, error) {
+	resp, err := g.r.client.Get(ctx, g.key)
+	if err != nil || len(resp.Kvs) == 0 {
+		return 0, err
+	}
+	kv := resp.Kvs[0]
+	if _, owner, err := decodeRecord("", kv.Value); err != nil || owner != g.r.owner {
+		return 0, nil
+	}
+	return kv.CreateRevision, nil
 }
 
 func (g *Registration) lockWrites(ctx context.Context) error {

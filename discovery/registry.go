@@ -104,7 +104,9 @@ func NewRegistry(client *clientv3.Client, opts ...Option) (*Registry, error) {
 // transient errors (lost connection, leader election) until ctx ends. It fails
 // with ErrAlreadyRegistered if the ID is live under another Registry (for
 // example a previous run of this process whose lease has not expired yet).
-// On failure nothing is left behind.
+// On failure nothing is left behind: a record whose write landed unanswered
+// is deleted, in the background if etcd cannot be reached for it at once
+// (the ID stays taken in this Registry until then).
 func (r *Registry) Register(ctx context.Context, service string, inst Instance) (*Registration, error) {
 	if err := ValidateService(service); err != nil {
 		return nil, err
@@ -138,11 +140,19 @@ func (r *Registry) Register(ctx context.Context, service string, inst Instance) 
 				err = ctx.Err()
 			}
 		}
-		// Leave nothing behind: the record, if written, is deleted.
+		// Leave nothing behind: the record, if written, is deleted. If
+		// etcd cannot be reached for that now, the session keeps trying
+		// in the background (g keeps its ID meanwhile); when the session
+		// ends, its lease takes the record.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = g.Deregister(dctx)
+		derr := g.Deregister(dctx)
 		cancel()
-		r.forget(g)
+		if s := r.current(); derr == nil || s == nil || !s.Go(func(ctx context.Context) {
+			_ = g.Deregister(ctx)
+			r.forget(g)
+		}) {
+			r.forget(g)
+		}
 		if errors.Is(err, ErrDeregistered) {
 			// Ended meanwhile: by the Registry's own re-put finding the ID
 			// taken (say why), or by Close.

@@ -372,3 +372,55 @@ func TestStaleSessionWriteRefused(t *testing.T) {
 		t.Fatalf("after the lost lease expired: %v", err)
 	}
 }
+
+// A Register whose first write landed but whose answer was lost (its ctx
+// ended first) leaves no record behind: at once if etcd answers within the
+// clean-up's 2 s, else in the background once it does.
+func TestFailedRegisterLeavesNoRecord(t *testing.T) {
+	ctx := testCtx(t)
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	for _, c := range []struct {
+		name    string
+		delay   time.Duration // each way
+		timeout time.Duration // Register's
+	}{
+		{"answered late", 200 * time.Millisecond, 250 * time.Millisecond},
+		{"clean-up cut short too", 1500 * time.Millisecond, time.Second},
+	} {
+		p := embedtest.NewProxy(t, srv.Endpoints[0])
+		pc, err := p.NewClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := discovery.NewRegistry(pc, discovery.WithTTL(10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		register(t, ctx, r, "api", "warm", "127.0.0.1:7001") // the lease is granted
+		p.Delay(c.delay, 0)
+		short, cancel := context.WithTimeout(ctx, c.timeout)
+		_, err = r.Register(short, "api", discovery.Instance{ID: "late", Addr: "127.0.0.1:7002"})
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s: Register = %v, want DeadlineExceeded", c.name, err)
+		}
+		p.Undelay()
+		eventually(t, 10*time.Second, c.name+": no record left", func() error {
+			if l, err := leaseOf(ctx, srv.Client, "api/.instances/late"); err == nil {
+				return fmt.Errorf("record under lease %x", l)
+			}
+			return nil
+		})
+		// The ID is free again in this Registry.
+		eventually(t, 5*time.Second, c.name+": registered again", func() error {
+			g, err := r.Register(ctx, "api", discovery.Instance{ID: "late", Addr: "127.0.0.1:7002"})
+			if err != nil {
+				return err
+			}
+			return g.Deregister(ctx)
+		})
+		if err := r.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
