@@ -216,6 +216,10 @@ func TestCheckDiscovery(t *testing.T) {
 		wantViolation(t, vs, "dreg0-1's record was deleted at rev 5 (lease lost) and not registered again")
 		back := append(lostEv, put(discPrefix+b, "{}", 6, 6))
 		wantNone(t, runCheck(&discWL{}, with(seen(5, 30*time.Millisecond), seen(6, time.Second), conv), back))
+		// A failed Register's record, deleted by its clean-up.
+		failedReg := op{recipe: "discovery", kind: "register", out: unknown, note: "dreg0-2"}
+		cleaned := append(ev[:len(ev):len(ev)], put(discPrefix+"dreg0-2", "{}", 5, 5), del(discPrefix+"dreg0-2", 5, 6))
+		wantNone(t, runCheck(&discWL{}, with(failedReg, seen(5, 30*time.Millisecond), seen(6, 40*time.Millisecond), conv), cleaned))
 	})
 	t.Run("acknowledged registration missing", func(t *testing.T) {
 		vs := runCheck(&discWL{}, with(reg("dreg1-0", 9)), ev)

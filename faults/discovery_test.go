@@ -430,9 +430,11 @@ func (w *discWL) check(c *checkIn) (string, []violation) {
 	}
 	// A registration whose record was deleted (its lease expired or was
 	// revoked) while it was neither deregistered nor being deregistered is
-	// registered again within the bound.
+	// registered again within the bound. A Register that failed promises
+	// only to leave nothing behind: its record may go at any time.
 	var end time.Time
 	deregs := map[string][]time.Time{}
+	acked := map[string]bool{}
 	for _, o := range c.ops {
 		switch o.kind {
 		case "converged":
@@ -440,6 +442,10 @@ func (w *discWL) check(c *checkIn) (string, []violation) {
 		case "deregister":
 			id, _, _ := strings.Cut(o.note, " ")
 			deregs[id] = append(deregs[id], o.start)
+		case "register":
+			if o.out == ok {
+				acked[o.note] = true
+			}
 		}
 	}
 	stampOf := func(rev int64) (time.Time, bool) {
@@ -459,6 +465,9 @@ func (w *discWL) check(c *checkIn) (string, []violation) {
 			continue
 		}
 		id := strings.TrimPrefix(l.key, discPrefix)
+		if !acked[id] {
+			continue
+		}
 		if slices.ContainsFunc(deregs[id], func(t time.Time) bool { return !t.After(gone.Add(bound)) }) {
 			continue // deregistered, or being deregistered, by then
 		}
