@@ -25,3 +25,17 @@ func SessionOf(ctx context.Context, r *Registry) (*concurrency.Session, error) {
 func WriteUnder(ctx context.Context, g *Registration, s *concurrency.Session) error {
 	return g.write(ctx, s)
 }
+
+// PrepareUpdate builds the write g would send under s now, as an update
+// whose request is delayed in flight; the returned function sends it and
+// reports whether it succeeded.
+func PrepareUpdate(ctx context.Context, g *Registration, s *concurrency.Session, inst Instance) func() (bool, error) {
+	g.mu.Lock()
+	expect, lease := g.createRev, g.lease
+	g.mu.Unlock()
+	txn := g.putTxn(ctx, s, string(encodeRecord(inst, g.r.owner)), expect, lease)
+	return func() (bool, error) {
+		resp, err := txn.Commit()
+		return err == nil && resp.Succeeded, err
+	}
+}

@@ -246,16 +246,13 @@ func (g *Registration) write(ctx context.Context, s *concurrency.Session) error 
 	inst := g.inst.clone()
 	g.mu.Unlock()
 	val := string(encodeRecord(inst, g.r.owner))
-	put := clientv3.OpPut(g.key, val, clientv3.WithLease(s.Lease()))
 	// One round trip when the record is where we left it (an update) or
 	// absent (a first registration); after a lost lease, two.
 	g.mu.Lock()
-	expect := g.createRev
+	expect, lease := g.createRev, g.lease
 	g.mu.Unlock()
 	for range 3 {
-		resp, err := g.r.client.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(g.key), "=", expect)).
-			Then(put).Else(clientv3.OpGet(g.key)).Commit()
+		resp, err := g.putTxn(ctx, s, val, expect, lease).Commit()
 		if err != nil {
 			return err
 		}
@@ -275,9 +272,25 @@ func (g *Registration) write(ctx context.Context, s *concurrency.Session) error 
 		if _, owner, err := decodeRecord(inst.ID, cur.Value); err != nil || owner != g.r.owner {
 			return fmt.Errorf("%w: %s", ErrAlreadyRegistered, g.key)
 		}
-		expect = cur.CreateRevision // ours, under an earlier lease
+		// Ours, under another of the Registry's leases.
+		expect, lease = cur.CreateRevision, clientv3.LeaseID(cur.Lease)
 	}
 	return fmt.Errorf("discovery: %s keeps changing under concurrent writes", g.key)
+}
+
+// putTxn puts val under s's lease if the record is as expected: absent
+// (expect 0), or created at expect and under lease. The lease compare fences
+// a write sent before the record moved to a later lease (an update whose
+// answer was lost, landing after the re-registration): it must not move the
+// record back to a lease that is going away.
+func (g *Registration) putTxn(ctx context.Context, s *concurrency.Session, val string, expect int64, lease clientv3.LeaseID) clientv3.Txn {
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(g.key), "=", expect)}
+	if expect != 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(g.key), "=", lease))
+	}
+	return g.r.client.Txn(ctx).If(cmps...).
+		Then(clientv3.OpPut(g.key, val, clientv3.WithLease(s.Lease()))).
+		Else(clientv3.OpGet(g.key))
 }
 
 func (g *Registration) stored(createRev int64, lease clientv3.LeaseID) {

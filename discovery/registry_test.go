@@ -333,30 +333,11 @@ func TestRegisterWhileUnreachable(t *testing.T) {
 // would move the record back to the lost lease, and the record would go when
 // that lease expires, with nothing left to register it again.
 func TestStaleSessionWriteRefused(t *testing.T) {
-	ctx := testCtx(t)
-	srv := embedtest.Start(t, embedtest.FastTicks())
-	r := newRegistry(t, srv.Client)
-	s1, err := discovery.SessionOf(ctx, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := discovery.Pending(r, "api", discovery.Instance{ID: "a", Addr: "127.0.0.1:7001"})
-	if err := discovery.WriteUnder(ctx, g, s1); err != nil {
-		t.Fatal(err)
-	}
+	ctx, srv, r, s1, g := writtenUnderFirstSession(t)
 	// Lost to this process while its lease lives on in etcd until its TTL,
 	// as after a renew deadline the server did not hear of.
 	s1.Orphan()
-	eventually(t, 10*time.Second, "registered again under the next lease", func() error {
-		l, err := leaseOf(ctx, srv.Client, g.Key())
-		if err != nil {
-			return err
-		}
-		if now := r.Lease(); l == s1.Lease() || l != now {
-			return fmt.Errorf("record under %x, registry %x, lost %x", l, now, s1.Lease())
-		}
-		return nil
-	})
+	reregistered(t, ctx, srv.Client, r, g, s1.Lease())
 	if err := discovery.WriteUnder(ctx, g, s1); err == nil {
 		t.Error("a write under the lost session succeeded")
 	}
@@ -423,4 +404,53 @@ func TestFailedRegisterLeavesNoRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// An update sent under the lease the record was under, that lands only after
+// the re-registration moved the record to the next lease (a request delayed
+// in flight), is refused: it would move the record back to the lost lease.
+func TestLateUpdateFenced(t *testing.T) {
+	ctx, srv, r, s1, g := writtenUnderFirstSession(t)
+	late := discovery.PrepareUpdate(ctx, g, s1, discovery.Instance{ID: "a", Addr: "127.0.0.1:7009"})
+	s1.Orphan()
+	reregistered(t, ctx, srv.Client, r, g, s1.Lease())
+	if ok, err := late(); ok || err != nil {
+		t.Fatalf("late update: succeeded %v, err %v; want refused", ok, err)
+	}
+	if l, err := leaseOf(ctx, srv.Client, g.Key()); err != nil || l != r.Lease() {
+		t.Fatalf("record under %x (%v), want the registry's %x", l, err, r.Lease())
+	}
+}
+
+// reregistered waits until g's record is under r's current lease, not lost.
+func reregistered(t *testing.T, ctx context.Context, c *clientv3.Client, r *discovery.Registry, g *discovery.Registration, lost clientv3.LeaseID) {
+	t.Helper()
+	eventually(t, 10*time.Second, "registered again under the next lease", func() error {
+		l, err := leaseOf(ctx, c, g.Key())
+		if err != nil {
+			return err
+		}
+		if now := r.Lease(); l == lost || l != now {
+			return fmt.Errorf("record under %x, registry %x, lost %x", l, now, lost)
+		}
+		return nil
+	})
+}
+
+// writtenUnderFirstSession starts a server and a Registry and writes
+// instance "a" under the Registry's first session, as Register does.
+func writtenUnderFirstSession(t *testing.T) (context.Context, *embedtest.Server, *discovery.Registry, *concurrency.Session, *discovery.Registration) {
+	t.Helper()
+	ctx := testCtx(t)
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	r := newRegistry(t, srv.Client)
+	s1, err := discovery.SessionOf(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := discovery.Pending(r, "api", discovery.Instance{ID: "a", Addr: "127.0.0.1:7001"})
+	if err := discovery.WriteUnder(ctx, g, s1); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, srv, r, s1, g
 }
