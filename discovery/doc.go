@@ -16,7 +16,10 @@
 // record's create revision), never one another Registry wrote since, and is
 // idempotent. An ID live under another Registry is refused with
 // ErrAlreadyRegistered. A record deleted by hand while its lease is live is
-// put back only when the lease is next lost.
+// put back only when the lease is next lost. Every write is fenced by the
+// record's create revision and lease, so a write delayed past a
+// re-registration cannot move the record back to the lost lease. A Register
+// that fails leaves no record behind, even one whose write landed unanswered.
 //
 // A Watcher starts from a consistent snapshot and then applies every change
 // in revision order (concurrency.Follow); after a broken watch it resumes
