@@ -199,7 +199,8 @@ func (g *Registration) Deregister(ctx context.Context) error {
 // landed returns the create revision of the record at g's key if this
 // Registry wrote it, else 0. Only a registration whose writes were never
 // confirmed uses it: while it holds its ID in the Registry, a record of the
-// Registry's at its key is its own.
+// Registry's at its key is its own. A write still in flight that lands only
+// after this read is missed (its record stays until the lease ends).
 func (g *Registration) landed(ctx context.Context) (int64, error) {
 	resp, err := g.r.client.Get(ctx, g.key)
 	if err != nil || len(resp.Kvs) == 0 {

@@ -362,11 +362,11 @@ func TestFailedRegisterLeavesNoRecord(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	for _, c := range []struct {
 		name    string
-		delay   time.Duration // each way
+		delay   time.Duration // of every answer
 		timeout time.Duration // Register's
 	}{
-		{"answered late", 200 * time.Millisecond, 250 * time.Millisecond},
-		{"clean-up cut short too", 1500 * time.Millisecond, time.Second},
+		{"answered late", 300 * time.Millisecond, 250 * time.Millisecond},
+		{"clean-up cut short too", 2500 * time.Millisecond, time.Second},
 	} {
 		p := embedtest.NewProxy(t, srv.Endpoints[0])
 		pc, err := p.NewClient()
@@ -378,7 +378,7 @@ func TestFailedRegisterLeavesNoRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 		register(t, ctx, r, "api", "warm", "127.0.0.1:7001") // the lease is granted
-		p.Delay(c.delay, 0)
+		p.DelayAnswers(c.delay, 0)
 		short, cancel := context.WithTimeout(ctx, c.timeout)
 		_, err = r.Register(short, "api", discovery.Instance{ID: "late", Addr: "127.0.0.1:7002"})
 		cancel()

@@ -160,6 +160,11 @@ func (p *Proxy) Delay(latency, jitter time.Duration) {
 	p.srv.DelayRx(latency, jitter)
 }
 
+// DelayAnswers adds latency (±jitter) to what the server sends back only:
+// requests land at once and their answers come late, as when an answer is
+// lost to a caller whose deadline passes first.
+func (p *Proxy) DelayAnswers(latency, jitter time.Duration) { p.srv.DelayRx(latency, jitter) }
+
 // Undelay removes the added latency.
 func (p *Proxy) Undelay() { p.srv.UndelayTx(); p.srv.UndelayRx() }
 
