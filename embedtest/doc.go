@@ -5,9 +5,16 @@
 // an error instead. StartCluster runs an n-member cluster whose members can be
 // stopped (gracefully or hard), restarted with their data and cut off from
 // their peers. A member's ports stay reserved while it is stopped (on Linux),
-// so a restart cannot find them taken by tests running in parallel. NewProxy puts a fault-injecting proxy
-// (go.etcd.io/etcd/pkg/v3/proxy) between one client and a member, so a test
-// can blackhole, pause or delay that client alone and watch its lease expire.
+// so a restart cannot find them taken by tests running in parallel;
+// WithClientPort fixes a single member's client port instead (with
+// WithDataDir, a restart keeps its endpoint).
+//
+// NewProxy puts a fault-injecting proxy (go.etcd.io/etcd/pkg/v3/proxy)
+// between one client and a member, so a test can blackhole, pause or delay
+// that client alone (DelayAnswers delays only etcd's answers: a request lands
+// and its answer comes late) and watch its lease expire. Unblackhole ends the
+// connections the blackhole cut, as a real partition would, so clients
+// reconnect instead of carrying on over a stream that lost data.
 //
 // Nothing here is for production: an embedded member has no auth, its TLS
 // (WithTLS) uses a throwaway test authority, it logs to nowhere by default,
