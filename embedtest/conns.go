@@ -89,6 +89,19 @@ func (t *connTracker) reset() {
 	}
 }
 
+// resetThen ends every connection open now and runs fn before any
+// connection accepted since passes data: its copies start only after fn.
+func (t *connTracker) resetThen(fn func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c, u := range t.conns {
+		_ = c.Close()
+		_ = u.Close()
+	}
+	clear(t.conns)
+	fn()
+}
+
 // close stops accepting, ends every connection and waits for the copies.
 func (t *connTracker) close() {
 	t.mu.Lock()

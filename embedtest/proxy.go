@@ -140,11 +140,18 @@ func (p *Proxy) Unblackhole() {
 	holed := p.holed
 	p.holed = false
 	p.mu.Unlock()
-	if holed {
-		p.conns.reset()
+	unhole := func() {
+		p.srv.UnblackholeTx()
+		p.srv.UnblackholeRx()
 	}
-	p.srv.UnblackholeTx()
-	p.srv.UnblackholeRx()
+	if !holed {
+		unhole()
+		return
+	}
+	// A client reconnecting at once must not have its handshake dropped
+	// by the blackhole still in place: it would wait out its connect
+	// timeout (20 s by gRPC's default).
+	p.conns.resetThen(unhole)
 }
 
 // Pause holds traffic in both directions until Unpause; held data is then
