@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/concordkit/concord/concurrency"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/fence"
+	"github.com/concordkit/concord/internal/names"
 )
 
 // Key is the etcd key of task's checkpoint.
@@ -25,7 +28,7 @@ type Progress struct {
 
 // Load reads task's last saved progress, or ErrNotFound.
 func Load(ctx context.Context, client *clientv3.Client, task string) (Progress, error) {
-	if err := concurrency.ValidateName(task); err != nil {
+	if err := names.Validate(task); err != nil {
 		return Progress{}, err
 	}
 	resp, err := client.Get(ctx, Key(task))
@@ -68,8 +71,8 @@ func Open(ctx context.Context, client *clientv3.Client, task string, guard concu
 // Save stores data as the task's progress, only while the guard holds and
 // only over the checkpoint this Saver last saw.
 func (s *Saver) Save(ctx context.Context, data []byte) (Progress, error) {
-	if len(data) > concurrency.MaxValueBytes {
-		return Progress{}, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(data), concurrency.MaxValueBytes)
+	if len(data) > names.MaxValueBytes {
+		return Progress{}, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(data), names.MaxValueBytes)
 	}
 	select {
 	case s.mu <- struct{}{}:
@@ -80,14 +83,14 @@ func (s *Saver) Save(ctx context.Context, data []byte) (Progress, error) {
 	key := Key(s.task)
 	resp, err := s.guard.Txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", s.rev)).
 		Then(clientv3.OpPut(key, string(data))).
-		Else(clientv3.OpGet(s.guard.Key(), clientv3.WithKeysOnly())).
+		Else(clientv3.OpGet(fence.Guard(s.guard).Key(), clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {
 		return Progress{}, err
 	}
 	if !resp.Succeeded {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 || kvs[0].CreateRevision != s.guard.Token() {
+		if len(kvs) == 0 || concurrency.Token(kvs[0].CreateRevision) != s.guard.Token() {
 			return Progress{}, fmt.Errorf("%w: task %s", ErrNotHeld, s.task)
 		}
 		return Progress{}, fmt.Errorf("%w: task %s", ErrStale, s.task)

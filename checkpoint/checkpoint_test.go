@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/checkpoint"
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/queue"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func testCtx(t *testing.T) context.Context {

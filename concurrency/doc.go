@@ -1,7 +1,11 @@
-// Package concurrency is the core every concord recipe is built on: a
-// Session (a lease and its keepalive), fencing tokens and Guards, ordered
-// waiting (Ticket), held resources (Held) and a supervisor that restarts
-// work after a lost session.
+// Package concurrency is what every concord recipe is built on and what a
+// user of the recipes touches: a Session (a lease and its keepalive), fencing
+// Tokens and Guards, the Held interface every held resource satisfies, Do
+// (run work under a held resource), Supervise (restart work with a fresh
+// session after a loss) and Stream (the channel every observer, subscription
+// and watch delivers on). The plumbing under it (ordered waiting, the
+// resumable watch, retries, stray clean-up) lives in the module's internal
+// packages.
 //
 // Guarantees. A Session's Done closes before the server can expire its lease
 // (the renew deadline is measured from when each keepalive was sent, less a
@@ -13,38 +17,23 @@
 // when a holder pauses past its lease (no lease-based lock can give that);
 // fence such work with the token.
 //
+// Held resources. A lock hold, a leadership term, a semaphore permit and a
+// queue claim are all a Held: Token, Done and Err (closed when lost, with
+// why: ErrLeaseExpired, ErrRenewDeadline, ErrKeyDeleted, or ErrReleased
+// after a release), Guard, and an idempotent Release that deletes only the
+// holder's own key. Every "not held any more" error of a recipe (a stale
+// Proclaim, Ack or checkpoint save) matches ErrNotHeld with errors.Is,
+// besides its recipe's own sentinel.
+//
 // Minimum TTL. etcd grants no lease shorter than 1.5 election timeouts
 // rounded up to a second (2s with default settings) and silently raises
-// shorter TTLs; NewSession rejects a TTL the server would raise with
-// ErrTTLBelowMinimum, and one that is not a whole number of seconds with
+// shorter TTLs; NewSession rejects such a TTL, one that is not a whole
+// number of seconds, and a safety margin not below the TTL, with
 // ErrInvalidTTL.
 //
-// Waiting. A Ticket waits on only what can change its place in line (the key
-// just ahead, or for a limit above one the line's deletions), on a watch
-// opened without a start revision so the server serves it at once (etcd's
-// own recipes open theirs at an old revision and wait up to 100 ms per event
-// for the server's slow loop), and re-reads the line in one round trip: once
-// the watch is created, unless nothing was written since the ticket's own
-// read, and when the key just ahead goes while others were ahead of it too.
-// Waits and holds share the session's watch stream. A session's line keys
-// (LineKey) reuse their names once deleted: etcd keeps every deleted key
-// name in its index until compaction, and every read of a line walks them.
-//
-// Cancellation. A Join whose request fails or is cancelled in flight leaves
-// no key: its create may land after the failing call has deleted it (the
-// server runs the requests of one connection concurrently, so a later
-// delete can overtake it), so the session never reuses that key's name and
-// watches it, deleting a late create under its lease, until the session
-// ends. A session's cleaner retries deletes that failed (etcd unreachable),
-// and the lease removes whatever is left when the session ends. A recipe
-// whose undo needs more than a delete runs it with Session.Go, in a
-// goroutine the session owns until it ends (the queue's undo of a claim).
-//
-// Resumable watch. WatchFrom is the one watch loop the recipes' streams use:
-// it requires a leader, replaces a watch that stays silent past its stall
-// timeout and does not answer a progress request, and reports compaction
-// (ErrCompacted) so the caller re-reads. Follow builds on it: a snapshot of a
-// prefix (or key), then every change; after a break it resumes after the
-// last revision it sent, and after compaction it sends a fresh snapshot
-// marked Resync. Its channel closes only when its context ends.
+// Cancellation. Every blocking call takes a context first and, when it
+// ends, returns ctx.Err() and leaves no key behind: a create whose answer
+// was lost may still land later, so the session deletes it then (one
+// watcher per session for all such keys), and the lease removes whatever is
+// left when the session ends.
 package concurrency

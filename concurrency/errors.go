@@ -1,40 +1,45 @@
 package concurrency
 
-import "errors"
+import "github.com/concordkit/concord/internal/errs"
 
+// Why a session ended, from Session.Err (and a held resource's Err when the
+// session took it down).
 var (
 	// ErrSessionClosed: the session was closed by its owner.
-	ErrSessionClosed = errors.New("concurrency: session closed")
+	ErrSessionClosed = errs.SessionClosed
 	// ErrLeaseExpired: the server no longer has the session's lease (it
 	// expired or was revoked).
-	ErrLeaseExpired = errors.New("concurrency: lease expired or revoked")
+	ErrLeaseExpired = errs.LeaseExpired
 	// ErrRenewDeadline: no keepalive succeeded within the renew deadline
 	// (TTL minus the safety margin), so the lease may expire at any moment
 	// and the session counts itself lost.
-	ErrRenewDeadline = errors.New("concurrency: lease not renewed within its deadline")
-	// ErrInvalidTTL: the TTL is not a whole number of seconds of at least 1.
-	ErrInvalidTTL = errors.New("concurrency: TTL must be a whole number of seconds, at least 1s")
-	// ErrTTLBelowMinimum: the server raised the TTL because it is below the
-	// server's minimum (1.5 election timeouts, rounded up to a second: 2s
-	// with etcd's default settings).
-	ErrTTLBelowMinimum = errors.New("concurrency: TTL below the server's minimum lease TTL")
-	// ErrInvalidMargin: the safety margin is negative or not below the TTL.
-	ErrInvalidMargin = errors.New("concurrency: safety margin must be >= 0 and below the TTL")
-	// ErrNotHeld: a guarded write found the resource no longer held (its key
-	// is gone or belongs to a newer holder).
-	ErrNotHeld = errors.New("concurrency: resource no longer held")
-	// ErrKeyDeleted: a held or waiting key was deleted by someone else.
-	ErrKeyDeleted = errors.New("concurrency: key deleted")
-	// ErrInvalidName: an empty name or prefix.
-	ErrInvalidName = errors.New("concurrency: invalid name")
-	// ErrValueTooLarge: a value larger than etcd accepts in one request.
-	ErrValueTooLarge = errors.New("concurrency: value too large")
-	// ErrInvalidLimit: a waiting limit below 1.
-	ErrInvalidLimit = errors.New("concurrency: limit must be at least 1")
+	ErrRenewDeadline = errs.RenewDeadline
 )
 
-// ErrReleased: the resource was released by its holder.
-var ErrReleased = errors.New("concurrency: released")
+// What a held resource reports.
+var (
+	// ErrNotHeld: the resource is no longer held (its key is gone or belongs
+	// to a newer holder). Every recipe's "not held any more" error (a stale
+	// Proclaim, Ack or checkpoint save) matches it.
+	ErrNotHeld = errs.NotHeld
+	// ErrReleased: the resource was released by its holder (Err after a
+	// release, or of a resource never acquired).
+	ErrReleased = errs.Released
+	// ErrKeyDeleted: a held or waiting key was deleted by someone else.
+	ErrKeyDeleted = errs.KeyDeleted
+)
 
-// ErrNoTicket: Rejoin found no key held under the session's lease.
-var ErrNoTicket = errors.New("concurrency: no key held under this lease")
+// Bad input, rejected before anything is written.
+var (
+	// ErrInvalidTTL: a TTL that is not a whole number of seconds of at
+	// least 1, one below the server's minimum lease TTL (1.5 election
+	// timeouts rounded up to a second: 2s with etcd's defaults), or a
+	// safety margin below 0 or not below the TTL.
+	ErrInvalidTTL = errs.InvalidTTL
+	// ErrInvalidName: an empty name, or one that is not valid UTF-8 without
+	// NUL, longer than 1 KiB, or with an empty or dot-prefixed segment.
+	ErrInvalidName = errs.InvalidName
+	// ErrValueTooLarge: a value larger than etcd accepts in one request
+	// (1.5 MiB less 4 KiB).
+	ErrValueTooLarge = errs.ValueTooLarge
+)

@@ -5,43 +5,36 @@ import (
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/errs"
+	"github.com/concordkit/concord/internal/fence"
 )
 
 // Token is a fencing token: the create revision of a holder's key. Tokens of
 // one resource strictly increase across holders, so a store that rejects a
 // token lower than the highest it has seen rejects every stale holder, even
 // one paused past its lease.
-type Token = int64
+type Token int64
 
 // Guard turns a held resource into etcd comparisons, so a write can be made
-// conditional on still holding it: the key exists and has the holder's
-// create revision. A Guard is a value; it is safe for concurrent use.
-type Guard struct {
-	client *clientv3.Client
-	key    string
-	rev    int64
-}
+// conditional on still holding it: the holder's key exists and has the
+// holder's create revision. Every held resource gives its Guard. A Guard is
+// a value; it is safe for concurrent use.
+type Guard fence.Guard
 
-// NewGuard returns the guard of key held at create revision rev.
-func NewGuard(client *clientv3.Client, key string, rev int64) Guard {
-	return Guard{client: client, key: key, rev: rev}
-}
-
-// Key is the guarded key.
-func (g Guard) Key() string { return g.key }
+func (g Guard) fence() fence.Guard { return fence.Guard(g) }
 
 // Token is the guarded holder's fencing token.
-func (g Guard) Token() Token { return g.rev }
+func (g Guard) Token() Token { return Token(g.fence().Rev()) }
 
-// Cmps are the comparisons that hold exactly while the resource is held.
-func (g Guard) Cmps() []clientv3.Cmp {
-	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(g.key), "=", g.rev)}
-}
+// Cmps are the comparisons that hold exactly while the resource is held,
+// for a transaction the caller builds itself.
+func (g Guard) Cmps() []clientv3.Cmp { return g.fence().Cmps() }
 
 // Txn starts a transaction whose If is the guard plus cmps. The caller adds
 // Then/Else and commits; a false Succeeded means the guard or cmps failed.
 func (g Guard) Txn(ctx context.Context, cmps ...clientv3.Cmp) clientv3.Txn {
-	return g.client.Txn(ctx).If(append(g.Cmps(), cmps...)...)
+	return g.fence().Client().Txn(ctx).If(append(g.Cmps(), cmps...)...)
 }
 
 // Do commits ops only while the resource is held. It returns ErrNotHeld (and
@@ -52,7 +45,7 @@ func (g Guard) Do(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnRespons
 		return nil, err
 	}
 	if !resp.Succeeded {
-		return resp, fmt.Errorf("%w: %s (token %d)", ErrNotHeld, g.key, g.rev)
+		return resp, fmt.Errorf("%w: %s (token %d)", errs.NotHeld, g.fence().Key(), g.fence().Rev())
 	}
 	return resp, nil
 }

@@ -2,61 +2,13 @@ package concurrency
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/session"
 )
-
-// DefaultTTL is the session TTL when none is given.
-const DefaultTTL = 10 * time.Second
-
-// revokeTimeout bounds the best-effort revoke of a lease the session gave up.
-const revokeTimeout = 2 * time.Second
-
-type sessionConfig struct {
-	ttl    time.Duration
-	margin time.Duration
-	lease  clientv3.LeaseID
-	logger *slog.Logger
-}
-
-// SessionOption configures a Session.
-type SessionOption interface{ applySession(*sessionConfig) }
-
-type sessionOptionFunc func(*sessionConfig)
-
-func (f sessionOptionFunc) applySession(c *sessionConfig) { f(c) }
-
-// WithTTL sets the lease TTL: a whole number of seconds, at least 1s, and
-// at least the server's minimum (1.5 election timeouts rounded up to a
-// second: 2s with etcd's defaults). Default 10s.
-func WithTTL(ttl time.Duration) SessionOption {
-	return sessionOptionFunc(func(c *sessionConfig) { c.ttl = ttl })
-}
-
-// WithSafetyMargin sets how long before the lease could expire on the server
-// the session counts itself lost. Default: a fifth of the TTL, at least 100ms.
-func WithSafetyMargin(d time.Duration) SessionOption {
-	return sessionOptionFunc(func(c *sessionConfig) { c.margin = d })
-}
-
-// WithLease resumes an existing lease (for example after a process restart)
-// instead of granting a new one. NewSession fails with ErrLeaseExpired if the
-// server no longer has it.
-func WithLease(id clientv3.LeaseID) SessionOption {
-	return sessionOptionFunc(func(c *sessionConfig) { c.lease = id })
-}
-
-// WithLogger logs lease loss and keepalive trouble to lg. Default: silent.
-func WithLogger(lg *slog.Logger) SessionOption {
-	return sessionOptionFunc(func(c *sessionConfig) { c.logger = lg })
-}
 
 // Session is a lease kept alive by one goroutine until Close or loss. Every
 // held resource lives under a session's lease; when the session is lost its
@@ -70,371 +22,78 @@ func WithLogger(lg *slog.Logger) SessionOption {
 // clock runs no more than margin/TTL slower than the server's).
 //
 // A Session is safe for concurrent use.
-type Session struct {
-	client *clientv3.Client
-	id     clientv3.LeaseID
-	ttl    time.Duration
-	margin time.Duration
-	log    *slog.Logger
+type Session session.Session
 
-	stop     chan struct{}
-	loopDone chan struct{}
-	done     chan struct{}
-	// ctx is cancelled when the session ends, so requests and watches
-	// made for its holders and waiters end with it (a blackholed client's
-	// Watch call blocks until its context ends).
-	ctx       context.Context
-	cancelCtx context.CancelFunc
+// SessionOption configures a Session.
+type SessionOption interface{ apply(*session.Config) }
 
-	mu         sync.Mutex
-	err        error
-	closed     bool
-	anchorDone chan struct{} // closed when the anchor watch's opener returns
+type sessionOption func(*session.Config)
 
-	nonce       string                  // tells this Session's LineKeys from a resumed lease's
-	slots       map[string]map[int]bool // LineKey slots in use, by prefix
-	slotOf      map[string]slotRef      // LineKey -> its slot
-	pending     map[string]int64        // keys to delete; see deleteLater
-	kick        chan struct{}
-	cleanerDone chan struct{}
-	strays      sync.WaitGroup // watchStray and Go goroutines; Add under mu while !closed
+func (f sessionOption) apply(c *session.Config) { f(c) }
+
+// WithTTL sets the lease TTL: a whole number of seconds, at least 1s, and
+// at least the server's minimum (1.5 election timeouts rounded up to a
+// second: 2s with etcd's defaults). Default 10s.
+func WithTTL(ttl time.Duration) SessionOption {
+	return sessionOption(func(c *session.Config) { c.TTL = ttl })
+}
+
+// WithSafetyMargin sets how long before the lease could expire on the server
+// the session counts itself lost. Default: a fifth of the TTL, at least 100ms.
+func WithSafetyMargin(d time.Duration) SessionOption {
+	return sessionOption(func(c *session.Config) { c.Margin = d })
+}
+
+// WithLease resumes an existing lease (for example after a process restart)
+// instead of granting a new one. NewSession fails with ErrLeaseExpired if the
+// server no longer has it.
+func WithLease(id clientv3.LeaseID) SessionOption {
+	return sessionOption(func(c *session.Config) { c.Lease = id })
+}
+
+// WithLogger logs lease loss and keepalive trouble to lg. Default: silent.
+func WithLogger(lg *slog.Logger) SessionOption {
+	return sessionOption(func(c *session.Config) { c.Logger = lg })
 }
 
 // NewSession grants a lease (or resumes one, see WithLease) and starts
-// keeping it alive.
+// keeping it alive. A TTL or margin it cannot use (not whole seconds, below
+// the server's minimum, a margin not below the TTL) is ErrInvalidTTL.
 func NewSession(ctx context.Context, client *clientv3.Client, opts ...SessionOption) (*Session, error) {
-	cfg := sessionConfig{ttl: DefaultTTL, logger: discardLogger}
+	cfg := session.Config{TTL: session.DefaultTTL}
 	for _, o := range opts {
-		o.applySession(&cfg)
+		o.apply(&cfg)
 	}
-	if cfg.ttl < time.Second || cfg.ttl%time.Second != 0 {
-		return nil, fmt.Errorf("%w: got %v", ErrInvalidTTL, cfg.ttl)
+	s, err := session.New(ctx, client, cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.margin == 0 {
-		cfg.margin = max(cfg.ttl/5, 100*time.Millisecond)
-	}
-	if cfg.margin < 0 || cfg.margin >= cfg.ttl {
-		return nil, fmt.Errorf("%w: margin %v, TTL %v", ErrInvalidMargin, cfg.margin, cfg.ttl)
-	}
-	sent := time.Now()
-	// An answer later than the renew deadline would come too late to use,
-	// and a request lost with a broken connection is never answered: bound
-	// the wait (callers such as Supervise then try again).
-	rctx, cancel := context.WithTimeout(ctx, cfg.ttl-cfg.margin)
-	defer cancel()
-	id := cfg.lease
-	if id == clientv3.NoLease {
-		resp, err := client.Grant(rctx, int64(cfg.ttl/time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("concurrency: grant lease: %w", err)
-		}
-		id = resp.ID
-		if got := time.Duration(resp.TTL) * time.Second; got != cfg.ttl {
-			revoke(client, id)
-			return nil, fmt.Errorf("%w: asked %v, server grants at least %v", ErrTTLBelowMinimum, cfg.ttl, got)
-		}
-	} else {
-		// A keepalive both proves the lease exists and renews it from now.
-		resp, err := client.KeepAliveOnce(rctx, id)
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return nil, fmt.Errorf("%w: lease %x", ErrLeaseExpired, int64(id))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("concurrency: lease %x: %w", int64(id), err)
-		}
-		cfg.ttl = time.Duration(resp.TTL) * time.Second
-		if cfg.margin >= cfg.ttl {
-			cfg.margin = max(cfg.ttl/5, 100*time.Millisecond)
-		}
-	}
-	s := &Session{
-		client:   client,
-		nonce:    newNonce(),
-		id:       id,
-		ttl:      cfg.ttl,
-		margin:   cfg.margin,
-		log:      cfg.logger,
-		stop:     make(chan struct{}),
-		loopDone: make(chan struct{}),
-		done:     make(chan struct{}),
-
-		kick:        make(chan struct{}, 1),
-		cleanerDone: make(chan struct{}),
-		anchorDone:  make(chan struct{}),
-	}
-	s.ctx, s.cancelCtx = context.WithCancel(context.Background())
-	go s.keepalive(sent)
-	go s.cleaner()
-	s.startAnchor()
-	return s, nil
+	return (*Session)(s), nil
 }
 
+func (s *Session) core() *session.Session { return (*session.Session)(s) }
+
 // Client is the etcd client the session uses.
-func (s *Session) Client() *clientv3.Client { return s.client }
+func (s *Session) Client() *clientv3.Client { return s.core().Client() }
 
 // Lease is the session's lease ID.
-func (s *Session) Lease() clientv3.LeaseID { return s.id }
+func (s *Session) Lease() clientv3.LeaseID { return s.core().Lease() }
 
 // TTL is the lease's TTL.
-func (s *Session) TTL() time.Duration { return s.ttl }
+func (s *Session) TTL() time.Duration { return s.core().TTL() }
 
 // Done is closed when the session is lost or closed.
-func (s *Session) Done() <-chan struct{} { return s.done }
+func (s *Session) Done() <-chan struct{} { return s.core().Done() }
 
 // Err says why Done closed: ErrSessionClosed, ErrLeaseExpired or
 // ErrRenewDeadline (possibly wrapped); nil while the session is live.
-func (s *Session) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
+func (s *Session) Err() error { return s.core().Err() }
 
 // Close stops the keepalive and revokes the lease, deleting every key held
-// under it. It is safe to call more than once; later calls return nil.
-func (s *Session) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	s.mu.Unlock()
-	close(s.stop)
-	<-s.loopDone
-	<-s.cleanerDone
-	<-s.anchorDone
-	s.strays.Wait()
-	lost := s.Err() != ErrSessionClosed
-	if err := s.client.Ctx().Err(); err != nil {
-		// The client was closed first (its requests would be retried
-		// until ctx ends): the lease expires after its TTL instead.
-		if lost {
-			return nil
-		}
-		return fmt.Errorf("concurrency: revoke lease: client closed; its keys go when the lease expires: %w", err)
-	}
-	if _, err := s.client.Revoke(ctx, s.id); err != nil && !lost {
-		return fmt.Errorf("concurrency: revoke lease: %w", err)
-	}
-	return nil
-}
+// under it. It waits for the session's own goroutines until ctx ends. It is
+// safe to call more than once; later calls return nil.
+func (s *Session) Close(ctx context.Context) error { return s.core().Close(ctx) }
 
 // Orphan stops the keepalive without revoking the lease: its keys live until
 // the lease expires, and another process may resume it with WithLease.
-func (s *Session) Orphan() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	close(s.stop)
-	<-s.loopDone
-	<-s.cleanerDone
-	<-s.anchorDone
-	s.strays.Wait()
-}
-
-// end records why the session ended and closes Done, once.
-func (s *Session) end(err error) {
-	s.mu.Lock()
-	if s.err != nil {
-		s.mu.Unlock()
-		return
-	}
-	s.err = err
-	s.mu.Unlock()
-	close(s.done)
-	s.cancelCtx()
-}
-
-// keepalive owns the lease's renewal: it sends a keepalive every TTL/3 on a
-// LeaseKeepAlive stream, times each request when sent, and ends the session
-// when the server reports the lease gone or the renew deadline passes.
-func (s *Session) keepalive(confirmed time.Time) {
-	defer close(s.loopDone)
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
-	defer cancel()
-	deadline := time.NewTimer(time.Until(confirmed.Add(s.ttl - s.margin)))
-	defer deadline.Stop()
-	interval := s.ttl / 3
-	retry := newRetryBackoff(interval)
-
-	for {
-		st := newKeepaliveStream(ctx, s.client, s.id)
-		err := st.run(s, interval, deadline, &confirmed)
-		st.close()
-		switch {
-		case err == nil: // stopped
-			s.end(ErrSessionClosed)
-			return
-		case err == ErrLeaseExpired || err == ErrRenewDeadline:
-			s.log.Warn("concord session lost", "lease", int64(s.id), "err", err)
-			s.end(err)
-			if err == ErrRenewDeadline {
-				// The holder already counts itself lost: free its keys now
-				// rather than at expiry, if the server can still be reached.
-				revoke(s.client, s.id)
-			}
-			return
-		}
-		s.log.Debug("concord keepalive stream failed", "lease", int64(s.id), "err", err)
-		wait := time.NewTimer(retry.NextBackOff())
-		select {
-		case <-wait.C:
-		case <-s.stop:
-			wait.Stop()
-			s.end(ErrSessionClosed)
-			return
-		case <-deadline.C:
-			wait.Stop()
-			s.end(ErrRenewDeadline)
-			revoke(s.client, s.id)
-			return
-		}
-	}
-}
-
-// keepaliveStream is one LeaseKeepAlive stream with its receive goroutine.
-type keepaliveStream struct {
-	cancel context.CancelFunc
-	stream pb.Lease_LeaseKeepAliveClient
-	err    error
-	resps  chan *pb.LeaseKeepAliveResponse
-	recvWG sync.WaitGroup
-	id     clientv3.LeaseID
-}
-
-func newKeepaliveStream(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID) *keepaliveStream {
-	ctx, cancel := context.WithCancel(ctx)
-	ks := &keepaliveStream{cancel: cancel, id: id, resps: make(chan *pb.LeaseKeepAliveResponse, 16)}
-	ks.stream, ks.err = pb.NewLeaseClient(c.ActiveConnection()).LeaseKeepAlive(ctx)
-	if ks.err != nil {
-		return ks
-	}
-	ks.recvWG.Add(1)
-	go func() {
-		defer ks.recvWG.Done()
-		defer close(ks.resps)
-		for {
-			r, err := ks.stream.Recv()
-			if err != nil {
-				return
-			}
-			select {
-			case ks.resps <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return ks
-}
-
-func (ks *keepaliveStream) close() {
-	ks.cancel()
-	ks.recvWG.Wait()
-}
-
-// run sends keepalives and reads their answers until the stream fails (an
-// error to retry), the session is stopped (nil), or the lease is lost.
-func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *time.Timer, confirmed *time.Time) error {
-	if ks.err != nil {
-		return ks.err
-	}
-	var pending []time.Time // send times of unanswered requests, in order
-	send := func() error {
-		pending = append(pending, time.Now())
-		return ks.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(ks.id)})
-	}
-	if err := send(); err != nil {
-		return err
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return nil
-		case <-deadline.C:
-			return ErrRenewDeadline
-		case <-tick.C:
-			if err := send(); err != nil {
-				return err
-			}
-		case r, ok := <-ks.resps:
-			if !ok {
-				return fmt.Errorf("keepalive stream closed")
-			}
-			if len(pending) == 0 {
-				continue
-			}
-			sent := pending[0]
-			pending = pending[1:]
-			if r.TTL <= 0 {
-				return ErrLeaseExpired
-			}
-			if sent.After(*confirmed) {
-				*confirmed = sent
-				// A late answer still proves the lease lived until sent+TTL,
-				// so moving the deadline forward is right even if the old
-				// one has just passed (Go 1.23 timers drop a stale fire).
-				deadline.Reset(time.Until(sent.Add(time.Duration(r.TTL)*time.Second - s.margin)))
-			}
-		}
-	}
-}
-
-func revoke(c *clientv3.Client, id clientv3.LeaseID) {
-	if c.Ctx().Err() != nil {
-		return // closed client: the lease expires by itself
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
-	defer cancel()
-	_, _ = c.Revoke(ctx, id)
-}
-
-// startAnchor keeps one watch open for the session's life on a key nobody
-// writes, so that the short watches of waits and holds ride an existing gRPC
-// watch stream instead of each opening (and closing) a new one. clientv3's
-// Watch blocks until the server confirms the watch, so it is opened from a
-// goroutine of the session's: NewSession never waits on it.
-func (s *Session) startAnchor() {
-	ctx := clientv3.WithRequireLeader(s.ctx) // ends with the session
-	go func() {
-		defer close(s.anchorDone)
-		s.client.Watch(ctx, anchorKey)
-	}()
-}
-
-const anchorKey = "\x00concord/anchor"
-
-// watchContext derives the context for a watch that should share the
-// session's watch stream: the client groups watches by their outgoing
-// metadata, and the anchor's carries only require-leader.
-func watchContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithCancel(clientv3.WithRequireLeader(ctx))
-}
-
-var discardLogger = slog.New(slog.DiscardHandler)
-
-// keyGone explains why a key held under the session vanished. A revoked or
-// expired lease deletes its keys before the keepalive can notice, so the
-// lease is asked first: if it is gone, the session ends at once with
-// ErrLeaseExpired and that is returned; otherwise ErrKeyDeleted (someone
-// deleted the key).
-func (s *Session) keyGone(ctx context.Context, key string) error {
-	if err := s.Err(); err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
-	defer cancel()
-	if resp, err := s.client.TimeToLive(cctx, s.id); err == nil && resp.TTL == -1 {
-		s.end(ErrLeaseExpired)
-	}
-	if err := s.Err(); err != nil {
-		return err
-	}
-	return fmt.Errorf("%w: %s", ErrKeyDeleted, key)
-}
+func (s *Session) Orphan() { s.core().Orphan() }

@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/concordkit/concord/internal/session"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -47,8 +49,8 @@ func TestSessionRejectsBadTTL(t *testing.T) {
 		}
 	}
 	_, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithTTL(time.Second))
-	if !errors.Is(err, concurrency.ErrTTLBelowMinimum) {
-		t.Fatalf("TTL 1s on a default server: got %v, want ErrTTLBelowMinimum", err)
+	if !errors.Is(err, concurrency.ErrInvalidTTL) {
+		t.Fatalf("TTL 1s on a default server: got %v, want ErrInvalidTTL", err)
 	}
 	leases, err := srv.Client.Leases(ctx)
 	if err != nil {
@@ -57,8 +59,8 @@ func TestSessionRejectsBadTTL(t *testing.T) {
 	if len(leases.Leases) != 0 {
 		t.Errorf("rejected session left %d leases behind", len(leases.Leases))
 	}
-	if _, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithTTL(2*time.Second), concurrency.WithSafetyMargin(2*time.Second)); !errors.Is(err, concurrency.ErrInvalidMargin) {
-		t.Errorf("margin = TTL: got %v, want ErrInvalidMargin", err)
+	if _, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithTTL(2*time.Second), concurrency.WithSafetyMargin(2*time.Second)); !errors.Is(err, concurrency.ErrInvalidTTL) {
+		t.Errorf("margin = TTL: got %v, want ErrInvalidTTL", err)
 	}
 }
 
@@ -219,7 +221,7 @@ func TestSessionGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	started, ended := make(chan struct{}), make(chan struct{})
-	if !s.Go(func(ctx context.Context) {
+	if !(*session.Session)(s).Go(func(ctx context.Context) {
 		close(started)
 		<-ctx.Done()
 		time.Sleep(50 * time.Millisecond) // Close must wait for this
@@ -236,7 +238,7 @@ func TestSessionGo(t *testing.T) {
 	default:
 		t.Fatal("Close returned before the session's function did")
 	}
-	if s.Go(func(context.Context) { t.Error("ran on a closed session") }) {
+	if (*session.Session)(s).Go(func(context.Context) { t.Error("ran on a closed session") }) {
 		t.Fatal("Go on a closed session reported true")
 	}
 }

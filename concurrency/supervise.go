@@ -5,17 +5,16 @@ import (
 	"errors"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	clientv3 "go.etcd.io/etcd/client/v3"
-)
 
-// ErrSessionLost is what a supervised function's context reports as its
-// cause (context.Cause) when the session under it was lost.
-var ErrSessionLost = errors.New("concurrency: session lost")
+	"github.com/concordkit/concord/internal/retry"
+	"github.com/concordkit/concord/internal/session"
+)
 
 // Supervise runs fn with a fresh session and runs it again, with a new
 // session and exponential backoff, each time the session is lost. fn's
-// context is cancelled (cause ErrSessionLost) when its session is lost or
+// context is cancelled (cause: the session's error, ErrLeaseExpired or
+// ErrRenewDeadline) when its session is lost or
 // ctx ends; Supervise waits for fn to return before closing that session
 // and starting another.
 //
@@ -24,21 +23,17 @@ var ErrSessionLost = errors.New("concurrency: session lost")
 // live (that error). Failures to create a session are retried with backoff
 // until ctx ends.
 func Supervise(ctx context.Context, client *clientv3.Client, fn func(ctx context.Context, s *Session) error, opts ...SessionOption) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 50 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
-	b.MaxElapsedTime = 0
-	b.Reset()
+	b := retry.Session.New()
 	for {
 		s, err := NewSession(ctx, client, opts...)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, ErrInvalidTTL) || errors.Is(err, ErrInvalidMargin) || errors.Is(err, ErrTTLBelowMinimum) {
+			if errors.Is(err, ErrInvalidTTL) {
 				return err
 			}
-			if !sleepOr(ctx.Done(), b.NextBackOff()) {
+			if !retry.Sleep(ctx, b.NextBackOff()) {
 				return ctx.Err()
 			}
 			continue
@@ -46,7 +41,7 @@ func Supervise(ctx context.Context, client *clientv3.Client, fn func(ctx context
 		started := time.Now()
 		err = runSupervised(ctx, s, fn)
 		lost := s.Err() != nil
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), session.RequestTimeout)
 		_ = s.Close(closeCtx)
 		cancel()
 		switch {
@@ -56,10 +51,10 @@ func Supervise(ctx context.Context, client *clientv3.Client, fn func(ctx context
 			return err
 		}
 		// A run that lasted a while was healthy: start the backoff afresh.
-		if time.Since(started) > 2*s.ttl {
+		if time.Since(started) > 2*s.TTL() {
 			b.Reset()
 		}
-		if !sleepOr(ctx.Done(), b.NextBackOff()) {
+		if !retry.Sleep(ctx, b.NextBackOff()) {
 			return ctx.Err()
 		}
 	}
@@ -72,7 +67,7 @@ func runSupervised(ctx context.Context, s *Session, fn func(context.Context, *Se
 		defer close(watcherDone)
 		select {
 		case <-s.Done():
-			cancel(ErrSessionLost)
+			cancel(s.Err())
 		case <-fctx.Done():
 		}
 	}()

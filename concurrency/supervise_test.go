@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestSuperviseRestartsAfterLoss(t *testing.T) {
@@ -32,8 +33,8 @@ func TestSuperviseRestartsAfterLoss(t *testing.T) {
 	}
 	select {
 	case cause := <-causes:
-		if !errors.Is(cause, concurrency.ErrSessionLost) {
-			t.Fatalf("first run's cause = %v, want ErrSessionLost", cause)
+		if !errors.Is(cause, concurrency.ErrLeaseExpired) {
+			t.Fatalf("first run's cause = %v, want the session's ErrLeaseExpired", cause)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("first run not cancelled after its lease was revoked")

@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/discovery"
-	"github.com/concordkit/concord/embedtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
+
+	"github.com/concordkit/concord/discovery"
+	"github.com/concordkit/concord/embedtest"
 )
 
 // The discovery benchmarks run concord's Registry and Watcher and etcd's own
@@ -98,7 +99,7 @@ func BenchmarkPropagate(b *testing.B) {
 			if ws[i], err = discovery.NewWatcher(c, "bench-prop"); err != nil {
 				b.Fatal(err)
 			}
-			defer ws[i].Close()
+			defer ws[i].Close(context.Background())
 			<-ws[i].Synced()
 		}
 		b.ResetTimer()

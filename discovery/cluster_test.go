@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/embedtest"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // On a 3-member cluster: a hard-stopped member (the leader) does not stop

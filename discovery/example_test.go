@@ -6,12 +6,13 @@ import (
 	"log"
 	"net"
 
-	"github.com/concordkit/concord/discovery"
-	"github.com/concordkit/concord/embedtest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/concordkit/concord/discovery"
+	"github.com/concordkit/concord/embedtest"
 )
 
 func Example() {
@@ -42,7 +43,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer w.Close()
+	defer w.Close(context.Background())
 	<-w.Synced()
 	for _, in := range w.Instances() {
 		fmt.Println(in.ID, in.Addr, in.Metadata)

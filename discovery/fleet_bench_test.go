@@ -9,10 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/discovery"
-	"github.com/concordkit/concord/embedtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
+
+	"github.com/concordkit/concord/discovery"
+	"github.com/concordkit/concord/embedtest"
 )
 
 // BenchmarkFleet is a platform's worth of discovery on one embedded server
@@ -79,7 +80,7 @@ func BenchmarkFleet(b *testing.B) {
 		var ws []*discovery.Watcher
 		defer func() {
 			for _, w := range ws {
-				w.Close()
+				w.Close(context.Background())
 			}
 		}()
 		for s := range services {
@@ -104,7 +105,7 @@ func BenchmarkFleet(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer w.Close()
+			defer w.Close(context.Background())
 			<-w.Synced()
 			prop = append(prop, w)
 		}

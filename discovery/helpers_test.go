@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/discovery"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/discovery"
 )
 
 // ttl is the lease TTL of the tests' registries.
@@ -40,7 +41,7 @@ func newWatcher(t *testing.T, c *clientv3.Client, service string) *discovery.Wat
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = w.Close() })
+	t.Cleanup(func() { _ = w.Close(context.Background()) })
 	return w
 }
 

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/names"
 )
 
 // MaxNameBytes bounds a service name and an instance ID.
@@ -66,7 +66,7 @@ func (i Instance) Validate() error {
 	if i.Weight < 0 {
 		return fmt.Errorf("%w: %d", ErrInvalidWeight, i.Weight)
 	}
-	if err := concurrency.ValidateValue(string(encodeRecord(i, ""))); err != nil {
+	if err := names.ValidateValue(string(encodeRecord(i, ""))); err != nil {
 		return fmt.Errorf("%w: %v", ErrRecordTooLarge, err)
 	}
 	return nil

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/concordkit/concord/concurrency"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/concordkit/concord/internal/fence"
+	"github.com/concordkit/concord/internal/retry"
 )
 
 // Registration is one instance kept registered by a Registry. It is safe for
@@ -55,10 +57,10 @@ func (g *Registration) Instance() Instance {
 
 // Token is the create revision of the record last written: it changes (and
 // grows) each time the instance is registered again after a lost lease.
-func (g *Registration) Token() int64 {
+func (g *Registration) Token() concurrency.Token {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.createRev
+	return concurrency.Token(g.createRev)
 }
 
 // Guard returns comparisons that hold while the record Token names exists:
@@ -66,7 +68,7 @@ func (g *Registration) Token() int64 {
 // record does. A re-registration makes a new record (and Token); guards
 // taken before it fail with concurrency.ErrNotHeld.
 func (g *Registration) Guard() concurrency.Guard {
-	return concurrency.NewGuard(g.r.client, g.key, g.Token())
+	return concurrency.Guard(fence.New(g.r.client, g.key, int64(g.Token())))
 }
 
 // Done is closed when the registration ends for good: Deregister, the
@@ -115,7 +117,7 @@ func (g *Registration) Update(ctx context.Context, inst Instance) error {
 	}
 	g.inst = inst.clone()
 	g.mu.Unlock()
-	b := newBackoff(time.Second)
+	b := retry.Write.New()
 	for {
 		s := g.r.current()
 		if s == nil {
@@ -127,7 +129,7 @@ func (g *Registration) Update(ctx context.Context, inst Instance) error {
 			return nil
 		case !transient(err):
 			return err
-		case !sleep(ctx, b.NextBackOff()):
+		case !retry.Sleep(ctx, b.NextBackOff()):
 			return ctx.Err()
 		}
 	}
@@ -157,7 +159,7 @@ func (g *Registration) Deregister(ctx context.Context) error {
 	// With no write confirmed (a failing Register), a first write whose
 	// answer was lost may still have landed: find its record.
 	find := rev == 0
-	for b := newBackoff(time.Second); ; {
+	for b := retry.Write.New(); ; {
 		var err error
 		if find {
 			if rev, err = g.landed(ctx); err == nil {
@@ -175,7 +177,7 @@ func (g *Registration) Deregister(ctx context.Context) error {
 				break
 			}
 		}
-		if !transient(err) || !sleep(ctx, b.NextBackOff()) {
+		if !transient(err) || !retry.Sleep(ctx, b.NextBackOff()) {
 			g.unlockWrites()
 			if ctx.Err() != nil {
 				err = ctx.Err()

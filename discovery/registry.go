@@ -12,8 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/retry"
+	"github.com/concordkit/concord/internal/session"
 )
 
 type registryConfig struct {
@@ -30,7 +33,7 @@ func (f optionFunc) apply(c *registryConfig) { f(c) }
 
 // WithTTL sets the lease TTL: how long a dead instance stays listed at most.
 // A whole number of seconds, at least the server's minimum lease TTL.
-// Default concurrency.DefaultTTL (10s).
+// Default session.DefaultTTL (10s).
 func WithTTL(ttl time.Duration) Option {
 	return optionFunc(func(c *registryConfig) { c.ttl = ttl })
 }
@@ -66,7 +69,7 @@ type Registry struct {
 // NewRegistry starts a Registry. It does not wait for etcd: the first lease
 // is granted in the background and Register waits for it.
 func NewRegistry(client *clientv3.Client, opts ...Option) (*Registry, error) {
-	cfg := registryConfig{ttl: concurrency.DefaultTTL, logger: slog.New(slog.DiscardHandler)}
+	cfg := registryConfig{ttl: session.DefaultTTL, logger: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
@@ -126,14 +129,14 @@ func (r *Registry) Register(ctx context.Context, service string, inst Instance) 
 	}
 	r.regs[g.key] = g
 	r.mu.Unlock()
-	b := newBackoff(time.Second)
+	b := retry.Write.New()
 	for {
 		s, err := r.session(ctx)
 		if err == nil {
 			if err = g.write(ctx, s); err == nil {
 				return g, nil
 			}
-			if transient(err) && sleep(ctx, b.NextBackOff()) {
+			if transient(err) && retry.Sleep(ctx, b.NextBackOff()) {
 				continue // a lost lease, a leader election, a broken connection
 			}
 			if ctx.Err() != nil {
@@ -147,10 +150,16 @@ func (r *Registry) Register(ctx context.Context, service string, inst Instance) 
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		derr := g.Deregister(dctx)
 		cancel()
-		if s := r.current(); derr == nil || s == nil || !s.Go(func(ctx context.Context) {
-			_ = g.Deregister(ctx)
-			r.forget(g)
-		}) {
+		handedOff := false
+		if s := r.current(); derr != nil && s != nil {
+			handedOff = (*session.Session)(s).Go(func(ctx context.Context) {
+				if err := g.Deregister(ctx); err != nil && ctx.Err() == nil {
+					r.log.Warn("concord discovery: clean-up of a failed Register failed", "key", g.key, "err", err)
+				}
+				r.forget(g)
+			})
+		}
+		if !handedOff {
 			r.forget(g)
 		}
 		if errors.Is(err, ErrDeregistered) {
@@ -220,7 +229,7 @@ func (r *Registry) serve(ctx context.Context, s *concurrency.Session) error {
 
 // reput writes g under s, retrying transient failures until ctx ends.
 func (r *Registry) reput(ctx context.Context, s *concurrency.Session, g *Registration) {
-	b := newBackoff(max(s.TTL()/3, 100*time.Millisecond))
+	b := retry.Write.UpTo(max(s.TTL()/3, 100*time.Millisecond)).New()
 	for {
 		err := g.write(ctx, s)
 		switch {
@@ -233,7 +242,7 @@ func (r *Registry) reput(ctx context.Context, s *concurrency.Session, g *Registr
 			return
 		}
 		r.log.Debug("concord discovery: re-register failed", "key", g.key, "err", err)
-		if !sleep(ctx, b.NextBackOff()) {
+		if !retry.Sleep(ctx, b.NextBackOff()) {
 			return
 		}
 	}
@@ -253,7 +262,7 @@ func (r *Registry) session(ctx context.Context) (*concurrency.Session, error) {
 		}
 		if s != nil {
 			// Lost: serve is returning and will clear it in a moment.
-			if !sleep(ctx, 5*time.Millisecond) {
+			if !retry.Sleep(ctx, 5*time.Millisecond) {
 				return nil, ctx.Err()
 			}
 			continue

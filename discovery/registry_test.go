@@ -8,10 +8,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/embedtest"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestValidation(t *testing.T) {

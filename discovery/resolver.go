@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -103,7 +104,7 @@ func (r *grpcResolver) Close() {
 	r.closeOnce.Do(func() {
 		close(r.stop)
 		<-r.done
-		_ = r.w.Close()
+		_ = r.w.Close(context.Background())
 	})
 }
 

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/discovery"
-	"github.com/concordkit/concord/embedtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,6 +17,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/concordkit/concord/discovery"
+	"github.com/concordkit/concord/embedtest"
 )
 
 // startBackend serves the gRPC health service on 127.0.0.1:0.

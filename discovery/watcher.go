@@ -7,9 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/watch"
 )
 
 type watcherConfig struct {
@@ -170,12 +171,22 @@ func (w *Watcher) Revision() int64 {
 	return w.rev
 }
 
-// Close stops the Watcher and waits for its goroutines. It is safe to call
-// more than once.
-func (w *Watcher) Close() error {
+// Close stops the Watcher and waits for its goroutines until ctx ends (then
+// it returns ctx.Err(); they end on their own). It is safe to call more
+// than once.
+func (w *Watcher) Close(ctx context.Context) error {
 	w.cancel()
-	w.wg.Wait()
-	return nil
+	stopped := make(chan struct{})
+	go func() {
+		w.wg.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // follow applies a resumable watch of the prefix to the cache. Follow
@@ -187,14 +198,14 @@ func (w *Watcher) follow(ctx context.Context) {
 		w.mu.Lock()
 		w.restart = cancel
 		w.mu.Unlock()
-		for u := range concurrency.Follow(fctx, w.client, w.prefix).C() {
+		for u := range watch.Follow(fctx, w.client, w.prefix, watch.Options{}).C() {
 			w.apply(u)
 		}
 		cancel()
 	}
 }
 
-func (w *Watcher) apply(u concurrency.Update) {
+func (w *Watcher) apply(u watch.Update) {
 	w.mu.Lock()
 	if u.Snapshot {
 		w.keys = make(map[string]*Instance, len(u.KVs))

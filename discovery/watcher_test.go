@@ -1,6 +1,7 @@
 package discovery_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -84,10 +85,10 @@ func TestWatcherChangesAndBadRecords(t *testing.T) {
 	if w.Revision() == 0 {
 		t.Fatal("revision 0")
 	}
-	if err := w.Close(); err != nil {
+	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Close(); err != nil {
+	if err := w.Close(context.Background()); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
 	_ = discovery.ErrClosed

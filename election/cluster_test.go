@@ -46,7 +46,7 @@ func TestClusterLeaderMemberCrash(t *testing.T) {
 					resp, err := term.Guard().Do(ctx, clientv3.OpPut("crash-state", "x"))
 					if err == nil {
 						mu.Lock()
-						writes = append(writes, write{resp.Header.Revision, term.Token()})
+						writes = append(writes, write{resp.Header.Revision, int64(term.Token())})
 						mu.Unlock()
 					}
 					time.Sleep(2 * time.Millisecond)

@@ -7,6 +7,11 @@ import (
 	"sync"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
+	"github.com/concordkit/concord/internal/hold"
+	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/internal/session"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -16,7 +21,7 @@ import (
 // lowest create revision. An Election value campaigns at most once at a
 // time. It is safe for concurrent use.
 type Election struct {
-	s      *concurrency.Session
+	s      *session.Session
 	prefix string
 
 	mu          sync.Mutex
@@ -26,10 +31,10 @@ type Election struct {
 
 // New returns a handle on the election name for session s.
 func New(s *concurrency.Session, name string) (*Election, error) {
-	if err := concurrency.ValidateName(name); err != nil {
+	if err := names.Validate(name); err != nil {
 		return nil, err
 	}
-	return &Election{s: s, prefix: prefixOf(name)}, nil
+	return &Election{s: (*session.Session)(s), prefix: prefixOf(name)}, nil
 }
 
 func prefixOf(name string) string { return name + "/.election/" }
@@ -41,7 +46,7 @@ type Leader struct {
 	Value string
 	// Token is the leadership term's fencing token (the key's create
 	// revision); 0 when there is no leader.
-	Token int64
+	Token concurrency.Token
 	Lease clientv3.LeaseID
 	// Revision is the store revision this state was read at.
 	Revision int64
@@ -54,20 +59,20 @@ func leaderOf(kv *mvccpb.KeyValue, rev int64) Leader {
 	if kv == nil {
 		return Leader{Revision: rev}
 	}
-	return Leader{Key: string(kv.Key), Value: string(kv.Value), Token: kv.CreateRevision, Lease: clientv3.LeaseID(kv.Lease), Revision: rev}
+	return Leader{Key: string(kv.Key), Value: string(kv.Value), Token: concurrency.Token(kv.CreateRevision), Lease: clientv3.LeaseID(kv.Lease), Revision: rev}
 }
 
 // Campaign blocks until this candidate is elected, ctx ends (ctx.Err()) or
 // the session is lost (the session's error), and returns the leadership. A
 // campaign that fails leaves no key behind.
 func (e *Election) Campaign(ctx context.Context, value string) (*Leadership, error) {
-	if err := concurrency.ValidateValue(value); err != nil {
+	if err := names.ValidateValue(value); err != nil {
 		return nil, err
 	}
 	if err := e.begin(); err != nil {
 		return nil, err
 	}
-	t, err := concurrency.Join(ctx, e.s, e.s.LineKey(e.prefix), value, e.prefix, 1)
+	t, err := line.Join(ctx, e.s, e.s.LineKey(e.prefix), value, e.prefix, 1)
 	if err != nil {
 		e.end(nil)
 		return nil, err
@@ -83,10 +88,10 @@ func (e *Election) Resume(ctx context.Context) (*Leadership, error) {
 	if err := e.begin(); err != nil {
 		return nil, err
 	}
-	t, err := concurrency.Rejoin(ctx, e.s, e.prefix)
+	t, err := line.Rejoin(ctx, e.s, e.prefix)
 	if err != nil {
 		e.end(nil)
-		if errors.Is(err, concurrency.ErrNoTicket) {
+		if errors.Is(err, errs.NoTicket) {
 			return nil, ErrNoCandidacy
 		}
 		return nil, err
@@ -94,8 +99,8 @@ func (e *Election) Resume(ctx context.Context) (*Leadership, error) {
 	return e.await(ctx, t)
 }
 
-func (e *Election) await(ctx context.Context, t *concurrency.Ticket) (*Leadership, error) {
-	if err := t.Wait(ctx, e.prefix, 1); err != nil {
+func (e *Election) await(ctx context.Context, t *line.Ticket) (*Leadership, error) {
+	if err := t.Wait(ctx, 1); err != nil {
 		t.Abandon()
 		e.end(nil)
 		return nil, err
@@ -129,7 +134,7 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 
 // CurrentLeader reads the leader of the election name with any client.
 func CurrentLeader(ctx context.Context, client *clientv3.Client, name string) (Leader, error) {
-	if err := concurrency.ValidateName(name); err != nil {
+	if err := names.Validate(name); err != nil {
 		return Leader{}, err
 	}
 	return readLeader(ctx, client, prefixOf(name))
@@ -151,7 +156,7 @@ func readLeader(ctx context.Context, client *clientv3.Client, prefix string) (Le
 // concurrent use.
 type Leadership struct {
 	e    *Election
-	held *concurrency.Held
+	held *hold.Hold
 
 	mu    sync.Mutex
 	value string
@@ -183,15 +188,15 @@ func (l *Leadership) Guard() concurrency.Guard { return l.held.Guard() }
 // Proclaim changes the leader's value (its address, say) without ending the
 // term. It returns ErrNotLeader, changing nothing, when the term has ended.
 func (l *Leadership) Proclaim(ctx context.Context, value string) error {
-	if err := concurrency.ValidateValue(value); err != nil {
+	if err := names.ValidateValue(value); err != nil {
 		return err
 	}
-	if l.Err() != nil {
-		return fmt.Errorf("%w: %v", ErrNotLeader, l.Err())
+	if err := l.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
 	_, err := l.Guard().Do(ctx, clientv3.OpPut(l.Key(), value, clientv3.WithLease(l.e.s.Lease())))
 	if errors.Is(err, concurrency.ErrNotHeld) {
-		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
 	if err != nil {
 		return err
@@ -205,3 +210,9 @@ func (l *Leadership) Proclaim(ctx context.Context, value string) error {
 // Resign ends the term, deleting only this term's key, so the next
 // candidate is elected at once. It is idempotent.
 func (l *Leadership) Resign(ctx context.Context) error { return l.held.Release(ctx) }
+
+// Release is Resign, under the name every held resource shares
+// (concurrency.Held).
+func (l *Leadership) Release(ctx context.Context) error { return l.Resign(ctx) }
+
+var _ concurrency.Held = (*Leadership)(nil)

@@ -2,6 +2,7 @@ package election
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/concordkit/concord/concurrency"
 )
@@ -10,8 +11,8 @@ var (
 	// ErrNoLeader: nobody leads the election now.
 	ErrNoLeader = errors.New("election: no leader")
 	// ErrNotLeader: the leadership was lost or resigned; Proclaim changed
-	// nothing.
-	ErrNotLeader = errors.New("election: not leader")
+	// nothing. It matches concurrency.ErrNotHeld.
+	ErrNotLeader = fmt.Errorf("election: not leader: %w", concurrency.ErrNotHeld)
 	// ErrAlreadyCampaigning: this Election value is campaigning or leads.
 	ErrAlreadyCampaigning = errors.New("election: already campaigning or leading")
 	// ErrNoCandidacy: Resume found no candidacy under the session's lease.

@@ -8,13 +8,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/internal/retry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// resignTimeout bounds the resign after the leader's work has returned.
-const resignTimeout = 5 * time.Second
 
 // Config configures an Elector.
 type Config struct {
@@ -59,7 +57,7 @@ type Health struct {
 	// Leader is the last leader state seen (possibly this candidate).
 	Leader Leader
 	// Token is this candidate's current term's token, 0 when not leading.
-	Token int64
+	Token concurrency.Token
 	// SessionLive is true while the candidate has a live session.
 	SessionLive bool
 	// LastChange is when Leading or Leader last changed.
@@ -68,10 +66,10 @@ type Health struct {
 
 // NewElector validates cfg and returns an Elector.
 func NewElector(client *clientv3.Client, cfg Config) (*Elector, error) {
-	if err := concurrency.ValidateName(cfg.Name); err != nil {
+	if err := names.Validate(cfg.Name); err != nil {
 		return nil, err
 	}
-	if err := concurrency.ValidateValue(cfg.Value); err != nil {
+	if err := names.ValidateValue(cfg.Value); err != nil {
 		return nil, err
 	}
 	if cfg.OnElected == nil {
@@ -119,6 +117,8 @@ func (el *Elector) Run(ctx context.Context) error {
 func (el *Elector) observe(ctx context.Context) {
 	o, err := Observe(ctx, el.client, el.cfg.Name)
 	if err != nil {
+		// The name was validated by NewElector: only a bug gets here.
+		el.log.Error("concord observe failed", "election", el.cfg.Name, "err", err)
 		return
 	}
 	for l := range o.C() {
@@ -137,8 +137,7 @@ func (el *Elector) session(ctx context.Context, s *concurrency.Session) error {
 	if err != nil {
 		return err
 	}
-	retry := backoff.NewExponentialBackOff()
-	retry.MaxElapsedTime = 0
+	backoff := retry.Session.New()
 	for {
 		l, err := e.Campaign(ctx, el.cfg.Value)
 		if err != nil {
@@ -148,16 +147,12 @@ func (el *Elector) session(ctx context.Context, s *concurrency.Session) error {
 			// A transient failure (a request timed out, a member down):
 			// campaign again on the same session after a pause.
 			el.log.Warn("concord campaign failed", "election", el.cfg.Name, "err", err)
-			select {
-			case <-time.After(retry.NextBackOff()):
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-s.Done():
+			if !retry.Sleep(ctx, backoff.NextBackOff()) {
 				return ctx.Err()
 			}
 			continue
 		}
-		retry.Reset()
+		backoff.Reset()
 		el.lead(ctx, l)
 		if ctx.Err() != nil || s.Err() != nil {
 			return ctx.Err()
@@ -165,34 +160,22 @@ func (el *Elector) session(ctx context.Context, s *concurrency.Session) error {
 	}
 }
 
-// lead runs one term: OnElected with a context cancelled on loss, then a
-// resign once OnElected has returned, then OnLost.
+// lead runs one term (concurrency.Do): OnElected with a context cancelled
+// on loss (cause: the term's error), then a resign once OnElected has
+// returned, then OnLost.
 func (el *Elector) lead(ctx context.Context, l *Leadership) {
 	el.log.Info("concord elected", "election", el.cfg.Name, "token", l.Token())
 	el.update(func(h *Health) { h.Leading, h.Token = true, l.Token() })
-	tctx, cancel := context.WithCancelCause(ctx)
-	stop := make(chan struct{})
-	watcherDone := make(chan struct{})
-	go func() {
-		defer close(watcherDone)
-		select {
-		case <-l.Done():
-			cancel(fmt.Errorf("%w: %v", ErrNotLeader, l.Err()))
-		case <-stop:
-		}
-	}()
-	el.cfg.OnElected(tctx, l)
-	// The work has returned; a leader whose work is done keeps its term
-	// until it is lost or Run ends, as client-go's elector does.
-	<-tctx.Done()
-	close(stop)
-	<-watcherDone
-	cancel(nil)
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), resignTimeout)
-	if err := l.Resign(rctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	err := concurrency.Do(ctx, l, func(tctx context.Context) error {
+		el.cfg.OnElected(tctx, l)
+		// The work has returned; a leader whose work is done keeps its
+		// term until it is lost or Run ends, as client-go's elector does.
+		<-tctx.Done()
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		el.log.Warn("concord resign failed", "election", el.cfg.Name, "err", err)
 	}
-	rcancel()
 	el.update(func(h *Health) { h.Leading, h.Token = false, 0 })
 	el.log.Info("concord term ended", "election", el.cfg.Name, "token", l.Token(), "why", l.Err())
 	if el.cfg.OnLost != nil {

@@ -169,7 +169,7 @@ func TestFailedWaitsLeaveNoKey(t *testing.T) {
 	}
 	m, _ := lock.NewMutex(s, "bugl")
 	sem, _ := semaphore.New(s, "bugs", 1)
-	defer sem.Close()
+	defer sem.Close(context.Background())
 	el, _ := election.New(s, "buge")
 	calls := []call{
 		{"Lock", "bugl/", func(ctx context.Context) (func(), error) {
@@ -269,7 +269,7 @@ func TestLockOneHolderWhileMembersCrash(t *testing.T) {
 					}
 					for range 3 {
 						octx, cancel := opCtx(runCtx)
-						_, err := m.Guard().Do(octx, clientv3.OpPut("one-data", strconv.FormatInt(m.Token(), 10)))
+						_, err := m.Guard().Do(octx, clientv3.OpPut("one-data", strconv.FormatInt(int64(m.Token()), 10)))
 						cancel()
 						if err != nil {
 							break
@@ -403,7 +403,8 @@ func TestPubsubNoSilentSkipAfterPartition(t *testing.T) {
 				parked.Unlock()
 			}
 			c2()
-			<-sub.Done()
+			for range sub.C() {
+			}
 		}
 	})
 	sub, err := sc.Subscribe(ctx, "ps", pubsub.After(0))

@@ -74,7 +74,7 @@ func (w *ckWL) hold(ctx context.Context, e *env, p *proc, m *lock.Mutex) {
 		sleepCtx(ctx, 20*time.Millisecond)
 		return
 	}
-	tok, guard := m.Token(), m.Guard()
+	tok, guard := int64(m.Token()), m.Guard()
 	defer func() {
 		uctx, cancel := opCtx(ctx)
 		_ = m.Unlock(uctx)

@@ -135,7 +135,7 @@ func (w *discWL) register(ctx context.Context, e *env, p *proc, idx int, reg *di
 			o.out, o.note = unknown, id+" "+err.Error()
 			sleepCtx(ctx, 100*time.Millisecond)
 		} else {
-			o.token, o.rev, keep = g.Token(), g.Token(), g
+			o.token, o.rev, keep = int64(g.Token()), int64(g.Token()), g
 			w.mu.Lock()
 			w.acked = append(w.acked, o.rev)
 			w.mu.Unlock()
@@ -161,7 +161,7 @@ func (w *discWL) register(ctx context.Context, e *env, p *proc, idx int, reg *di
 			if err != nil {
 				o.out, o.note = unknown, id+" "+err.Error()
 			} else {
-				o.token, o.rev = g.Token(), g.Token()
+				o.token, o.rev = int64(g.Token()), int64(g.Token())
 				live = append(live, g)
 				w.mu.Lock()
 				w.acked = append(w.acked, o.rev)
@@ -171,7 +171,7 @@ func (w *discWL) register(ctx context.Context, e *env, p *proc, idx int, reg *di
 		} else {
 			i := rng.IntN(len(live))
 			g := live[i]
-			tok := g.Token()
+			tok := int64(g.Token())
 			tried[g] = true // from now on it is not registered again, whatever the outcome
 			err := g.Deregister(octx)
 			o := op{proc: p.name, recipe: w.name(), kind: "deregister", start: start, out: ok, token: tok, note: g.Instance().ID, stale: stale}
@@ -198,7 +198,7 @@ func (w *discWL) register(ctx context.Context, e *env, p *proc, idx int, reg *di
 // least every 250ms. A stall parks the sampler (and cuts the watcher's
 // network); the view after it is judged from the end of the stall.
 func (w *discWL) sample(ctx context.Context, e *env, p *proc, wt *discovery.Watcher) {
-	defer wt.Close()
+	defer wt.Close(context.Background())
 	select {
 	case <-wt.Synced():
 	case <-ctx.Done():

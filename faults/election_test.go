@@ -59,7 +59,7 @@ func (w *electionWL) run(ctx context.Context, e *env, wg *sync.WaitGroup) {
 // lead runs a term; runCtx outlives the term, so a stalled leader resumes
 // after its term has ended and tries one more write with its old Guard.
 func (w *electionWL) lead(runCtx, tctx context.Context, e *env, p *proc, term *election.Leadership) {
-	tok, guard := term.Token(), term.Guard()
+	tok, guard := int64(term.Token()), term.Guard()
 	e.hist.add(op{proc: p.name, recipe: w.name(), kind: "elected", start: time.Now(), out: ok, token: tok})
 	p.holding.Store(true)
 	defer p.holding.Store(false)

@@ -77,7 +77,7 @@ func (w *lockWL) hold(ctx context.Context, e *env, p *proc, s *concurrency.Sessi
 		return
 	}
 	// The handle a paused process keeps: the token and guard of this hold.
-	tok, guard := m.Token(), m.Guard()
+	tok, guard := int64(m.Token()), m.Guard()
 	e.hist.add(op{proc: p.name, recipe: w.name(), kind: "acquire", start: start, out: ok, token: tok, lease: int64(s.Lease())})
 	// Record when the holder learns the hold is lost (other than by its
 	// own Unlock): the design's bar is that this comes before any newer

@@ -172,7 +172,8 @@ func (w *psWL) subscribe(ctx context.Context, e *env, s *psStream) {
 			}
 		}
 		cancel()
-		<-sub.Done()
+		for range sub.C() {
+		}
 	}
 }
 

@@ -97,7 +97,7 @@ func (w *queueWL) consume(ctx context.Context, e *env, p *proc) {
 				continue
 			}
 			payload := string(c.Payload())
-			e.hist.add(op{proc: p.name, recipe: w.name(), kind: "claim", start: start, out: ok, token: c.Token(),
+			e.hist.add(op{proc: p.name, recipe: w.name(), kind: "claim", start: start, out: ok, token: int64(c.Token()),
 				note: payload + " " + c.ID() + fmt.Sprintf(" attempt %d", c.Attempts())})
 			p.holding.Store(true)
 			stale := p.park(ctx)
@@ -108,7 +108,7 @@ func (w *queueWL) consume(ctx context.Context, e *env, p *proc) {
 				actx, cancel := opCtx(ctx)
 				err = c.Ack(actx)
 				cancel()
-				o := op{proc: p.name, recipe: w.name(), kind: "ack", start: start, out: classify(err), token: c.Token(), note: payload + " " + c.ID(), stale: stale}
+				o := op{proc: p.name, recipe: w.name(), kind: "ack", start: start, out: classify(err), token: int64(c.Token()), note: payload + " " + c.ID(), stale: stale}
 				if err == nil {
 					w.prog.Add(1)
 				} else {

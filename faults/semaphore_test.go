@@ -59,7 +59,7 @@ func (w *semWL) worker(ctx context.Context, e *env, p *proc) {
 			w.hold(ctx, e, p, sem)
 		}
 		if sem != nil {
-			sem.Close()
+			sem.Close(context.Background())
 		}
 		closeSession(s)
 	}
@@ -74,7 +74,7 @@ func (w *semWL) hold(ctx context.Context, e *env, p *proc, sem *semaphore.Semaph
 		sleepCtx(ctx, 20*time.Millisecond) // do not spin on quick errors
 		return
 	}
-	tok, guard := pm.Token(), pm.Guard()
+	tok, guard := int64(pm.Token()), pm.Guard()
 	e.hist.add(op{proc: p.name, recipe: w.name(), kind: "acquire", start: start, out: ok, token: tok})
 	p.holding.Store(true)
 	defer func() {

@@ -430,7 +430,7 @@ func benchContended(b *testing.B, srv *embedtest.Server, impl benchImpl, contend
 				fail(fmt.Errorf("acquisition %d: %d holders at once", i, k))
 			}
 			if t, ok := l.(interface{ Token() concurrency.Token }); ok {
-				tok := t.Token()
+				tok := int64(t.Token())
 				if prev := lastToken.Swap(tok); tok <= prev {
 					fail(fmt.Errorf("acquisition %d: token %d after %d", i, tok, prev))
 				}

@@ -82,7 +82,7 @@ func TestClusterLeaderCrashDuringContention(t *testing.T) {
 							break
 						}
 						mu.Lock()
-						writes = append(writes, guardedWrite{resp.Header.Revision, m.Token()})
+						writes = append(writes, guardedWrite{resp.Header.Revision, int64(m.Token())})
 						mu.Unlock()
 						if i == 2 && crashed.Load() {
 							afterCrash.Add(1)

@@ -3,7 +3,8 @@ package lock
 import (
 	"context"
 
-	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/hold"
+	"github.com/concordkit/concord/internal/line"
 )
 
 // Line is where a Mutex named name queues its keys.
@@ -17,6 +18,6 @@ func RWLine(name string) (readers, writers string) {
 
 // TryHead runs what TryLock runs once its ticket, joined behind others,
 // must name the holder.
-func TryHead(ctx context.Context, t *concurrency.Ticket, rangePrefix string) (*concurrency.Held, error) {
+func TryHead(ctx context.Context, t *line.Ticket, rangePrefix string) (*hold.Hold, error) {
 	return tryHead(ctx, t, rangePrefix)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 
+	"github.com/concordkit/concord/concurrency"
+
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -13,7 +15,7 @@ type Entry struct {
 	Key   string
 	Value string
 	// Token is the entry's fencing token (its key's create revision).
-	Token int64
+	Token concurrency.Token
 	Lease clientv3.LeaseID
 	// Reader is true for a read hold or wait on an RWMutex.
 	Reader bool
@@ -23,7 +25,7 @@ func entryOf(kv *mvccpb.KeyValue) Entry {
 	return Entry{
 		Key:    string(kv.Key),
 		Value:  string(kv.Value),
-		Token:  kv.CreateRevision,
+		Token:  concurrency.Token(kv.CreateRevision),
 		Lease:  clientv3.LeaseID(kv.Lease),
 		Reader: strings.Contains(string(kv.Key), "/.rw/r/"),
 	}
@@ -42,7 +44,7 @@ func Inspect(ctx context.Context, client *clientv3.Client, name string) (Status,
 	if err := validate(name); err != nil {
 		return Status{}, err
 	}
-	kvs, rev, err := line(ctx, client, mutexPrefix(name))
+	kvs, rev, err := readLine(ctx, client, mutexPrefix(name))
 	if err != nil {
 		return Status{}, err
 	}
@@ -63,7 +65,7 @@ func InspectRW(ctx context.Context, client *clientv3.Client, name string) (Statu
 	if err := validate(name); err != nil {
 		return Status{}, err
 	}
-	kvs, rev, err := line(ctx, client, rwPrefix(name))
+	kvs, rev, err := readLine(ctx, client, rwPrefix(name))
 	if err != nil {
 		return Status{}, err
 	}
@@ -85,7 +87,7 @@ func InspectRW(ctx context.Context, client *clientv3.Client, name string) (Statu
 	return st, nil
 }
 
-func line(ctx context.Context, client *clientv3.Client, prefix string) ([]*mvccpb.KeyValue, int64, error) {
+func readLine(ctx context.Context, client *clientv3.Client, prefix string) ([]*mvccpb.KeyValue, int64, error) {
 	resp, err := client.Get(ctx, prefix, clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {

@@ -2,10 +2,16 @@ package lock
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/fence"
+	"github.com/concordkit/concord/internal/hold"
+	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/internal/session"
 )
 
 // Option configures a Mutex or RWMutex.
@@ -45,7 +51,7 @@ func NewMutex(s *concurrency.Session, name string, opts ...Option) (*Mutex, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Mutex{holder: holder{s: s, value: v}, prefix: mutexPrefix(name)}, nil
+	return &Mutex{holder: holder{s: (*session.Session)(s), value: v}, prefix: mutexPrefix(name)}, nil
 }
 
 func mutexPrefix(name string) string { return name + "/.lock/" }
@@ -65,11 +71,11 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 // holder is the state shared by Mutex and RWMutex: at most one hold at a
 // time, and the held-resource methods over it.
 type holder struct {
-	s     *concurrency.Session
+	s     *session.Session
 	value string
 
 	mu      sync.Mutex
-	held    *concurrency.Held
+	held    *hold.Hold
 	locking bool
 }
 
@@ -79,13 +85,13 @@ func checkNew(name string, opts []Option) (string, error) {
 		return "", err
 	}
 	c := newConfig(opts)
-	if err := concurrency.ValidateValue(c.value); err != nil {
+	if err := names.ValidateValue(c.value); err != nil {
 		return "", err
 	}
 	return c.value, nil
 }
 
-func validate(name string) error { return concurrency.ValidateName(name) }
+func validate(name string) error { return names.Validate(name) }
 
 // acquire joins the line with a new key under keyPrefix and waits until no
 // key under rangePrefix is ahead of it (or, with try, gives up at once).
@@ -100,9 +106,8 @@ func (h *holder) acquire(ctx context.Context, keyPrefix, rangePrefix string, try
 	h.mu.Unlock()
 	// A previous hold whose Unlock failed may have left its key, which
 	// would queue this one behind it: delete it first.
-	var held *concurrency.Held
-	err := ErrUnlockPending
-	if prev == nil || prev.Released() || prev.Release(ctx) == nil {
+	held, err := h.clearPrevious(ctx, prev)
+	if err == nil {
 		held, err = h.join(ctx, keyPrefix, rangePrefix, try)
 	}
 	h.mu.Lock()
@@ -114,8 +119,20 @@ func (h *holder) acquire(ctx context.Context, keyPrefix, rangePrefix string, try
 	return err
 }
 
-func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bool) (*concurrency.Held, error) {
-	t, err := concurrency.Join(ctx, h.s, h.s.LineKey(keyPrefix), h.value, rangePrefix, 1)
+// clearPrevious releases a previous hold whose release failed; it returns
+// ErrUnlockPending if that fails again.
+func (h *holder) clearPrevious(ctx context.Context, prev *hold.Hold) (*hold.Hold, error) {
+	if prev == nil || prev.Released() {
+		return nil, nil
+	}
+	if err := prev.Release(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnlockPending, err)
+	}
+	return nil, nil
+}
+
+func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bool) (*hold.Hold, error) {
+	t, err := line.Join(ctx, h.s, h.s.LineKey(keyPrefix), h.value, rangePrefix, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +140,7 @@ func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bo
 		if try {
 			return tryHead(ctx, t, rangePrefix)
 		}
-		if err := t.Wait(ctx, rangePrefix, 1); err != nil {
+		if err := t.Wait(ctx, 1); err != nil {
 			t.Abandon()
 			return nil, err
 		}
@@ -134,12 +151,12 @@ func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bo
 // tryHead ends a TryLock whose ticket joined behind others: it reads the
 // head of the line to name the holder. If everyone ahead left meanwhile the
 // lock is free and the ticket first in line, so it is held.
-func tryHead(ctx context.Context, t *concurrency.Ticket, rangePrefix string) (*concurrency.Held, error) {
+func tryHead(ctx context.Context, t *line.Ticket, rangePrefix string) (*hold.Hold, error) {
 	head, err := t.Head(ctx)
 	inRange := strings.HasPrefix(t.Key(), rangePrefix)
 	switch {
 	case err != nil:
-	case head != nil && head.CreateRevision != t.Token():
+	case head != nil && concurrency.Token(head.CreateRevision) != t.Token():
 		t.Abandon()
 		return nil, &LockedError{Holder: entryOf(head)}
 	case head != nil || !inRange:
@@ -172,7 +189,11 @@ func (h *holder) Unlock(ctx context.Context) error {
 	return nil
 }
 
-func (h *holder) current() *concurrency.Held {
+// Release is Unlock, under the name every held resource shares
+// (concurrency.Held).
+func (h *holder) Release(ctx context.Context) error { return h.Unlock(ctx) }
+
+func (h *holder) current() *hold.Hold {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.held
@@ -219,7 +240,12 @@ func (h *holder) Guard() concurrency.Guard {
 	if cur := h.current(); cur != nil {
 		return cur.Guard()
 	}
-	return concurrency.NewGuard(h.s.Client(), "\x00concord/none", -1)
+	return concurrency.Guard(fence.New(h.s.Client(), "\x00concord/none", -1))
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+var (
+	_ concurrency.Held = (*Mutex)(nil)
+	_ concurrency.Held = (*RWMutex)(nil)
+)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/session"
 	"github.com/concordkit/concord/lock"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -85,7 +87,8 @@ func TestTryLockTakesLockFreedMeanwhile(t *testing.T) {
 		}
 		waiting := lockAsync(ctx, w)
 		mustWait(t, waiting, c.name+": w waits")
-		tk, err := concurrency.Join(ctx, s, s.LineKey(c.key), "b", c.rng, 1)
+		cs := (*session.Session)(s)
+		tk, err := line.Join(ctx, cs, cs.LineKey(c.key), "b", c.rng, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

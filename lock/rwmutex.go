@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/session"
 )
 
 // RWMutex is a distributed reader/writer lock: readers share it, a writer
@@ -23,7 +24,7 @@ func NewRWMutex(s *concurrency.Session, name string, opts ...Option) (*RWMutex, 
 	if err != nil {
 		return nil, err
 	}
-	return &RWMutex{holder: holder{s: s, value: v}, prefix: rwPrefix(name)}, nil
+	return &RWMutex{holder: holder{s: (*session.Session)(s), value: v}, prefix: rwPrefix(name)}, nil
 }
 
 func rwPrefix(name string) string { return name + "/.rw/" }

@@ -61,12 +61,12 @@ func TestStressMutualExclusion(t *testing.T) {
 					if n := inside.Add(1); n != 1 {
 						errs <- fmt.Errorf("%d holders at once", n)
 					}
-					ok, err := fencedWrite(ctx, m.Guard(), "fence", m.Token())
+					ok, err := fencedWrite(ctx, m.Guard(), "fence", int64(m.Token()))
 					if err != nil || !ok {
 						errs <- fmt.Errorf("fenced write of token %d: ok=%v err=%v", m.Token(), ok, err)
 					}
 					mu.Lock()
-					tokens = append(tokens, m.Token())
+					tokens = append(tokens, int64(m.Token()))
 					mu.Unlock()
 					inside.Add(-1)
 					if err := m.Unlock(ctx); err != nil {

@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/pubsub"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The benchmarks run concord's pubsub and a raw etcd Watch (Put on one
@@ -49,7 +50,11 @@ func BenchmarkLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { cancel(); <-sub.Done() }()
+	defer func() {
+		cancel()
+		for range sub.C() {
+		}
+	}()
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	wch := subC.Watch(clientv3.WithRequireLeader(wctx), "raw/latency/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())

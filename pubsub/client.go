@@ -6,8 +6,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/watch"
 )
 
 // DefaultKeepLast is the retention when no Keep option is given.
@@ -16,7 +17,7 @@ const DefaultKeepLast = 1000
 // DefaultStallTimeout is how long a subscription's watch may stay silent,
 // and then leave a progress request unanswered, before the subscription
 // counts the watch as dead and resumes on a new one.
-const DefaultStallTimeout = concurrency.DefaultStallTimeout
+const DefaultStallTimeout = watch.DefaultStallTimeout
 
 type config struct {
 	keepLast        int

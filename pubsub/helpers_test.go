@@ -5,8 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/pubsub"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/pubsub"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -48,7 +49,8 @@ func subscribe(t *testing.T, ps *pubsub.Client, topic string, pos pubsub.Positio
 	}
 	t.Cleanup(func() {
 		cancel()
-		<-sub.Done()
+		for range sub.C() {
+		}
 	})
 	return sub
 }

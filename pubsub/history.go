@@ -13,10 +13,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/watch"
 )
 
 // publishLog appends msg to a topic kept until compaction: a Put of its log
@@ -83,7 +84,7 @@ func (sub *subscriber) catchUpLog(ctx context.Context, head int64, cur *mvccpb.K
 		}
 		return nil
 	}
-	if !errors.Is(err, concurrency.ErrCompacted) {
+	if !errors.Is(err, watch.ErrCompacted) {
 		return err
 	}
 	oldest, at, err := sub.oldestRev(ctx, start, head, cur)
@@ -118,7 +119,7 @@ func (sub *subscriber) skipTo(ctx context.Context, oldest int64, at *mvccpb.KeyV
 		}
 		if lost != 0 && at.ModRevision-1 > sub.rev {
 			g := &Gap{From: sub.rev + 1, To: at.ModRevision - 1, Count: max(lost, -1)}
-			if !sub.s.send(ctx, Event{Gap: g, Seq: at.Version - 1}) {
+			if !sub.s.Send(ctx, Event{Gap: g, Seq: at.Version - 1}) {
 				return ctx.Err()
 			}
 		}
@@ -143,7 +144,7 @@ func (sub *subscriber) oldestRev(ctx context.Context, lo, hi int64, at *mvccpb.K
 		mid := lo + (hi-lo)/2
 		kv, err := sub.logAt(ctx, mid)
 		switch {
-		case errors.Is(err, concurrency.ErrCompacted):
+		case errors.Is(err, watch.ErrCompacted):
 			lo = mid
 		case err != nil:
 			return 0, nil, err
@@ -155,13 +156,13 @@ func (sub *subscriber) oldestRev(ctx context.Context, lo, hi int64, at *mvccpb.K
 }
 
 // logAt reads the log key at rev (nil if it did not exist then); reading a
-// compacted revision fails with concurrency.ErrCompacted.
+// compacted revision fails with watch.ErrCompacted.
 func (sub *subscriber) logAt(ctx context.Context, rev int64) (*mvccpb.KeyValue, error) {
 	rctx, cancel := sub.request(ctx)
 	defer cancel()
 	resp, err := sub.c.etcd.Get(rctx, sub.logKey, clientv3.WithRev(rev))
 	if errors.Is(err, rpctypes.ErrCompacted) {
-		return nil, concurrency.ErrCompacted
+		return nil, watch.ErrCompacted
 	}
 	if err != nil {
 		return nil, err

@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/pubsub"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // wantSeq checks that ev is the message data at rev numbered seq.

@@ -3,8 +3,9 @@ package pubsub_test
 import (
 	"testing"
 
-	"github.com/concordkit/concord/embedtest"
 	"go.uber.org/goleak"
+
+	"github.com/concordkit/concord/embedtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(embedtest.Settled(m)) }

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/names"
 )
 
 // Publish appends msg to topic and returns its revision: the etcd revision
@@ -21,7 +22,7 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 	if err := validateTopic(topic); err != nil {
 		return 0, err
 	}
-	if err := concurrency.ValidateValue(string(msg)); err != nil {
+	if err := names.ValidateValue(string(msg)); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
 	if c.cfg.untilCompaction {
@@ -52,7 +53,7 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 }
 
 func validateTopic(topic string) error {
-	if err := concurrency.ValidateName(topic); err != nil {
+	if err := names.Validate(topic); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidTopic, err)
 	}
 	return nil

@@ -7,11 +7,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/retry"
+	"github.com/concordkit/concord/internal/stream"
+	"github.com/concordkit/concord/internal/watch"
 )
 
 // listPage is how many messages one read of a (re)subscription returns.
@@ -105,19 +109,7 @@ func (g Gap) String() string {
 // Subscription is a stream of a topic's messages in revision order. Its
 // channel closes only when the context given to Subscribe ends; Err then
 // says why. It is safe for concurrent use; C has one reader.
-type Subscription struct {
-	s *stream[Event]
-}
-
-// C delivers the messages and gaps, in revision order.
-func (s *Subscription) C() <-chan Event { return s.s.c }
-
-// Done is closed when the subscription's goroutine has exited.
-func (s *Subscription) Done() <-chan struct{} { return s.s.done }
-
-// Err is why the subscription ended (the context's error); nil while it
-// runs.
-func (s *Subscription) Err() error { return s.s.Err() }
+type Subscription = concurrency.Stream[Event]
 
 // Subscribe delivers topic's messages from pos, in revision order, until
 // ctx ends. When its watch breaks (disconnect, lost leader, stall,
@@ -134,7 +126,7 @@ func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Su
 		return nil, fmt.Errorf("%w: revision %d", ErrInvalidPosition, pos.rev)
 	}
 	sub := &subscriber{c: c, topic: topic, prefix: msgPrefix(topic), logKey: logKey(topic),
-		s: newStream[Event](), count: -1}
+		s: stream.New[Event](), count: -1}
 	switch pos.kind {
 	case posAfter:
 		sub.rev, sub.count = pos.rev, pos.count
@@ -156,7 +148,7 @@ func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Su
 		sub.rev = resp.Header.Revision
 	}
 	go sub.run(ctx)
-	return &Subscription{s: sub.s}, nil
+	return (*Subscription)(sub.s), nil
 }
 
 // subscriber is a subscription's state, owned by its goroutine.
@@ -165,7 +157,7 @@ type subscriber struct {
 	topic  string
 	prefix string // of the message keys
 	logKey string // the messages of a topic kept until compaction
-	s      *stream[Event]
+	s      *stream.Stream[Event]
 
 	// rev: every message with a revision <= rev has been delivered or
 	// reported in a gap. count: how many messages have a revision <= rev
@@ -175,8 +167,8 @@ type subscriber struct {
 }
 
 func (sub *subscriber) run(ctx context.Context) {
-	defer func() { sub.s.finish(ctx.Err()) }()
-	retry := newRetry()
+	defer func() { sub.s.Finish(ctx.Err()) }()
+	backoff := retry.Watch.New()
 	stall := sub.c.cfg.stall
 	for ctx.Err() == nil {
 		err := sub.catchUp(ctx)
@@ -185,20 +177,20 @@ func (sub *subscriber) run(ctx context.Context) {
 			deliver := func(evs []*clientv3.Event) bool { return sub.deliver(ctx, putKVs(evs)) }
 			// The whole topic, not only its message keys: a topic that
 			// has no message yet may turn out kept until compaction.
-			healthy, err = concurrency.WatchFrom(ctx, sub.c.etcd, topicPrefix(sub.topic), sub.rev+1, stall, deliver,
+			healthy, err = watch.From(ctx, sub.c.etcd, topicPrefix(sub.topic), sub.rev+1, stall, deliver,
 				clientv3.WithPrefix(), clientv3.WithFilterDelete())
 			if healthy {
-				retry.Reset()
+				backoff.Reset()
 			}
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		sub.c.cfg.logger.Debug("pubsub: resuming subscription", "topic", sub.topic, "after", sub.rev, "err", err)
-		if errors.Is(err, concurrency.ErrCompacted) {
+		if errors.Is(err, watch.ErrCompacted) {
 			continue // history is gone: list the retained messages, or report the gap, at once
 		}
-		if !sleepCtx(ctx, retry.NextBackOff()) {
+		if !retry.Sleep(ctx, backoff.NextBackOff()) {
 			return
 		}
 	}
@@ -263,7 +255,7 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		if sub.count >= 0 && rec.count > sub.count {
 			g.Count = rec.count - sub.count
 		}
-		if !sub.s.send(ctx, Event{Gap: g, Seq: rec.count}) {
+		if !sub.s.Send(ctx, Event{Gap: g, Seq: rec.count}) {
 			return ctx.Err()
 		}
 		sub.rev, sub.count = rec.rev, rec.count
@@ -281,7 +273,7 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		cancel()
 		if err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
-				return concurrency.ErrCompacted
+				return watch.ErrCompacted
 			}
 			return err
 		}
@@ -332,7 +324,7 @@ func (sub *subscriber) deliver(ctx context.Context, kvs []*mvccpb.KeyValue) bool
 		default:
 			continue // the topic's records, or not a message Publish wrote
 		}
-		if !sub.s.send(ctx, ev) {
+		if !sub.s.Send(ctx, ev) {
 			return false
 		}
 		sub.rev = kv.ModRevision

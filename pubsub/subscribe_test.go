@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/pubsub"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestSubscribeOldest(t *testing.T) {
@@ -172,7 +174,7 @@ func TestValidation(t *testing.T) {
 			t.Errorf("Trim(%q): %v, want ErrInvalidTopic", topic, err)
 		}
 	}
-	big := make([]byte, concurrency.MaxValueBytes+1)
+	big := make([]byte, names.MaxValueBytes+1)
 	if _, err := ps.Publish(ctx, "t", big); !errors.Is(err, pubsub.ErrTooLarge) || !errors.Is(err, concurrency.ErrValueTooLarge) {
 		t.Errorf("Publish(too large): %v, want ErrTooLarge", err)
 	}

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/pubsub"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func watch(t *testing.T, ps *pubsub.Client, key string, opts ...pubsub.WatchOption) *pubsub.ConfigWatch {
@@ -22,12 +22,13 @@ func watch(t *testing.T, ps *pubsub.Client, key string, opts ...pubsub.WatchOpti
 	}
 	t.Cleanup(func() {
 		cancel()
-		<-w.Done()
+		for range w.C() {
+		}
 	})
 	return w
 }
 
-func nextUpdate(t *testing.T, w *pubsub.ConfigWatch) concurrency.Update {
+func nextUpdate(t *testing.T, w *pubsub.ConfigWatch) pubsub.Update {
 	t.Helper()
 	select {
 	case u, ok := <-w.C():
@@ -37,7 +38,7 @@ func nextUpdate(t *testing.T, w *pubsub.ConfigWatch) concurrency.Update {
 		return u
 	case <-time.After(10 * time.Second):
 		t.Fatal("no update within 10s")
-		return concurrency.Update{}
+		return pubsub.Update{}
 	}
 }
 
@@ -82,7 +83,7 @@ func TestWatchPrefix(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
 	ps := newPubSub(t, srv.Client)
 	ctx := testCtx(t)
-	w := watch(t, ps, "cfg/", pubsub.Prefix())
+	w := watch(t, ps, "cfg/", pubsub.WithPrefix())
 	if u := nextUpdate(t, w); !u.Snapshot || len(u.KVs) != 0 {
 		t.Fatalf("first update %+v, want an empty snapshot", u)
 	}

@@ -12,6 +12,9 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/hold"
+	"github.com/concordkit/concord/internal/retry"
+	"github.com/concordkit/concord/internal/session"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -34,7 +37,7 @@ type Claim struct {
 	q       *Queue
 	m       meta
 	payload []byte
-	held    *concurrency.Held
+	held    *hold.Hold
 
 	mu   sync.Mutex
 	done bool
@@ -107,7 +110,7 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 	// claim then needs no read of its own.
 	resp, err := c.held.Guard().Do(ctx, append(ops, c.q.readyOp(), c.q.delayedOp())...)
 	if errors.Is(err, concurrency.ErrNotHeld) {
-		return fmt.Errorf("%w: item %s: %v", ErrClaimLost, c.m.ID, c.held.Err())
+		return fmt.Errorf("%w: item %s: %w", ErrClaimLost, c.m.ID, c.held.Err())
 	}
 	if err != nil {
 		return err
@@ -117,6 +120,12 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 	c.q.keepView(viewOf(resp))
 	return nil
 }
+
+// Release is Nack(ctx, 0), under the name every held resource shares
+// (concurrency.Held): the item goes back to its place in line at once.
+func (c *Claim) Release(ctx context.Context) error { return c.Nack(ctx, 0) }
+
+var _ concurrency.Held = (*Claim)(nil)
 
 // TryClaim claims the first ready item, or returns ErrEmpty at once. Items
 // of dead consumers are returned to the queue first, at their place (each
@@ -270,6 +279,7 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 	for _, kv := range kvs {
 		m, payload, err := decode(kv.Value)
 		if err != nil {
+			q.log.Warn("concord queue: undecodable delayed item left in place", "queue", q.name, "key", string(kv.Key), "err", err)
 			continue
 		}
 		if m.Due > now {
@@ -280,7 +290,10 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 			If(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision)).
 			Then(clientv3.OpDelete(string(kv.Key)), clientv3.OpPut(q.readyKey(m), encode(m, payload))).
 			Commit()
-		if err == nil && resp.Succeeded {
+		switch {
+		case err != nil:
+			q.log.Debug("concord queue: promoting a due item failed; retried on the next look", "queue", q.name, "key", string(kv.Key), "err", err)
+		case resp.Succeeded:
 			moved = true
 		}
 	}
@@ -302,7 +315,11 @@ func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, kv *mvccp
 	if q.settleClaim(rctx, s, kv, id) == nil {
 		return
 	}
-	s.Go(func(ctx context.Context) { _ = q.settleClaim(ctx, s, kv, id) })
+	(*session.Session)(s).Go(func(ctx context.Context) {
+		if err := q.settleClaim(ctx, s, kv, id); err != nil && ctx.Err() == nil {
+			q.log.Warn("concord queue: undo of a lost claim failed", "queue", q.name, "item", id, "err", err)
+		}
+	})
 }
 
 // settleClaim fences the claim of kv (see undoClaim), retrying until ctx
@@ -318,7 +335,7 @@ func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvc
 			Else(clientv3.OpGet(ck)).
 			Commit()
 	}
-	resp, err := backoff.RetryWithData(fence, backoff.WithContext(undoBackoff(), ctx))
+	resp, err := backoff.RetryWithData(fence, backoff.WithContext(retry.Request.UpTo(500*time.Millisecond).New(), ctx))
 	if err != nil {
 		return err
 	}
@@ -329,24 +346,18 @@ func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvc
 	if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != s.Lease() {
 		return nil // claimed by someone else, or already settled
 	}
-	s.RemoveOwn(ck)
+	(*session.Session)(s).RemoveOwn(ck)
 	// An orphan left here is returned to its place by the next claim.
 	rctx, cancel := context.WithTimeout(ctx, undoTimeout)
 	defer cancel()
-	_, _ = q.requeueOrphan(rctx, id)
+	if _, err := q.requeueOrphan(rctx, id); err != nil {
+		q.log.Debug("concord queue: requeue after undo failed; the next claim returns it", "queue", q.name, "item", id, "err", err)
+	}
 	return nil
 }
 
 // undoTimeout bounds undoClaim's return of an item to the queue.
 const undoTimeout = 2 * time.Second
-
-func undoBackoff() backoff.BackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 20 * time.Millisecond
-	b.MaxInterval = 500 * time.Millisecond
-	b.MaxElapsedTime = 0 // bounded by the context
-	return b
-}
 
 // claimOne claims kv for s in one transaction: the ready key becomes a
 // pending item plus a claim under s's lease. If another consumer got there
@@ -400,5 +411,5 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		return nil, &view{ready: resp.Responses[0].GetResponseRange().Kvs, rev: resp.Header.Revision}, nil
 	}
 	at := resp.Header.Revision
-	return &Claim{q: q, m: m, payload: payload, held: concurrency.HoldKey(s, ck, "", at, at)}, nil, nil
+	return &Claim{q: q, m: m, payload: payload, held: hold.New((*session.Session)(s), ck, "", at, at)}, nil, nil
 }

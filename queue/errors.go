@@ -2,6 +2,7 @@ package queue
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/concordkit/concord/concurrency"
 )
@@ -10,8 +11,9 @@ var (
 	// ErrEmpty: TryClaim found no item ready.
 	ErrEmpty = errors.New("queue: no item ready")
 	// ErrClaimLost: the claim ended (session lost, claim deleted) before
-	// Ack or Nack; the item is, or will be, delivered again.
-	ErrClaimLost = errors.New("queue: claim lost")
+	// Ack or Nack; the item is, or will be, delivered again. It matches
+	// concurrency.ErrNotHeld.
+	ErrClaimLost = fmt.Errorf("queue: claim lost: %w", concurrency.ErrNotHeld)
 	// ErrTooLarge: the payload with its metadata exceeds etcd's request
 	// limit.
 	ErrTooLarge = errors.New("queue: payload too large")

@@ -3,11 +3,12 @@ package queue
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/names"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -26,6 +27,10 @@ func (f optionFunc) apply(q *Queue) { f(q) }
 // to the dead letters (0: never).
 func WithMaxDeliveries(n int) Option { return optionFunc(func(q *Queue) { q.maxDeliveries = n }) }
 
+// WithLogger logs what the queue cannot report to a caller (a background
+// undo that failed, an undecodable item). Default: silent.
+func WithLogger(lg *slog.Logger) Option { return optionFunc(func(q *Queue) { q.log = lg }) }
+
 // Queue is a durable work queue in etcd: FIFO within a priority, higher
 // priorities first, optional delays, and at-least-once delivery to
 // consumers that claim items under their session's lease. It is safe for
@@ -35,6 +40,7 @@ type Queue struct {
 	name          string
 	pfx           string
 	maxDeliveries int
+	log           *slog.Logger
 
 	mu        sync.Mutex
 	lastOrder int64
@@ -45,10 +51,10 @@ type Queue struct {
 
 // New returns the queue name.
 func New(client *clientv3.Client, name string, opts ...Option) (*Queue, error) {
-	if err := concurrency.ValidateName(name); err != nil {
+	if err := names.Validate(name); err != nil {
 		return nil, err
 	}
-	q := &Queue{client: client, name: name, pfx: name + "/.q/", maxDeliveries: DefaultMaxDeliveries}
+	q := &Queue{client: client, name: name, pfx: name + "/.q/", maxDeliveries: DefaultMaxDeliveries, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o.apply(q)
 	}
@@ -117,8 +123,8 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 		m.Due = now + int64(c.delay)
 	}
 	v := encode(m, payload)
-	if len(v) > concurrency.MaxValueBytes {
-		return "", fmt.Errorf("%w: %d bytes with metadata, at most %d", ErrTooLarge, len(v), concurrency.MaxValueBytes)
+	if len(v) > names.MaxValueBytes {
+		return "", fmt.Errorf("%w: %d bytes with metadata, at most %d", ErrTooLarge, len(v), names.MaxValueBytes)
 	}
 	if _, err := q.client.Put(ctx, q.placeKey(m), v); err != nil {
 		return "", err

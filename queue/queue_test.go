@@ -10,6 +10,7 @@ import (
 
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/queue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -145,7 +146,7 @@ func TestValidation(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
 	q := newQueue(t, srv.Client)
-	if _, err := q.Enqueue(ctx, make([]byte, concurrency.MaxValueBytes)); !errors.Is(err, queue.ErrTooLarge) {
+	if _, err := q.Enqueue(ctx, make([]byte, names.MaxValueBytes)); !errors.Is(err, queue.ErrTooLarge) {
 		t.Errorf("huge payload: %v", err)
 	}
 	if _, err := q.Enqueue(ctx, nil, queue.Priority(256)); !errors.Is(err, queue.ErrInvalidPriority) {

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/retry"
+	"github.com/concordkit/concord/internal/session"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -23,17 +25,17 @@ func (q *Queue) Claim(ctx context.Context, s *concurrency.Session) (*Claim, erro
 	if err != nil || c != nil {
 		return c, err
 	}
-	line := q.pfx + lineDir
-	t, err := concurrency.Join(ctx, s, s.LineKey(line), "", line, 1)
+	lineKey := q.pfx + lineDir
+	cs := (*session.Session)(s)
+	t, err := line.Join(ctx, cs, cs.LineKey(lineKey), "", lineKey, 1)
 	if err != nil {
 		return nil, err
 	}
 	defer t.Abandon() // leave the line: the next consumer moves up
-	if err := t.Wait(ctx, line, 1); err != nil {
+	if err := t.Wait(ctx, 1); err != nil {
 		return nil, err
 	}
-	retry := backoff.NewExponentialBackOff()
-	retry.InitialInterval, retry.MaxInterval, retry.MaxElapsedTime = 20*time.Millisecond, time.Second, 0
+	backoff := retry.Request.New()
 	for {
 		// The claim leaves the line in its own write.
 		c, err := q.firstInLine(ctx, s, t.DeleteOp())
@@ -44,9 +46,7 @@ func (q *Queue) Claim(ctx context.Context, s *concurrency.Session) (*Claim, erro
 			return c, err
 		}
 		// The watch broke (a lost leader, a reconnect): look again soon.
-		select {
-		case <-time.After(retry.NextBackOff()):
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, backoff.NextBackOff()) {
 			return nil, ctx.Err()
 		}
 	}

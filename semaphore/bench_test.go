@@ -57,7 +57,7 @@ func newContenders(b *testing.B, srv *embedtest.Server, impl, name string, limit
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(sem.Close)
+			b.Cleanup(func() { _ = sem.Close(context.Background()) })
 			out = append(out, &semContender{sem: sem})
 		default:
 			s, err := etcdconc.NewSession(c, etcdconc.WithTTL(10))

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
 )
 
 var (
@@ -20,7 +21,7 @@ var (
 	ErrClosed = errors.New("semaphore: closed")
 	// ErrInvalidLimit: a limit below 1, or a stored limit that is not a
 	// whole number of at least 1.
-	ErrInvalidLimit = concurrency.ErrInvalidLimit
+	ErrInvalidLimit = errs.InvalidLimit
 	// ErrInvalidName: the semaphore name is empty or malformed.
 	ErrInvalidName = concurrency.ErrInvalidName
 	// ErrValueTooLarge: the holder value does not fit in one etcd request.

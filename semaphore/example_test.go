@@ -32,7 +32,7 @@ func Example() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer sem.Close()
+		defer sem.Close(context.Background())
 		p, err := sem.TryAcquire(ctx)
 		if errors.Is(err, semaphore.ErrNoPermit) {
 			fmt.Println(host, "waits")
@@ -72,7 +72,7 @@ func ExampleSemaphore_SetLimit() {
 	defer s.Close(ctx)
 
 	sem, _ := semaphore.New(s, "jobs/reindex", 1)
-	defer sem.Close()
+	defer sem.Close(context.Background())
 	p1, _ := sem.Acquire(ctx)
 	_, err = sem.TryAcquire(ctx)
 	fmt.Println("second permit at limit 1:", err)
@@ -86,11 +86,11 @@ func ExampleSemaphore_SetLimit() {
 	// A process still configured with limit 1 is told, unless it follows
 	// the stored limit.
 	old, _ := semaphore.New(s, "jobs/reindex", 1)
-	defer old.Close()
+	defer old.Close(context.Background())
 	_, err = old.Acquire(ctx)
 	fmt.Println(errors.Is(err, semaphore.ErrLimitMismatch))
 	follower, _ := semaphore.New(s, "jobs/reindex", 1, semaphore.WithFollowLimit())
-	defer follower.Close()
+	defer follower.Close(context.Background())
 	n, _ := follower.Limit(ctx)
 	fmt.Println("follower's limit:", n)
 

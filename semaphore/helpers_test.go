@@ -36,7 +36,7 @@ func newSem(t testing.TB, s *concurrency.Session, name string, limit int, opts .
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(sem.Close)
+	t.Cleanup(func() { _ = sem.Close(context.Background()) })
 	return sem
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/concordkit/concord/concurrency"
+
+	"github.com/concordkit/concord/internal/names"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -13,12 +15,12 @@ type Entry struct {
 	Key   string
 	Value string
 	// Token is the entry's fencing token (its key's create revision).
-	Token int64
+	Token concurrency.Token
 	Lease clientv3.LeaseID
 }
 
 func entryOf(kv *mvccpb.KeyValue) Entry {
-	return Entry{Key: string(kv.Key), Value: string(kv.Value), Token: kv.CreateRevision, Lease: clientv3.LeaseID(kv.Lease)}
+	return Entry{Key: string(kv.Key), Value: string(kv.Value), Token: concurrency.Token(kv.CreateRevision), Lease: clientv3.LeaseID(kv.Lease)}
 }
 
 // Status is a semaphore's stored limit, its holders and its waiters, in
@@ -39,7 +41,7 @@ type Status struct {
 // Inspect reads the limit, holders and waiters of the semaphore name in one
 // request.
 func Inspect(ctx context.Context, client *clientv3.Client, name string) (Status, error) {
-	if err := concurrency.ValidateName(name); err != nil {
+	if err := names.Validate(name); err != nil {
 		return Status{}, err
 	}
 	resp, err := client.Txn(ctx).Then(

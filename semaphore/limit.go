@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/watch"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -70,7 +70,7 @@ func parseLimit(v []byte) (int, error) {
 // watch, until ctx ends (Close) or the session ends.
 func (sem *Semaphore) follow(ctx context.Context, cancel context.CancelFunc) {
 	defer close(sem.followDone)
-	st := concurrency.Follow(ctx, sem.s.Client(), sem.limitKey)
+	st := watch.Follow(ctx, sem.s.Client(), sem.limitKey, watch.Options{})
 	sessionDone := sem.s.Done()
 	for {
 		select {
@@ -88,7 +88,7 @@ func (sem *Semaphore) follow(ctx context.Context, cancel context.CancelFunc) {
 	}
 }
 
-func (sem *Semaphore) apply(u concurrency.Update) {
+func (sem *Semaphore) apply(u watch.Update) {
 	if u.Snapshot {
 		for _, kv := range u.KVs {
 			if string(kv.Key) == sem.limitKey {

@@ -2,16 +2,18 @@ package semaphore
 
 import (
 	"context"
-	"time"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/hold"
 )
 
 // Permit is one granted permit, held under its holder's session lease. It is
 // safe for concurrent use.
 type Permit struct {
-	h *concurrency.Held
+	h *hold.Hold
 }
+
+var _ concurrency.Held = (*Permit)(nil)
 
 // Token is the permit's fencing token: its key's create revision. Tokens of
 // one semaphore are unique and increase in grant order.
@@ -41,36 +43,13 @@ func (p *Permit) Guard() concurrency.Guard { return p.h.Guard() }
 // lease removes the key in any case when the session ends.
 func (p *Permit) Release(ctx context.Context) error { return p.h.Release(ctx) }
 
-// releaseTimeout bounds Do's release when the caller's context has ended.
-const releaseTimeout = 5 * time.Second
-
-// Do runs fn while holding a permit. fn's context is cancelled (cause: the
-// permit's error) when the permit is lost; the permit is released only after
-// fn returns. Do returns Acquire's error, or fn's.
+// Do runs fn while holding a permit (concurrency.Do): fn's context is
+// cancelled (cause: the permit's error) when the permit is lost; the permit
+// is released only after fn returns. Do returns Acquire's error, or fn's.
 func (sem *Semaphore) Do(ctx context.Context, fn func(ctx context.Context) error) error {
 	p, err := sem.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	fctx, cancel := context.WithCancelCause(ctx)
-	stop := make(chan struct{})
-	watcherDone := make(chan struct{})
-	go func() {
-		defer close(watcherDone)
-		select {
-		case <-p.Done():
-			cancel(p.Err())
-		case <-stop:
-		}
-	}()
-	err = fn(fctx)
-	close(stop)
-	<-watcherDone
-	cancel(nil)
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer rcancel()
-	if rerr := p.Release(rctx); err == nil {
-		err = rerr
-	}
-	return err
+	return concurrency.Do(ctx, p, fn)
 }

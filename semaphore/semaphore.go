@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/hold"
+	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/internal/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -45,7 +49,7 @@ func WithLogger(lg *slog.Logger) Option { return optionFunc(func(c *config) { c.
 // limit; Close stops it. It is safe for concurrent use: each Acquire returns
 // a permit of its own.
 type Semaphore struct {
-	s        *concurrency.Session
+	s        *session.Session
 	name     string
 	prefix   string // permits and waiters
 	limitKey string
@@ -73,7 +77,7 @@ func limitKey(name string) string     { return name + "/.sem/limit" }
 // fail with ErrLimitMismatch unless WithFollowLimit is given. Close the
 // Semaphore when done with it.
 func New(s *concurrency.Session, name string, limit int, opts ...Option) (*Semaphore, error) {
-	if err := concurrency.ValidateName(name); err != nil {
+	if err := names.Validate(name); err != nil {
 		return nil, err
 	}
 	if limit < 1 {
@@ -83,12 +87,12 @@ func New(s *concurrency.Session, name string, limit int, opts ...Option) (*Semap
 	for _, o := range opts {
 		o.apply(&c)
 	}
-	if err := concurrency.ValidateValue(c.value); err != nil {
+	if err := names.ValidateValue(c.value); err != nil {
 		return nil, err
 	}
 	closeCtx, closeAll := context.WithCancel(context.Background())
 	sem := &Semaphore{
-		s:           s,
+		s:           (*session.Session)(s),
 		name:        name,
 		prefix:      permitPrefix(name),
 		limitKey:    limitKey(name),
@@ -108,12 +112,17 @@ func New(s *concurrency.Session, name string, limit int, opts ...Option) (*Semap
 
 // Close stops following the stored limit and ends Acquire and TryAcquire
 // calls in progress with ErrClosed (their keys are removed). Permits already
-// granted stay held until released. Close is safe to call more than once.
-func (sem *Semaphore) Close() {
-	sem.closeOnce.Do(func() {
-		sem.closeAll()
-		<-sem.followDone
-	})
+// granted stay held until released. It waits for the Semaphore's goroutine
+// until ctx ends (then it returns ctx.Err(); the goroutine ends on its own).
+// Close is safe to call more than once.
+func (sem *Semaphore) Close(ctx context.Context) error {
+	sem.closeOnce.Do(sem.closeAll)
+	select {
+	case <-sem.followDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Name is the semaphore's name.
@@ -151,12 +160,12 @@ func (sem *Semaphore) acquire(parent context.Context, try bool) (*Permit, error)
 	return &Permit{h: h}, nil
 }
 
-func (sem *Semaphore) join(ctx context.Context, try bool) (*concurrency.Held, error) {
+func (sem *Semaphore) join(ctx context.Context, try bool) (*hold.Hold, error) {
 	n, err := sem.checkLimit(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t, err := concurrency.Join(ctx, sem.s, sem.s.LineKey(sem.prefix), sem.value, sem.prefix, n)
+	t, err := line.Join(ctx, sem.s, sem.s.LineKey(sem.prefix), sem.value, sem.prefix, n)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +188,7 @@ const (
 // it (WaitLimit calls limit on that goroutine).
 type waiter struct {
 	sem     *Semaphore
-	t       *concurrency.Ticket
+	t       *line.Ticket
 	refresh bool
 	backoff time.Duration
 	timer   *time.Timer
@@ -197,7 +206,7 @@ func (w *waiter) wait(ctx context.Context, try bool) error {
 			return nil
 		}
 		if !try {
-			err := w.t.WaitLimit(ctx, w.sem.prefix, w.limit)
+			err := w.t.WaitLimit(ctx, w.limit)
 			w.stopTimer()
 			if err != nil {
 				return err
@@ -255,15 +264,15 @@ func (w *waiter) stopTimer() {
 
 // confirm reads, in one Txn, the stored limit and the keys ahead of t, and
 // reports whether t is within the limit at that revision, and the limit.
-func (sem *Semaphore) confirm(ctx context.Context, t *concurrency.Ticket) (bool, int, error) {
+func (sem *Semaphore) confirm(ctx context.Context, t *line.Ticket) (bool, int, error) {
 	for {
 		// KeysOnly, not CountOnly: etcd ignores revision filters on a
 		// count-only range.
 		resp, err := sem.s.Client().Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(t.Key()), "=", t.Token())).
+			If(clientv3.Compare(clientv3.CreateRevision(t.Key()), "=", int64(t.Token()))).
 			Then(
 				clientv3.OpGet(sem.limitKey),
-				clientv3.OpGet(sem.prefix, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(t.Token()-1), clientv3.WithKeysOnly()),
+				clientv3.OpGet(sem.prefix, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(int64(t.Token())-1), clientv3.WithKeysOnly()),
 			).Commit()
 		if err != nil {
 			if ctx.Err() != nil {

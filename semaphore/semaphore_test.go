@@ -178,8 +178,8 @@ func TestCancelLeavesNoKey(t *testing.T) {
 	// Close ends a wait in progress with ErrClosed and leaves no key.
 	got = acquireAsync(ctx, sem)
 	waitLine(t, srv.Client, "jobs", 2)
-	sem.Close()
-	sem.Close()
+	sem.Close(context.Background())
+	sem.Close(context.Background())
 	if a := mustGet(t, got, 5*time.Second, "Acquire during Close"); !errors.Is(a.err, semaphore.ErrClosed) {
 		t.Fatalf("Acquire during Close = %v", a.err)
 	}
@@ -303,11 +303,14 @@ func TestPermitGuardAndDo(t *testing.T) {
 	}
 	// Do cancels fn's context when the permit is lost.
 	var cause error
-	err := sem.Do(ctx, func(ctx context.Context) error {
+	err := sem.Do(ctx, func(fctx context.Context) error {
 		st := inspect(t, srv.Client, "deploy")
+		// The delete uses the test's context: the loss it causes may cancel
+		// fn's before the answer arrives.
 		if _, err := srv.Client.Delete(ctx, st.Holders[0].Key); err != nil {
 			return err
 		}
+		ctx := fctx
 		<-ctx.Done()
 		cause = context.Cause(ctx)
 		return ctx.Err()

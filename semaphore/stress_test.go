@@ -30,7 +30,7 @@ type grant struct {
 // Guard (it lands only while the permit exists) and under the holder's lease
 // (it goes when the permit's lease goes).
 func fence(ctx context.Context, p *semaphore.Permit, lease clientv3.LeaseID) (int64, error) {
-	resp, err := p.Guard().Do(ctx, clientv3.OpPut(fenceKey(p.Token()), "", clientv3.WithLease(lease)))
+	resp, err := p.Guard().Do(ctx, clientv3.OpPut(fenceKey(int64(p.Token())), "", clientv3.WithLease(lease)))
 	if err != nil {
 		return 0, err
 	}
@@ -38,7 +38,7 @@ func fence(ctx context.Context, p *semaphore.Permit, lease clientv3.LeaseID) (in
 }
 
 func unfence(ctx context.Context, p *semaphore.Permit) error {
-	_, err := p.Guard().Do(ctx, clientv3.OpDelete(fenceKey(p.Token())))
+	_, err := p.Guard().Do(ctx, clientv3.OpDelete(fenceKey(int64(p.Token()))))
 	return err
 }
 
@@ -104,7 +104,7 @@ func TestStressNeverMoreThanLimit(t *testing.T) {
 					if err != nil {
 						errs <- fmt.Errorf("fenced write of token %d: %w", p.Token(), err)
 					}
-					record(grant{token: p.Token(), fenceAt: at})
+					record(grant{token: int64(p.Token()), fenceAt: at})
 					granted.Add(1)
 					time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
 					if err := unfence(ctx, p); err != nil {
@@ -144,7 +144,7 @@ func TestStressNeverMoreThanLimit(t *testing.T) {
 			p, err := sem.Acquire(ctx)
 			if err != nil {
 				errs <- fmt.Errorf("crasher Acquire: %w", err)
-				sem.Close()
+				sem.Close(context.Background())
 				_ = s.Close(ctx)
 				return
 			}
@@ -152,8 +152,8 @@ func TestStressNeverMoreThanLimit(t *testing.T) {
 			if err != nil {
 				errs <- fmt.Errorf("crasher fenced write: %w", err)
 			}
-			record(grant{token: p.Token(), fenceAt: at})
-			sem.Close()
+			record(grant{token: int64(p.Token()), fenceAt: at})
+			sem.Close(context.Background())
 			s.Orphan() // crash: its permit stays until the lease expires
 			crashed.Add(1)
 		}

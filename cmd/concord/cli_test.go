@@ -364,7 +364,7 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	sem, _ := semaphore.New(s, "app/slots", 2, semaphore.WithValue("carol"))
-	defer sem.Close()
+	defer sem.Close(context.Background())
 	if _, err := sem.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}

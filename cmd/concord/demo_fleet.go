@@ -14,6 +14,7 @@ import (
 	"github.com/concordkit/concord/checkpoint"
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/election"
+	"github.com/concordkit/concord/internal/watch"
 	"github.com/concordkit/concord/queue"
 	"github.com/concordkit/concord/semaphore"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -272,7 +273,7 @@ func (w *worker) consume(ctx context.Context, s *concurrency.Session) error {
 	if err != nil {
 		return err
 	}
-	defer sem.Close()
+	defer sem.Close(context.Background())
 	q, err := queue.New(w.client, demoQueue)
 	if err != nil {
 		return err
@@ -320,7 +321,7 @@ func (w *worker) rollOne(ctx context.Context, s *concurrency.Session, q *queue.Q
 	step := decodeProgress(prog.Data).Step
 	w.f.ledger.begin(host, step)
 	defer w.f.ledger.end()
-	w.f.emit(ctx, fleetEvent{kind: evClaimed, worker: w.name, host: host, step: step, attempt: cl.Attempts(), token: cl.Token()})
+	w.f.emit(ctx, fleetEvent{kind: evClaimed, worker: w.name, host: host, step: step, attempt: cl.Attempts(), token: int64(cl.Token())})
 	steps := w.f.cfg.steps
 	w.status(ctx, workerStatus{State: "claimed", Host: host, Step: step, Steps: steps})
 	for step < steps {
@@ -389,7 +390,7 @@ func (w *worker) coordinate(ctx context.Context, term *election.Leadership) {
 	w.f.ledger.coordinator(+1)
 	defer w.f.ledger.coordinator(-1)
 	w.status(ctx, workerStatus{State: "coordinating"})
-	w.f.emit(ctx, fleetEvent{kind: evElected, worker: w.name, token: term.Token()})
+	w.f.emit(ctx, fleetEvent{kind: evElected, worker: w.name, token: int64(term.Token())})
 	q, err := queue.New(w.client, demoQueue)
 	if err != nil {
 		return
@@ -415,7 +416,7 @@ func (w *worker) coordinate(ctx context.Context, term *election.Leadership) {
 		w.f.emit(ctx, fleetEvent{kind: evEnqueued, worker: w.name, n: w.f.cfg.hosts - from, step: from})
 	}
 	// Watch the done markers until every host has one.
-	st := concurrency.Follow(ctx, w.client, demoDonePrefix)
+	st := watch.Follow(ctx, w.client, demoDonePrefix, watch.Options{})
 	done := map[string]bool{}
 	for u := range st.C() {
 		if u.Snapshot {

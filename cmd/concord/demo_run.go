@@ -13,6 +13,7 @@ import (
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/election"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/watch"
 	"github.com/concordkit/concord/pubsub"
 	"github.com/concordkit/concord/queue"
 	"github.com/concordkit/concord/semaphore"
@@ -47,7 +48,7 @@ type monitor struct {
 
 	leader      election.Leader
 	terms       int
-	lastToken   int64
+	lastToken   concurrency.Token
 	done        map[string]string // host -> worker that finished it
 	inflight    map[string]*flight
 	ckpt        map[string]int // host -> last step seen saved in etcd
@@ -153,7 +154,7 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 	if err != nil {
 		return nil, err
 	}
-	defer m.dw.Close()
+	defer m.dw.Close(context.Background())
 	ps, err := pubsub.New(m.mon)
 	if err != nil {
 		return nil, err
@@ -164,7 +165,11 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 		stopSub()
 		return nil, err
 	}
-	defer func() { stopSub(); <-m.sub.Done() }()
+	defer func() {
+		stopSub()
+		for range m.sub.C() {
+		}
+	}()
 
 	fctx, stopFleet := context.WithCancel(ctx)
 	defer stopFleet()
@@ -183,14 +188,19 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 	}
 
 	mctx, stopMon := context.WithCancel(ctx)
-	follow := concurrency.Follow(mctx, m.mon, "demo/")
+	follow := watch.Follow(mctx, m.mon, "demo/", watch.Options{})
 	obs, err := election.Observe(mctx, m.mon, demoElection)
 	if err != nil {
 		stopMon()
 		<-follow.Done()
 		return nil, err
 	}
-	defer func() { stopMon(); <-follow.Done(); <-obs.Done() }()
+	defer func() {
+		stopMon()
+		<-follow.Done()
+		for range obs.C() {
+		}
+	}()
 
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -280,7 +290,7 @@ func (m *monitor) onEvent(ev fleetEvent) {
 
 // onUpdate follows demo/ in etcd: checkpoints (which must only go forward),
 // done markers and the completion mark.
-func (m *monitor) onUpdate(u concurrency.Update) {
+func (m *monitor) onUpdate(u watch.Update) {
 	if u.Snapshot {
 		clear(m.ckpt)
 		for _, kv := range u.KVs {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/election"
+	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/semaphore"
 )
@@ -63,7 +64,7 @@ func holdAndRun(ctx context.Context, std stdio, what string, h *holdFlags, argv 
 	defer client.Close()
 	s, err := concurrency.NewSession(ctx, client, concurrency.WithTTL(h.ttl))
 	if err != nil {
-		if errors.Is(err, concurrency.ErrInvalidTTL) || errors.Is(err, concurrency.ErrTTLBelowMinimum) {
+		if errors.Is(err, concurrency.ErrInvalidTTL) || errors.Is(err, concurrency.ErrInvalidTTL) {
 			return withCode(exitUsage, fmt.Errorf("--ttl %v: %w", h.ttl, err))
 		}
 		return err
@@ -88,7 +89,7 @@ func holdAndRun(ctx context.Context, std stdio, what string, h *holdFlags, argv 
 	}
 	r, err := child{
 		argv:      argv,
-		env:       []string{"CONCORD_TOKEN=" + strconv.FormatInt(res.Token(), 10), "CONCORD_LEASE=" + strconv.FormatInt(int64(s.Lease()), 16)},
+		env:       []string{"CONCORD_TOKEN=" + strconv.FormatInt(int64(res.Token()), 10), "CONCORD_LEASE=" + strconv.FormatInt(int64(s.Lease()), 16)},
 		stdin:     std.in,
 		stdout:    std.out,
 		stderr:    std.err,
@@ -125,7 +126,7 @@ func classify(err error) error {
 	case errors.As(err, &ee):
 		return err
 	case errors.Is(err, concurrency.ErrInvalidName), errors.Is(err, concurrency.ErrValueTooLarge),
-		errors.Is(err, concurrency.ErrInvalidLimit):
+		errors.Is(err, semaphore.ErrInvalidLimit):
 		return withCode(exitUsage, err)
 	case errors.Is(err, lock.ErrLocked), errors.Is(err, semaphore.ErrNoPermit):
 		return withCode(exitUnavailable, err)
@@ -145,7 +146,7 @@ func runLock(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	name := pos[0]
-	if err := concurrency.ValidateName(name); err != nil {
+	if err := names.Validate(name); err != nil {
 		return withCode(exitUsage, fmt.Errorf("lock name %q: %w", name, err))
 	}
 	return holdAndRun(ctx, std, fmt.Sprintf("lock %q", name), &h, argv,
@@ -178,7 +179,7 @@ func runElect(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	name := pos[0]
-	if err := concurrency.ValidateName(name); err != nil {
+	if err := names.Validate(name); err != nil {
 		return withCode(exitUsage, fmt.Errorf("election name %q: %w", name, err))
 	}
 	return holdAndRun(ctx, std, fmt.Sprintf("leadership of %q", name), &h, argv,
@@ -211,7 +212,7 @@ func runSem(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	name := pos[0]
-	if err := concurrency.ValidateName(name); err != nil {
+	if err := names.Validate(name); err != nil {
 		return withCode(exitUsage, fmt.Errorf("semaphore name %q: %w", name, err))
 	}
 	opts := []semaphore.Option{semaphore.WithValue(h.value)}
@@ -242,11 +243,11 @@ func runSem(ctx context.Context, args []string, std stdio) error {
 					name, stored.Limit, limit, stored.Limit))
 			}
 			if err != nil {
-				sem.Close()
+				sem.Close(context.Background())
 				return nil, nil, err
 			}
 			return p, func(ctx context.Context) error {
-				defer sem.Close()
+				defer sem.Close(context.Background())
 				return p.Release(ctx)
 			}, nil
 		})

@@ -12,9 +12,12 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/concordkit/concord/concurrency"
-	"github.com/concordkit/concord/queue"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/fence"
+	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/queue"
 )
 
 const queueUsage = `push|claim|ack|list|len NAME ...
@@ -68,7 +71,7 @@ func openQueue(ctx context.Context, sub, usage string, args []string, std stdio,
 	if len(pos) == 0 {
 		return nil, nil, nil, nil, usagef("missing queue NAME")
 	}
-	if err := concurrency.ValidateName(pos[0]); err != nil {
+	if err := names.Validate(pos[0]); err != nil {
 		return nil, nil, nil, nil, withCode(exitUsage, fmt.Errorf("queue name %q: %w", pos[0], err))
 	}
 	client, err := c.connect(ctx)
@@ -161,7 +164,7 @@ func queueClaim(ctx context.Context, args []string, std stdio) error {
 	}
 	s, err := concurrency.NewSession(ctx, client, concurrency.WithTTL(ttl))
 	if err != nil {
-		if errors.Is(err, concurrency.ErrInvalidTTL) || errors.Is(err, concurrency.ErrTTLBelowMinimum) {
+		if errors.Is(err, concurrency.ErrInvalidTTL) || errors.Is(err, concurrency.ErrInvalidTTL) {
 			return withCode(exitUsage, fmt.Errorf("--ttl %v: %w", ttl, err))
 		}
 		return err
@@ -194,7 +197,7 @@ func queueClaim(ctx context.Context, args []string, std stdio) error {
 	case err != nil:
 		return err
 	}
-	item := claimJSON{Queue: q.Name(), ID: cl.ID(), Token: cl.Token(), Lease: strconv.FormatInt(int64(s.Lease()), 16),
+	item := claimJSON{Queue: q.Name(), ID: cl.ID(), Token: int64(cl.Token()), Lease: strconv.FormatInt(int64(s.Lease()), 16),
 		Attempts: cl.Attempts(), Priority: cl.Priority(), Payload: string(cl.Payload())}
 	if len(argv) == 0 {
 		// Keep the claim under its lease (no keepalive) until queue ack, or
@@ -212,7 +215,7 @@ func queueClaim(ctx context.Context, args []string, std stdio) error {
 	}
 	r, err := child{
 		argv: argv,
-		env: []string{"CONCORD_ITEM_ID=" + cl.ID(), "CONCORD_TOKEN=" + strconv.FormatInt(cl.Token(), 10),
+		env: []string{"CONCORD_ITEM_ID=" + cl.ID(), "CONCORD_TOKEN=" + strconv.FormatInt(int64(cl.Token()), 10),
 			"CONCORD_ATTEMPT=" + strconv.Itoa(cl.Attempts())},
 		stdin:     strings.NewReader(string(cl.Payload())),
 		stdout:    std.out,
@@ -273,7 +276,7 @@ func queueAck(ctx context.Context, args []string, std stdio) error {
 		}
 		token = resp.Kvs[0].CreateRevision
 	}
-	_, err = concurrency.NewGuard(client, claimKey, token).Do(ctx, clientv3.OpDelete(claimKey), clientv3.OpDelete(itemKey))
+	_, err = concurrency.Guard(fence.New(client, claimKey, token)).Do(ctx, clientv3.OpDelete(claimKey), clientv3.OpDelete(itemKey))
 	if errors.Is(err, concurrency.ErrNotHeld) {
 		return withCode(exitFailed, fmt.Errorf("queue %q: item %s is not claimed with token %d (acked already, or the claim expired and it was delivered again)", q.Name(), id, token))
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/discovery"
+	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/watch"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -121,7 +123,7 @@ func classifyDiscovery(err error) error {
 	case errors.Is(err, discovery.ErrInvalidService), errors.Is(err, discovery.ErrInvalidID),
 		errors.Is(err, discovery.ErrInvalidAddr), errors.Is(err, discovery.ErrInvalidWeight),
 		errors.Is(err, discovery.ErrRecordTooLarge), errors.Is(err, concurrency.ErrInvalidTTL),
-		errors.Is(err, concurrency.ErrTTLBelowMinimum):
+		errors.Is(err, concurrency.ErrInvalidTTL):
 		return withCode(exitUsage, err)
 	case errors.Is(err, discovery.ErrAlreadyRegistered):
 		return withCode(exitUnavailable, err)
@@ -141,7 +143,7 @@ func servicesRegister(ctx context.Context, args []string, std stdio) error {
 	fs.Var(meta, "meta", "metadata KEY=VALUE (repeatable)")
 	fs.IntVar(&weight, "weight", 0, "weight for weighted balancers (0: the default, 1)")
 	fs.BoolVar(&draining, "draining", false, "register as draining: listed, but given no new calls")
-	fs.DurationVar(&ttl, "ttl", concurrency.DefaultTTL, "lease TTL, whole seconds: how long the instance stays listed after this process dies")
+	fs.DurationVar(&ttl, "ttl", session.DefaultTTL, "lease TTL, whole seconds: how long the instance stays listed after this process dies")
 	pos, err := serviceArg(fs, args, 3, "SERVICE ID ADDR")
 	if err != nil {
 		return err
@@ -195,7 +197,7 @@ func servicesRegister(ctx context.Context, args []string, std stdio) error {
 		}
 		fmt.Fprintf(std.out, "%s %s/%s: %s (token %d, lease %x, ttl %v)\n", event, service, inst.ID, describe(inst), token, int64(reg.Lease()), ttl)
 	}
-	report("registered", g.Token())
+	report("registered", int64(g.Token()))
 	if !c.json {
 		fmt.Fprintf(std.out, "# kept registered until interrupted\n")
 	}
@@ -203,7 +205,7 @@ func servicesRegister(ctx context.Context, args []string, std stdio) error {
 	// Follow the record, to tell the user when a lost lease took it away and
 	// when the Registry put it back.
 	fctx, cancel := context.WithCancel(ctx)
-	st := concurrency.Follow(fctx, client, g.Key(), concurrency.FollowKey())
+	st := watch.Follow(fctx, client, g.Key(), watch.Options{Key: true})
 	defer func() { cancel(); <-st.Done() }()
 	token := g.Token()
 	updates := st.C()
@@ -235,8 +237,8 @@ func servicesRegister(ctx context.Context, args []string, std stdio) error {
 				} else {
 					fmt.Fprintf(std.out, "lost %s/%s: its record is gone (lease lost or record deleted); it is registered again under a new lease\n", service, inst.ID)
 				}
-			case present && created != token:
-				token = created
+			case present && concurrency.Token(created) != token:
+				token = concurrency.Token(created)
 				report("re-registered", created)
 			}
 		case <-g.Done():
@@ -268,7 +270,7 @@ func listInstances(ctx context.Context, client *clientv3.Client, service string)
 	if err != nil {
 		return nil, 0, err
 	}
-	defer w.Close()
+	defer w.Close(context.Background())
 	select {
 	case <-w.Synced():
 	case <-ctx.Done():
@@ -379,7 +381,7 @@ func servicesWatch(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
-	defer w.Close()
+	defer w.Close(context.Background())
 	select {
 	case <-w.Synced():
 	case <-ctx.Done():

@@ -171,7 +171,7 @@ func collectStatus(ctx context.Context, client *clientv3.Client, prefix string) 
 				return st, err
 			}
 			if err == nil && !l.None() {
-				e.Leader = &holderJSON{Value: l.Value, Token: l.Token, Lease: strconv.FormatInt(int64(l.Lease), 16)}
+				e.Leader = &holderJSON{Value: l.Value, Token: int64(l.Token), Lease: strconv.FormatInt(int64(l.Lease), 16)}
 			}
 			st.Elections = append(st.Elections, e)
 		case markQueue:
@@ -209,7 +209,7 @@ func collectStatus(ctx context.Context, client *clientv3.Client, prefix string) 
 func lockEntries(es []lock.Entry) []holderJSON {
 	out := []holderJSON{}
 	for _, e := range es {
-		out = append(out, holderJSON{Value: e.Value, Token: e.Token, Lease: strconv.FormatInt(int64(e.Lease), 16)})
+		out = append(out, holderJSON{Value: e.Value, Token: int64(e.Token), Lease: strconv.FormatInt(int64(e.Lease), 16)})
 	}
 	return out
 }
@@ -217,7 +217,7 @@ func lockEntries(es []lock.Entry) []holderJSON {
 func semEntries(es []semaphore.Entry) []holderJSON {
 	out := []holderJSON{}
 	for _, e := range es {
-		out = append(out, holderJSON{Value: e.Value, Token: e.Token, Lease: strconv.FormatInt(int64(e.Lease), 16)})
+		out = append(out, holderJSON{Value: e.Value, Token: int64(e.Token), Lease: strconv.FormatInt(int64(e.Lease), 16)})
 	}
 	return out
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/watch"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -54,7 +54,7 @@ func runWatch(ctx context.Context, args []string, std stdio) error {
 
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st := concurrency.Follow(wctx, client, pos[0])
+	st := watch.Follow(wctx, client, pos[0], watch.Options{})
 	defer func() { cancel(); <-st.Done() }()
 	line := func(w watchJSON) {
 		if c.json {

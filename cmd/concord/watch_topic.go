@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/pubsub"
 )
 
@@ -47,7 +47,7 @@ func watchTopic(ctx context.Context, c *connFlags, t *topicFlags, count int, std
 	if t.topic == "" {
 		return usagef("--new and --after go with --topic TOPIC")
 	}
-	if err := concurrency.ValidateName(t.topic); err != nil {
+	if err := names.Validate(t.topic); err != nil {
 		return withCode(exitUsage, fmt.Errorf("topic %q: %w", t.topic, err))
 	}
 	pos, from := pubsub.Oldest, "from the oldest retained message"
@@ -79,7 +79,11 @@ func watchTopic(ctx context.Context, c *connFlags, t *topicFlags, count int, std
 		}
 		return err
 	}
-	defer func() { cancel(); <-sub.Done() }()
+	defer func() {
+		cancel()
+		for range sub.C() {
+		}
+	}()
 	if !c.json {
 		fmt.Fprintf(std.out, "# topic %s, %s; watching for messages\n", t.topic, from)
 	}

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/pubsub"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -70,7 +69,7 @@ func watchConfig(ctx context.Context, c *clientv3.Client, ps *pubsub.Client, say
 	// prefix, then come the changes, each transaction's together.
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	w, err := ps.Watch(wctx, prefix, pubsub.Prefix())
+	w, err := ps.Watch(wctx, prefix, pubsub.WithPrefix())
 	if err != nil {
 		return err
 	}
@@ -87,7 +86,12 @@ func watchConfig(ctx context.Context, c *clientv3.Client, ps *pubsub.Client, say
 			}
 		}
 	}()
-	defer func() { stop(); <-app; <-w.Done() }()
+	defer func() {
+		stop()
+		<-app
+		for range w.C() {
+		}
+	}()
 	waitApplied := func(rev int64) error {
 		for {
 			select {
@@ -126,7 +130,7 @@ func watchConfig(ctx context.Context, c *clientv3.Client, ps *pubsub.Client, say
 
 // apply brings config up to date with u, says what changed, and returns
 // the revision config is now at.
-func apply(config map[string]string, u concurrency.Update, say func(string, ...any)) int64 {
+func apply(config map[string]string, u pubsub.Update, say func(string, ...any)) int64 {
 	if u.Snapshot {
 		clear(config)
 		for _, kv := range u.KVs {
@@ -178,7 +182,11 @@ func fanOut(ctx context.Context, c *clientv3.Client, ps *pubsub.Client, say func
 			cancel()
 			return nil, nil, err
 		}
-		return sub, func() { cancel(); <-sub.Done() }, nil
+		return sub, func() {
+			cancel()
+			for range sub.C() {
+			}
+		}, nil
 	}
 	// Both start after the store's current revision: with every message
 	// published from here on. (pubsub.Now is fixed only once the

@@ -141,7 +141,7 @@ func runTo(ctx context.Context, say func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
-	defer w.Close()
+	defer w.Close(context.Background())
 	if err := waitFor(ctx, w, func(in []discovery.Instance) bool { return len(in) == 3 }); err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func runTo(ctx context.Context, say func(string, ...any)) error {
 	const workers, turns = 3, 3
 	type result struct {
 		worker string
-		token  int64
+		token  concurrency.Token
 		err    error
 	}
 	results := make(chan result, workers*turns)
@@ -71,7 +71,7 @@ func runTo(ctx context.Context, say func(string, ...any)) error {
 			}
 		}()
 	}
-	var last int64
+	var last concurrency.Token
 	for range workers * turns {
 		r := <-results
 		if r.err != nil {

@@ -124,7 +124,7 @@ func upgrade(ctx context.Context, c *clientv3.Client, host string, fn func(conte
 	if err != nil {
 		return err
 	}
-	defer sem.Close()
+	defer sem.Close(context.Background())
 	p, err := sem.Acquire(ctx)
 	if err != nil {
 		return err
@@ -143,6 +143,6 @@ func raise(ctx context.Context, c *clientv3.Client, n int) error {
 	if err != nil {
 		return err
 	}
-	defer sem.Close()
+	defer sem.Close(context.Background())
 	return sem.SetLimit(ctx, n)
 }

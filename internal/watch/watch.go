@@ -1,9 +1,13 @@
-package concurrency
+// Package watch is the one resumable-watch loop (From) and Follow, the
+// snapshot-then-changes stream built on it.
+package watch
 
 import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/concordkit/concord/internal/errs"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,12 +16,12 @@ import (
 var (
 	// ErrCompacted: a watch's start revision was compacted away; the
 	// caller must re-read the state instead of resuming.
-	ErrCompacted = errors.New("concurrency: watch start revision compacted")
+	ErrCompacted = errs.Compacted
 	// ErrWatchStalled: a watch was silent past its stall timeout and did
 	// not answer a progress request (a blackholed or paused connection).
-	ErrWatchStalled = errors.New("concurrency: watch stalled")
+	ErrWatchStalled = errs.WatchStalled
 	// ErrWatchClosed: the server or client ended a watch without a reason.
-	ErrWatchClosed = errors.New("concurrency: watch closed")
+	ErrWatchClosed = errs.WatchClosed
 )
 
 // DefaultStallTimeout is how long a resumable watch may stay silent, and
@@ -27,7 +31,7 @@ const DefaultStallTimeout = 10 * time.Second
 // progressTimeout bounds the send of one progress request.
 const progressTimeout = 100 * time.Millisecond
 
-// WatchFrom watches key (with opts, e.g. WithPrefix) from revision rev and
+// From watches key (with opts, e.g. WithPrefix) from revision rev and
 // calls handle with each batch of events, in order, until handle returns
 // false, ctx ends or the watch breaks. It returns why it ended (ctx.Err(),
 // ErrCompacted, ErrWatchStalled, ErrWatchClosed or the watch's error) and
@@ -39,14 +43,14 @@ const progressTimeout = 100 * time.Millisecond
 //
 // This is the one resumable-watch loop; Follow and the recipes' streams are
 // built on it.
-func WatchFrom(ctx context.Context, c *clientv3.Client, key string, rev int64, stall time.Duration,
+func From(ctx context.Context, c *clientv3.Client, key string, rev int64, stall time.Duration,
 	handle func([]*clientv3.Event) bool, opts ...clientv3.OpOption) (healthy bool, err error) {
 	if stall <= 0 {
 		stall = DefaultStallTimeout
 	}
 	// The client groups watches by outgoing metadata: every watch whose
 	// context carries require-leader alone shares one stream.
-	wctx, cancel := watchContext(ctx)
+	wctx, cancel := Context(ctx)
 	defer cancel()
 	opts = append(opts, clientv3.WithRev(rev), clientv3.WithCreatedNotify())
 	wch := c.Watch(wctx, key, opts...)
@@ -93,4 +97,11 @@ func WatchFrom(ctx context.Context, c *clientv3.Client, key string, rev int64, s
 			}
 		}
 	}
+}
+
+// Context derives the context for a watch that should share the session's
+// watch stream: the client groups watches by their outgoing metadata, and
+// every watch whose context carries require-leader alone shares one stream.
+func Context(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithCancel(clientv3.WithRequireLeader(ctx))
 }

@@ -1,13 +1,14 @@
-package concurrency_test
+package line_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
-	"github.com/concordkit/concord/embedtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/line"
 )
 
 // A create whose answer was lost can land after the failing call deleted
@@ -20,7 +21,7 @@ func TestStrayCreateLandingLateIsRemoved(t *testing.T) {
 	ctx := testCtx(t)
 	s := newSession(t, srv.Client)
 	key := s.LineKey("stray/")
-	concurrency.RemoveStray(s, key) // the create is still in flight
+	s.RemoveStray(key) // the create is still in flight
 
 	// The create lands now, after the failing call's delete.
 	if _, err := srv.Client.Put(ctx, key, "", clientv3.WithLease(s.Lease())); err != nil {
@@ -51,7 +52,7 @@ func TestJoinCutInFlightLeavesNoKey(t *testing.T) {
 	for i := range 10 {
 		jctx, cancel := context.WithTimeout(ctx, 60*time.Millisecond+time.Duration(i)*5*time.Millisecond)
 		key := s.LineKey("cut/")
-		tk, err := concurrency.Join(jctx, s, key, "", "cut/", 1)
+		tk, err := line.Join(jctx, s, key, "", "cut/", 1)
 		cancel()
 		if err == nil {
 			if err := tk.Delete(ctx); err != nil {

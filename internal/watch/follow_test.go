@@ -1,4 +1,4 @@
-package concurrency_test
+package watch_test
 
 import (
 	"context"
@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/stream"
+	"github.com/concordkit/concord/internal/watch"
 	"google.golang.org/grpc/connectivity"
 )
 
-func nextUpdate(t *testing.T, st *concurrency.Stream) concurrency.Update {
+func nextUpdate(t *testing.T, st *stream.Stream[watch.Update]) watch.Update {
 	t.Helper()
 	select {
 	case u, ok := <-st.C():
@@ -22,7 +23,7 @@ func nextUpdate(t *testing.T, st *concurrency.Stream) concurrency.Update {
 		return u
 	case <-time.After(60 * time.Second):
 		t.Fatal("no update within 60s")
-		return concurrency.Update{}
+		return watch.Update{}
 	}
 }
 
@@ -32,7 +33,7 @@ func TestFollowSnapshotThenEvents(t *testing.T) {
 	if _, err := srv.Client.Put(ctx, "cfg/a", "1"); err != nil {
 		t.Fatal(err)
 	}
-	st := concurrency.Follow(ctx, srv.Client, "cfg/")
+	st := watch.Follow(ctx, srv.Client, "cfg/", watch.Options{})
 	u := nextUpdate(t, st)
 	if !u.Snapshot || u.Resync || len(u.KVs) != 1 {
 		t.Fatalf("first update %+v, want a snapshot of 1 key", u)
@@ -63,7 +64,7 @@ func TestFollowResyncsAfterCompaction(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	st := concurrency.Follow(ctx, cut, "cfg/")
+	st := watch.Follow(ctx, cut, "cfg/", watch.Options{})
 	if u := nextUpdate(t, st); !u.Snapshot {
 		t.Fatalf("first update %+v", u)
 	}

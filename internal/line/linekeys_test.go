@@ -1,4 +1,4 @@
-package concurrency_test
+package line_test
 
 import (
 	"testing"
@@ -6,6 +6,8 @@ import (
 
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/session"
 )
 
 // A session reuses a line key's name once the key is deleted, so a lock
@@ -15,11 +17,11 @@ func TestLineKeysReused(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
 	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
-	first, err := concurrency.Join(ctx, s, s.LineKey("jobs/"), "", "jobs/", 1)
+	first, err := line.Join(ctx, s, s.LineKey("jobs/"), "", "jobs/", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := concurrency.Join(ctx, s, s.LineKey("jobs/"), "", "jobs/", 1)
+	second, err := line.Join(ctx, s, s.LineKey("jobs/"), "", "jobs/", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +33,7 @@ func TestLineKeysReused(t *testing.T) {
 		if err := second.Delete(ctx); err != nil {
 			t.Fatal(err)
 		}
-		second, err = concurrency.Join(ctx, s, s.LineKey("jobs/"), "", "jobs/", 1)
+		second, err = line.Join(ctx, s, s.LineKey("jobs/"), "", "jobs/", 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,11 +43,12 @@ func TestLineKeysReused(t *testing.T) {
 		t.Fatalf("20 join/delete cycles used %d key names, want 1", len(names))
 	}
 	// A process resuming the lease must not collide with its own old keys.
-	resumed, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithLease(s.Lease()))
+	pub, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithLease(s.Lease()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resumed.Orphan()
+	defer pub.Orphan()
+	resumed := (*session.Session)(pub)
 	if k := resumed.LineKey("jobs/"); k == first.Key() || k == second.Key() {
 		t.Fatalf("resumed session reuses a live key name %q", k)
 	}

@@ -1,20 +1,24 @@
-package concurrency_test
+package line_test
 
 import (
 	"errors"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/concordkit/concord/internal/errs"
+	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/names"
 )
 
 func TestGuardFencesStaleHolder(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
 	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
-	tk, err := concurrency.Join(ctx, s, "res/a", "me", "res/", 1)
+	tk, err := line.Join(ctx, s, "res/a", "me", "res/", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,10 +39,10 @@ func TestGuardFencesStaleHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, h.Done(), 5*time.Second, "Done after delete")
-	if !errors.Is(h.Err(), concurrency.ErrKeyDeleted) {
+	if !errors.Is(h.Err(), errs.KeyDeleted) {
 		t.Errorf("Err = %v, want ErrKeyDeleted", h.Err())
 	}
-	if _, err := h.Guard().Do(ctx, clientv3.OpPut("data", "2")); !errors.Is(err, concurrency.ErrNotHeld) {
+	if _, err := h.Guard().Do(ctx, clientv3.OpPut("data", "2")); !errors.Is(err, errs.NotHeld) {
 		t.Fatalf("stale guarded write: got %v, want ErrNotHeld", err)
 	}
 	resp, _ := srv.Client.Get(ctx, "data")
@@ -59,19 +63,19 @@ func TestJoinValidates(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
 	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
-	if _, err := concurrency.Join(ctx, s, "p/k", "", "p/", 0); !errors.Is(err, concurrency.ErrInvalidLimit) {
+	if _, err := line.Join(ctx, s, "p/k", "", "p/", 0); !errors.Is(err, errs.InvalidLimit) {
 		t.Errorf("limit 0: %v", err)
 	}
-	big := make([]byte, concurrency.MaxValueBytes+1)
-	if _, err := concurrency.Join(ctx, s, "p/k", string(big), "p/", 1); !errors.Is(err, concurrency.ErrValueTooLarge) {
+	big := make([]byte, names.MaxValueBytes+1)
+	if _, err := line.Join(ctx, s, "p/k", string(big), "p/", 1); !errors.Is(err, errs.ValueTooLarge) {
 		t.Errorf("big value: %v", err)
 	}
 	for _, name := range []string{"", "a//b", "a/.x", "/a", "a/", "a\x00b"} {
-		if err := concurrency.ValidateName(name); !errors.Is(err, concurrency.ErrInvalidName) {
+		if err := names.Validate(name); !errors.Is(err, errs.InvalidName) {
 			t.Errorf("name %q accepted", name)
 		}
 	}
-	if err := concurrency.ValidateName("jobs/report-1"); err != nil {
+	if err := names.Validate("jobs/report-1"); err != nil {
 		t.Errorf("good name rejected: %v", err)
 	}
 }
@@ -82,9 +86,9 @@ func TestWaitCountsLine(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
 	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
-	var ts []*concurrency.Ticket
+	var ts []*line.Ticket
 	for i := range 4 {
-		tk, err := concurrency.Join(ctx, s, s.LineKey("sem/"), "", "sem/", 2)
+		tk, err := line.Join(ctx, s, s.LineKey("sem/"), "", "sem/", 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +98,7 @@ func TestWaitCountsLine(t *testing.T) {
 		ts = append(ts, tk)
 	}
 	done := make(chan error, 1)
-	go func() { done <- ts[3].Wait(ctx, "sem/", 2) }()
+	go func() { done <- ts[3].Wait(ctx, 2) }()
 	// Removing the third (a waiter) does not admit the fourth.
 	if err := ts[2].Delete(ctx); err != nil {
 		t.Fatal(err)

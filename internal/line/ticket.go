@@ -1,0 +1,231 @@
+// Package line is ordered waiting, the one algorithm behind locks,
+// semaphores, elections and queues: a key joins a line under a prefix in a
+// Txn that also reads the line, then waits until fewer than n keys with a
+// lower create revision remain (see Ticket.Wait).
+package line
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
+	"github.com/concordkit/concord/internal/fence"
+	"github.com/concordkit/concord/internal/hold"
+	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/internal/session"
+)
+
+// Ticket is a key in an ordered line. Its key lives under its session's
+// lease; its create revision orders it against every other key in the line
+// and is its fencing token. A Ticket is not safe for concurrent use.
+type Ticket struct {
+	s      *session.Session
+	key    string
+	rev    int64
+	value  string
+	prefix string // the part of the line that can keep the ticket waiting
+	gone   bool   // deleted by the caller's own transaction; see Deleted
+
+	// What the last read found. lower counts keys under prefix with a lower
+	// create revision; exact says whether it is the exact count (else only
+	// "0" or "at least 1"). ahead bounds lower from above: keys ahead only
+	// ever leave (a new key has a higher create revision), so a count once
+	// exact stays an upper bound, and when the one key ahead goes the
+	// ticket is admitted without a re-read (its own key's deletion is
+	// caught by its hold's monitor, which watches from readRev).
+	lower   int
+	exact   bool
+	ahead   int
+	pred    *mvccpb.KeyValue // the key just ahead
+	holders []*mvccpb.KeyValue
+	readRev int64 // a revision at which the key was seen to exist
+}
+
+// Join creates key (which must not exist) with value under the session's
+// lease and, in the same Txn, reads the line under prefix: how many keys are
+// ahead of it, the one just ahead, and (for n > 1) the first n (the
+// holders). prefix is the part of the line that can keep this ticket
+// waiting: the whole line for a lock, only the writers for a reader of an
+// RWMutex. A Join that fails leaves no key (see session.RemoveStray).
+func Join(ctx context.Context, s *session.Session, key, value, prefix string, n int) (*Ticket, error) {
+	if key == "" || prefix == "" {
+		return nil, errs.InvalidName
+	}
+	if n < 1 {
+		return nil, errs.InvalidLimit
+	}
+	if err := names.ValidateValue(value); err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.Done():
+		return nil, s.Err()
+	default:
+	}
+	resp, err := s.Client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(joinOps(s, key, value, prefix, n)...).
+		Commit()
+	if err != nil {
+		// The put may have landed with its answer lost, or may land yet:
+		// remove it for good, so a failed or cancelled Join leaves no key.
+		s.RemoveStray(key)
+		return nil, err
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("concurrency: key %q already exists", key)
+	}
+	t := &Ticket{s: s, key: key, value: value, rev: resp.Header.Revision, readRev: resp.Header.Revision, prefix: prefix}
+	t.readJoin(resp, n)
+	return t, nil
+}
+
+// joinOps are the Join Txn's writes and reads: the put, the newest two keys
+// of the line (this one and the one just ahead; the response's Count is the
+// whole line's) and, for n > 1, the first n.
+func joinOps(s *session.Session, key, value, prefix string, n int) []clientv3.Op {
+	ops := []clientv3.Op{
+		clientv3.OpPut(key, value, clientv3.WithLease(s.Lease())),
+		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2)),
+	}
+	if n > 1 {
+		ops = append(ops, clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(int64(n))))
+	}
+	return ops
+}
+
+// readJoin records what the Join Txn read.
+func (t *Ticket) readJoin(resp *clientv3.TxnResponse, n int) {
+	newest := resp.Responses[1].GetResponseRange()
+	t.lower, t.exact = int(newest.Count), true
+	var own *mvccpb.KeyValue
+	for _, kv := range newest.Kvs {
+		if kv.CreateRevision == t.rev {
+			t.lower-- // our own key is in the range
+			own = kv
+			continue
+		}
+		if t.pred == nil {
+			t.pred = kv
+		}
+	}
+	t.ahead = t.lower
+	switch {
+	case n > 1:
+		t.holders = resp.Responses[2].GetResponseRange().Kvs
+	case t.lower == 1:
+		t.holders = []*mvccpb.KeyValue{t.pred}
+	case t.lower == 0 && own != nil:
+		t.holders = []*mvccpb.KeyValue{own}
+	}
+}
+
+// Rejoin finds the oldest key under prefix held under the session's lease (a
+// candidacy or wait that a restarted process resumes with a resumed lease)
+// and returns it as a ticket on that line, read afresh. It returns
+// errs.NoTicket when the lease holds no key there.
+func Rejoin(ctx context.Context, s *session.Session, prefix string) (*Ticket, error) {
+	resp, err := s.Client().Get(ctx, prefix, clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range resp.Kvs {
+		if clientv3.LeaseID(kv.Lease) != s.Lease() {
+			continue
+		}
+		t := &Ticket{s: s, key: string(kv.Key), rev: kv.CreateRevision, value: string(kv.Value),
+			prefix: prefix, lower: 1, ahead: math.MaxInt}
+		if err := t.recheckAhead(ctx); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
+	return nil, errs.NoTicket
+}
+
+// Holders are the first keys of the line as Join read them: the first n for
+// n > 1; for n == 1 the head, when at most one key was ahead (Head reads it
+// otherwise).
+func (t *Ticket) Holders() []*mvccpb.KeyValue { return t.holders }
+
+// Head returns the first key of the ticket's line, as of Join if Join read
+// it, else read now (nil if the line is empty).
+func (t *Ticket) Head(ctx context.Context) (*mvccpb.KeyValue, error) {
+	if len(t.holders) > 0 {
+		return t.holders[0], nil
+	}
+	if t.lower == 0 {
+		return nil, nil // nothing ahead, and the ticket is not in the range
+	}
+	resp, err := t.s.Client().Get(ctx, t.prefix, clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, err
+	}
+	return resp.Kvs[0], nil
+}
+
+// Key is the ticket's key.
+func (t *Ticket) Key() string { return t.key }
+
+// Token is the ticket's fencing token (its key's create revision).
+func (t *Ticket) Token() concurrency.Token { return concurrency.Token(t.rev) }
+
+// Value is the value stored with the key.
+func (t *Ticket) Value() string { return t.value }
+
+// Session is the session the ticket lives under.
+func (t *Ticket) Session() *session.Session { return t.s }
+
+// Admitted reports whether, as of the last read, fewer than n keys of the
+// line were ahead of the ticket.
+func (t *Ticket) Admitted(n int) bool { return t.lower == 0 || (t.exact && t.lower < n) }
+
+// Guard returns the ticket's guard.
+func (t *Ticket) Guard() concurrency.Guard {
+	return concurrency.Guard(fence.New(t.s.Client(), t.key, t.rev))
+}
+
+// Hold returns the admitted ticket as a held resource; the caller must
+// release it.
+func (t *Ticket) Hold() *hold.Hold { return hold.New(t.s, t.key, t.value, t.rev, t.readRev) }
+
+// DeleteOp deletes the ticket's key, for a caller that leaves the line in a
+// transaction of its own (one write instead of two); once that transaction
+// has succeeded, it calls Deleted.
+func (t *Ticket) DeleteOp() clientv3.Op { return clientv3.OpDelete(t.key) }
+
+// Deleted records that a transaction with DeleteOp succeeded: the key is
+// gone, its name may be used again, and Abandon has nothing left to do.
+func (t *Ticket) Deleted() {
+	t.gone = true
+	t.s.FreeKey(t.key)
+}
+
+// Abandon deletes the ticket's key with a short timeout of its own, for a
+// caller whose context has ended. If etcd cannot be reached, the session
+// keeps trying in the background (and the lease removes the key in any case
+// when the session ends), so an abandoned wait never blocks the line for
+// long.
+func (t *Ticket) Abandon() {
+	if t.gone {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), session.RequestTimeout)
+	defer cancel()
+	if err := hold.DeleteOwn(ctx, t.s, t.key, t.rev); err != nil {
+		t.s.DeleteLater(t.key, t.rev)
+	}
+}
+
+// Delete removes the ticket's key if it is still this ticket's (same create
+// revision); a newer key of the same name is never touched. It is
+// idempotent.
+func (t *Ticket) Delete(ctx context.Context) error {
+	return hold.DeleteOwn(ctx, t.s, t.key, t.rev)
+}

@@ -1,0 +1,257 @@
+package line
+
+import (
+	"context"
+	"math"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/errs"
+	"github.com/concordkit/concord/internal/watch"
+)
+
+// Wait blocks until fewer than n keys of the ticket's line have a lower
+// create revision than the ticket's. For n == 1 it watches only the key just
+// ahead (waitAhead); for larger n it watches the line's deletions and counts
+// those ahead, making no request until the count drops below n (waitCount).
+// Watches are opened without a start revision (synced, served at once by the
+// server) and the line is re-read once after each is created, unless (n ==
+// 1) the watch began at the revision of the last read, so it misses nothing.
+// Wait returns ctx.Err() when ctx ends, the session's error when the session
+// is lost, and errs.KeyDeleted when the ticket's own key is deleted; the key
+// is left in place either way (Abandon it, or let the lease take it).
+func (t *Ticket) Wait(ctx context.Context, n int) error {
+	return t.WaitLimit(ctx, func() (int, <-chan struct{}) { return n, nil })
+}
+
+// WaitLimit is Wait with a limit that may change while waiting (a
+// semaphore's stored limit): limit returns the current limit and a channel
+// closed when it next changes.
+func (t *Ticket) WaitLimit(ctx context.Context, limit func() (int, <-chan struct{})) error {
+	// A lost session ends the wait's requests and watches at once, even
+	// ones blocked on a connection that no longer answers.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(t.s.Ctx(), cancel)()
+	err := t.waitLimit(sctx, limit)
+	if err != nil && ctx.Err() == nil {
+		if serr := t.s.Err(); serr != nil {
+			return serr
+		}
+	}
+	return err
+}
+
+func (t *Ticket) waitLimit(ctx context.Context, limit func() (int, <-chan struct{})) error {
+	for {
+		n, changed := limit()
+		if n < 1 {
+			return errs.InvalidLimit
+		}
+		if t.Admitted(n) {
+			return nil
+		}
+		var err error
+		switch {
+		case n == 1:
+			err = t.waitAhead(ctx, changed)
+		case !t.exact:
+			// Only "someone is ahead" is known: count them.
+			err = t.recheckCount(ctx)
+		default:
+			err = t.waitCount(ctx, n, changed)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// waitAhead watches the key just ahead until the ticket is admitted, the key
+// ahead changes, the watch fails or the limit changes (nil: the caller
+// re-evaluates), or an error ends the wait.
+func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
+	wctx, cancel := watch.Context(ctx)
+	defer cancel()
+	pred := t.pred
+	wch := t.s.Client().Watch(wctx, string(pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
+	for created := false; ; {
+		wr, err := t.next(ctx, wch, changed, t.recheckAhead)
+		switch {
+		case err != nil || wr == nil:
+			return err
+		case wr.Created && !created:
+			created = true
+			if wr.Header.Revision <= t.readRev {
+				// Nothing changed since the last read: the watch sees
+				// every later change, so no re-read is needed.
+				continue
+			}
+			if err := t.recheckAhead(ctx); err != nil || t.Admitted(1) {
+				return err
+			}
+			if string(t.pred.Key) != string(pred.Key) || t.pred.CreateRevision != pred.CreateRevision {
+				return nil // the key ahead changed: watch the new one
+			}
+		case !created || !t.predGone(wr.Events, pred.CreateRevision):
+			// Not the key ahead leaving: a member that lags behind the
+			// last read can replay the deletion of an earlier key of the
+			// same name (names are reused).
+		case t.ahead != math.MaxInt && t.ahead <= 1:
+			// The last key ahead is gone: none can join ahead, so no
+			// re-read is needed.
+			t.pred, t.lower, t.exact, t.ahead = nil, 0, true, 0
+			return nil
+		default:
+			if t.ahead != math.MaxInt {
+				t.ahead--
+			}
+			return t.recheckAhead(ctx)
+		}
+	}
+}
+
+// waitCount watches the line's deletions until fewer than n keys are ahead,
+// the watch fails or the limit changes (nil: the caller re-evaluates), or an
+// error ends the wait. Every deletion after the last read is seen, so the
+// count stays exact without a re-read.
+func (t *Ticket) waitCount(ctx context.Context, n int, changed <-chan struct{}) error {
+	wctx, cancel := watch.Context(ctx)
+	defer cancel()
+	wch := t.s.Client().Watch(wctx, t.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
+	for created := false; ; {
+		wr, err := t.next(ctx, wch, changed, t.recheckCount)
+		switch {
+		case err != nil || wr == nil:
+			return err
+		case wr.Created && !created:
+			created = true
+			// The watch now sees every later change: read the line once.
+			if err := t.recheckCount(ctx); err != nil || t.Admitted(n) {
+				return err
+			}
+		case !created:
+		case t.countDeletes(wr.Events):
+			return nil // our own key went: the re-read reports why
+		case t.Admitted(n):
+			return nil
+		}
+	}
+}
+
+// next returns the watch's next response, nil (and a nil error) when the
+// limit changed, or, when the watch broke (compaction, a lost leader, a
+// broken stream), the result of re-reading the line: the caller then
+// re-evaluates with a new watch.
+func (t *Ticket) next(ctx context.Context, wch clientv3.WatchChan, changed <-chan struct{}, recheck func(context.Context) error) (*clientv3.WatchResponse, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.s.Done():
+		return nil, t.s.Err()
+	case <-changed:
+		return nil, nil
+	case wr, ok := <-wch:
+		if ok && !wr.Canceled && wr.Err() == nil {
+			return &wr, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, recheck(ctx)
+	}
+}
+
+// predGone reports whether evs hold the deletion of the watched key ahead:
+// the incarnation created at rev, deleted after the last read (at which it
+// existed). Anything else on that name is history a lagging member
+// replays, or a later key of the same name.
+func (t *Ticket) predGone(evs []*clientv3.Event, rev int64) bool {
+	for _, ev := range evs {
+		if ev.Type != mvccpb.DELETE || ev.Kv.ModRevision <= t.readRev {
+			continue
+		}
+		if ev.PrevKv == nil || ev.PrevKv.CreateRevision == rev {
+			return true
+		}
+	}
+	return false
+}
+
+// countDeletes counts deletions of keys ahead of the ticket that happened
+// after the last read (earlier ones are in its count). It reports true when
+// the ticket's own key was deleted, or a deletion cannot be judged: the
+// caller then re-reads.
+func (t *Ticket) countDeletes(evs []*clientv3.Event) bool {
+	for _, ev := range evs {
+		if ev.Type != mvccpb.DELETE || ev.Kv.ModRevision <= t.readRev {
+			continue
+		}
+		if ev.PrevKv == nil || ev.PrevKv.CreateRevision == t.rev {
+			t.exact = false
+			return true
+		}
+		if ev.PrevKv.CreateRevision < t.rev {
+			t.lower--
+			t.ahead = min(t.ahead, t.lower)
+		}
+	}
+	return false
+}
+
+// recheckAhead reads, in one round trip, whether the ticket's key still
+// exists and which key is just ahead of it.
+func (t *Ticket) recheckAhead(ctx context.Context) error {
+	kvs, err := t.readAhead(ctx, clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1))
+	if err != nil {
+		return err
+	}
+	t.pred = nil
+	t.lower, t.exact = 0, false
+	if len(kvs) > 0 {
+		t.pred = kvs[0]
+		t.lower = 1
+	} else {
+		t.ahead = 0
+	}
+	return nil
+}
+
+// recheckCount reads, in one round trip, whether the ticket's key still
+// exists and how many keys are ahead of it.
+func (t *Ticket) recheckCount(ctx context.Context) error {
+	kvs, err := t.readAhead(ctx, clientv3.WithKeysOnly())
+	if err != nil {
+		return err
+	}
+	t.lower, t.exact = len(kvs), true
+	t.ahead = min(t.ahead, t.lower)
+	return nil
+}
+
+// readAhead reads the keys ahead of the ticket (with opts) if its own key
+// still exists, and records the read's revision.
+func (t *Ticket) readAhead(ctx context.Context, opts ...clientv3.OpOption) ([]*mvccpb.KeyValue, error) {
+	opts = append(opts, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(t.rev-1))
+	resp, err := t.s.Client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
+		Then(clientv3.OpGet(t.prefix, opts...)).
+		Commit()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		select {
+		case <-t.s.Done():
+			return nil, t.s.Err()
+		default:
+		}
+		return nil, err
+	}
+	if !resp.Succeeded {
+		return nil, t.s.KeyGone(ctx, t.key)
+	}
+	t.readRev = resp.Header.Revision
+	return resp.Responses[0].GetResponseRange().Kvs, nil
+}

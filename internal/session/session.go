@@ -1,0 +1,443 @@
+// Package session is the engine behind concurrency.Session: a lease and its
+// keepalive with a send-time renew deadline, and what the recipes' plumbing
+// needs of a session (line keys, stray clean-up, session-owned goroutines).
+// concurrency.Session is defined on this type, so the two convert freely;
+// only the public methods are seen by users.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/errs"
+	"github.com/concordkit/concord/internal/retry"
+)
+
+// DefaultTTL is the session TTL when none is given.
+const DefaultTTL = 10 * time.Second
+
+// revokeTimeout bounds the best-effort revoke of a lease the session gave
+// up, and the other short clean-up requests a session makes on its own.
+const revokeTimeout = 2 * time.Second
+
+// RequestTimeout is that bound, for the recipes' own clean-up requests.
+const RequestTimeout = revokeTimeout
+
+// Config is a session's settings. TTL is required (DefaultTTL is the usual
+// one); a zero Margin means a fifth of the TTL, a nil Logger silence.
+type Config struct {
+	TTL    time.Duration
+	Margin time.Duration
+	Lease  clientv3.LeaseID
+	Logger *slog.Logger
+}
+
+// Session is a lease kept alive by one goroutine until Close or loss. Every
+// held resource lives under a session's lease; when the session is lost its
+// resources are lost with it.
+//
+// Loss is judged conservatively: each keepalive request is timed when it is
+// sent, and the server renewed the lease no earlier than that, so the lease
+// lives at least until send+TTL. The session counts itself lost at
+// last-acknowledged-send + TTL - margin, so Done closes before the server can
+// expire the lease and hand a resource to anyone else (as long as the local
+// clock runs no more than margin/TTL slower than the server's).
+//
+// A Session is safe for concurrent use.
+type Session struct {
+	client *clientv3.Client
+	id     clientv3.LeaseID
+	ttl    time.Duration
+	margin time.Duration
+	log    *slog.Logger
+
+	stop     chan struct{}
+	loopDone chan struct{}
+	done     chan struct{}
+	// ctx is cancelled when the session ends, so requests and watches
+	// made for its holders and waiters end with it (a blackholed client's
+	// Watch call blocks until its context ends).
+	ctx       context.Context
+	cancelCtx context.CancelFunc
+
+	mu         sync.Mutex
+	err        error
+	closed     bool
+	anchorDone chan struct{} // closed when the anchor watch's opener returns
+
+	nonce       string                  // tells this Session's LineKeys from a resumed lease's
+	slots       map[string]map[int]bool // LineKey slots in use, by prefix
+	slotOf      map[string]slotRef      // LineKey -> its slot
+	pending     map[string]int64        // keys to delete; see DeleteLater
+	kick        chan struct{}
+	cleanerDone chan struct{}
+	strayKeys   map[string]bool // keys handed to the stray watcher, not yet taken by it
+	strayKick   chan struct{}
+	strayLoop   bool           // the stray watcher is running
+	owned       sync.WaitGroup // the stray watcher and Go goroutines; Add under mu while !closed
+}
+
+// New grants a lease (or resumes one, see WithLease) and starts
+// keeping it alive.
+func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = discardLogger
+	}
+	if cfg.TTL < time.Second || cfg.TTL%time.Second != 0 {
+		return nil, fmt.Errorf("%w: got %v", errs.InvalidTTL, cfg.TTL)
+	}
+	if cfg.Margin == 0 {
+		cfg.Margin = max(cfg.TTL/5, 100*time.Millisecond)
+	}
+	if cfg.Margin < 0 || cfg.Margin >= cfg.TTL {
+		return nil, fmt.Errorf("%w: margin %v, TTL %v", errs.InvalidMargin, cfg.Margin, cfg.TTL)
+	}
+	sent := time.Now()
+	// An answer later than the renew deadline would come too late to use,
+	// and a request lost with a broken connection is never answered: bound
+	// the wait (callers such as Supervise then try again).
+	rctx, cancel := context.WithTimeout(ctx, cfg.TTL-cfg.Margin)
+	defer cancel()
+	id := cfg.Lease
+	if id == clientv3.NoLease {
+		resp, err := client.Grant(rctx, int64(cfg.TTL/time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("concurrency: grant lease: %w", err)
+		}
+		id = resp.ID
+		if got := time.Duration(resp.TTL) * time.Second; got != cfg.TTL {
+			revoke(client, id)
+			return nil, fmt.Errorf("%w: asked %v, server grants at least %v", errs.TTLBelowMinimum, cfg.TTL, got)
+		}
+	} else {
+		// A keepalive both proves the lease exists and renews it from now.
+		resp, err := client.KeepAliveOnce(rctx, id)
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return nil, fmt.Errorf("%w: lease %x", errs.LeaseExpired, int64(id))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("concurrency: lease %x: %w", int64(id), err)
+		}
+		cfg.TTL = time.Duration(resp.TTL) * time.Second
+		if cfg.Margin >= cfg.TTL {
+			cfg.Margin = max(cfg.TTL/5, 100*time.Millisecond)
+		}
+	}
+	s := &Session{
+		client:   client,
+		nonce:    newNonce(),
+		id:       id,
+		ttl:      cfg.TTL,
+		margin:   cfg.Margin,
+		log:      cfg.Logger,
+		stop:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+		done:     make(chan struct{}),
+
+		kick:        make(chan struct{}, 1),
+		strayKick:   make(chan struct{}, 1),
+		cleanerDone: make(chan struct{}),
+		anchorDone:  make(chan struct{}),
+	}
+	s.ctx, s.cancelCtx = context.WithCancel(context.Background())
+	go s.keepalive(sent)
+	go s.cleaner()
+	s.startAnchor()
+	return s, nil
+}
+
+// Client is the etcd client the session uses.
+func (s *Session) Client() *clientv3.Client { return s.client }
+
+// Lease is the session's lease ID.
+func (s *Session) Lease() clientv3.LeaseID { return s.id }
+
+// TTL is the lease's TTL.
+func (s *Session) TTL() time.Duration { return s.ttl }
+
+// Done is closed when the session is lost or closed.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err says why Done closed: errs.SessionClosed, errs.LeaseExpired or
+// errs.RenewDeadline (possibly wrapped); nil while the session is live.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close stops the keepalive and revokes the lease, deleting every key held
+// under it. It is safe to call more than once; later calls return nil. It
+// waits for the session's goroutines until ctx ends (then it returns
+// ctx.Err() and they finish on their own: the session's context has ended).
+func (s *Session) Close(ctx context.Context) error {
+	if !s.markClosed() {
+		return nil
+	}
+	if err := s.stopAll(ctx); err != nil {
+		return err
+	}
+	lost := s.Err() != errs.SessionClosed
+	if err := s.client.Ctx().Err(); err != nil {
+		// The client was closed first (its requests would be retried
+		// until ctx ends): the lease expires after its TTL instead.
+		if lost {
+			return nil
+		}
+		return fmt.Errorf("concurrency: revoke lease: client closed; its keys go when the lease expires: %w", err)
+	}
+	if _, err := s.client.Revoke(ctx, s.id); err != nil && !lost {
+		return fmt.Errorf("concurrency: revoke lease: %w", err)
+	}
+	return nil
+}
+
+// Orphan stops the keepalive without revoking the lease: its keys live until
+// the lease expires, and another process may resume it with WithLease.
+func (s *Session) Orphan() {
+	if s.markClosed() {
+		_ = s.stopAll(context.Background())
+	}
+}
+
+// markClosed reports whether this call is the one that closes the session.
+func (s *Session) markClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.closed = true
+	return true
+}
+
+// stopAll stops the keepalive (which ends the session's context, and with
+// it every goroutine the session owns) and waits for them until ctx ends.
+func (s *Session) stopAll(ctx context.Context) error {
+	close(s.stop)
+	stopped := make(chan struct{})
+	go func() {
+		<-s.loopDone
+		<-s.cleanerDone
+		<-s.anchorDone
+		s.owned.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// end records why the session ended and closes Done, once.
+func (s *Session) end(err error) {
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.err = err
+	s.mu.Unlock()
+	close(s.done)
+	s.cancelCtx()
+}
+
+// keepalive owns the lease's renewal: it sends a keepalive every TTL/3 on a
+// LeaseKeepAlive stream, times each request when sent, and ends the session
+// when the server reports the lease gone or the renew deadline passes.
+func (s *Session) keepalive(confirmed time.Time) {
+	defer close(s.loopDone)
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	defer cancel()
+	deadline := time.NewTimer(time.Until(confirmed.Add(s.ttl - s.margin)))
+	defer deadline.Stop()
+	interval := s.ttl / 3
+	backoff := retry.Request.UpTo(interval).New()
+
+	for {
+		st := newKeepaliveStream(ctx, s.client, s.id)
+		err := st.run(s, interval, deadline, &confirmed)
+		st.close()
+		switch {
+		case err == nil: // stopped
+			s.end(errs.SessionClosed)
+			return
+		case err == errs.LeaseExpired || err == errs.RenewDeadline:
+			s.log.Warn("concord session lost", "lease", int64(s.id), "err", err)
+			s.end(err)
+			if err == errs.RenewDeadline {
+				// The holder already counts itself lost: free its keys now
+				// rather than at expiry, if the server can still be reached.
+				revoke(s.client, s.id)
+			}
+			return
+		}
+		s.log.Debug("concord keepalive stream failed", "lease", int64(s.id), "err", err)
+		wait := time.NewTimer(backoff.NextBackOff())
+		select {
+		case <-wait.C:
+		case <-s.stop:
+			wait.Stop()
+			s.end(errs.SessionClosed)
+			return
+		case <-deadline.C:
+			wait.Stop()
+			s.end(errs.RenewDeadline)
+			revoke(s.client, s.id)
+			return
+		}
+	}
+}
+
+// keepaliveStream is one LeaseKeepAlive stream with its receive goroutine.
+type keepaliveStream struct {
+	cancel context.CancelFunc
+	stream pb.Lease_LeaseKeepAliveClient
+	err    error
+	resps  chan *pb.LeaseKeepAliveResponse
+	recvWG sync.WaitGroup
+	id     clientv3.LeaseID
+}
+
+func newKeepaliveStream(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID) *keepaliveStream {
+	ctx, cancel := context.WithCancel(ctx)
+	ks := &keepaliveStream{cancel: cancel, id: id, resps: make(chan *pb.LeaseKeepAliveResponse, 16)}
+	ks.stream, ks.err = pb.NewLeaseClient(c.ActiveConnection()).LeaseKeepAlive(ctx)
+	if ks.err != nil {
+		return ks
+	}
+	ks.recvWG.Add(1)
+	go func() {
+		defer ks.recvWG.Done()
+		defer close(ks.resps)
+		for {
+			r, err := ks.stream.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case ks.resps <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ks
+}
+
+func (ks *keepaliveStream) close() {
+	ks.cancel()
+	ks.recvWG.Wait()
+}
+
+// run sends keepalives and reads their answers until the stream fails (an
+// error to retry), the session is stopped (nil), or the lease is lost.
+func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *time.Timer, confirmed *time.Time) error {
+	if ks.err != nil {
+		return ks.err
+	}
+	var pending []time.Time // send times of unanswered requests, in order
+	send := func() error {
+		pending = append(pending, time.Now())
+		return ks.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(ks.id)})
+	}
+	if err := send(); err != nil {
+		return err
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return nil
+		case <-deadline.C:
+			return errs.RenewDeadline
+		case <-tick.C:
+			if err := send(); err != nil {
+				return err
+			}
+		case r, ok := <-ks.resps:
+			if !ok {
+				return fmt.Errorf("keepalive stream closed")
+			}
+			if len(pending) == 0 {
+				continue
+			}
+			sent := pending[0]
+			pending = pending[1:]
+			if r.TTL <= 0 {
+				return errs.LeaseExpired
+			}
+			if sent.After(*confirmed) {
+				*confirmed = sent
+				// A late answer still proves the lease lived until sent+TTL,
+				// so moving the deadline forward is right even if the old
+				// one has just passed (Go 1.23 timers drop a stale fire).
+				deadline.Reset(time.Until(sent.Add(time.Duration(r.TTL)*time.Second - s.margin)))
+			}
+		}
+	}
+}
+
+func revoke(c *clientv3.Client, id clientv3.LeaseID) {
+	if c.Ctx().Err() != nil {
+		return // closed client: the lease expires by itself
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+	defer cancel()
+	_, _ = c.Revoke(ctx, id)
+}
+
+// startAnchor keeps one watch open for the session's life on a key nobody
+// writes, so that the short watches of waits and holds ride an existing gRPC
+// watch stream instead of each opening (and closing) a new one. clientv3's
+// Watch blocks until the server confirms the watch, so it is opened from a
+// goroutine of the session's: NewSession never waits on it.
+func (s *Session) startAnchor() {
+	ctx := clientv3.WithRequireLeader(s.ctx) // ends with the session
+	go func() {
+		defer close(s.anchorDone)
+		s.client.Watch(ctx, anchorKey)
+	}()
+}
+
+const anchorKey = "\x00concord/anchor"
+
+// Ctx is a context that ends when the session does, for requests and
+// watches made for the session's holders and waiters.
+func (s *Session) Ctx() context.Context { return s.ctx }
+
+// Log is the session's logger (silent unless one was given).
+func (s *Session) Log() *slog.Logger { return s.log }
+
+var discardLogger = slog.New(slog.DiscardHandler)
+
+// KeyGone explains why a key held under the session vanished. A revoked or
+// expired lease deletes its keys before the keepalive can notice, so the
+// lease is asked first: if it is gone, the session ends at once with
+// errs.LeaseExpired and that is returned; otherwise errs.KeyDeleted (someone
+// deleted the key).
+func (s *Session) KeyGone(ctx context.Context, key string) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+	defer cancel()
+	if resp, err := s.client.TimeToLive(cctx, s.id); err == nil && resp.TTL == -1 {
+		s.end(errs.LeaseExpired)
+	}
+	if err := s.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s", errs.KeyDeleted, key)
+}
