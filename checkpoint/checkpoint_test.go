@@ -110,7 +110,7 @@ func TestQueueWorkersResumeFromCheckpoint(t *testing.T) {
 	work := func(c *clientv3.Client, s *concurrency.Session, stopAfter int) error {
 		qc, _ := queue.New(c, "tasks")
 		for n := 0; ; n++ {
-			cl, err := qc.TryClaim(ctx, s)
+			cl, err := qc.Consumer(s).TryClaim(ctx)
 			if errors.Is(err, queue.ErrEmpty) {
 				return nil
 			}

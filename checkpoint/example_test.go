@@ -31,7 +31,7 @@ func Example() {
 	if _, err := q.Enqueue(ctx, []byte("shard-7")); err != nil {
 		log.Fatal(err)
 	}
-	claim, err := q.Claim(ctx, s)
+	claim, err := q.Consumer(s).Claim(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -101,7 +101,7 @@ func TestLostHoldsAnswerErrNotHeld(t *testing.T) {
 			func(c *queue.Claim) error { return c.Ack(ctx) },
 			func(c *queue.Claim) error { return c.Nack(ctx, 0) },
 		} {
-			c, err := q.Claim(ctx, s)
+			c, err := q.Consumer(s).Claim(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -42,7 +42,10 @@ func Supervise(ctx context.Context, client *clientv3.Client, fn func(ctx context
 		err = runSupervised(ctx, s, fn)
 		lost := s.Err() != nil
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), session.RequestTimeout)
-		_ = s.Close(closeCtx)
+		if err := s.Close(closeCtx); err != nil {
+			// The lease expires by itself within its TTL.
+			s.core().Log().Debug("concord supervise: closing the session failed", "lease", int64(s.Lease()), "err", err)
+		}
 		cancel()
 		switch {
 		case ctx.Err() != nil:

@@ -22,7 +22,7 @@
 // that fails leaves no record behind, even one whose write landed unanswered.
 //
 // A Watcher starts from a consistent snapshot and then applies every change
-// in revision order (concurrency.Follow); after a broken watch it resumes
+// in revision order (one resumable watch); after a broken watch it resumes
 // after the last revision it applied, and re-lists when that history was
 // compacted, so there are no silent gaps. A periodic probe (a linearizable read of the
 // service's newest revision and key count) tells it whether etcd answers

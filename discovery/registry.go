@@ -143,35 +143,40 @@ func (r *Registry) Register(ctx context.Context, service string, inst Instance) 
 				err = ctx.Err()
 			}
 		}
-		// Leave nothing behind: the record, if written, is deleted. If
-		// etcd cannot be reached for that now, the session keeps trying
-		// in the background (g keeps its ID meanwhile); when the session
-		// ends, its lease takes the record.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		derr := g.Deregister(dctx)
-		cancel()
-		handedOff := false
-		if s := r.current(); derr != nil && s != nil {
-			handedOff = (*session.Session)(s).Go(func(ctx context.Context) {
-				if err := g.Deregister(ctx); err != nil && ctx.Err() == nil {
-					r.log.Warn("concord discovery: clean-up of a failed Register failed", "key", g.key, "err", err)
-				}
-				r.forget(g)
-			})
-		}
-		if !handedOff {
-			r.forget(g)
-		}
-		if errors.Is(err, ErrDeregistered) {
-			// Ended meanwhile: by the Registry's own re-put finding the ID
-			// taken (say why), or by Close.
-			err = ErrClosed
-			if gerr := g.Err(); errors.Is(gerr, ErrAlreadyRegistered) {
-				err = gerr
-			}
-		}
-		return nil, err
+		return nil, r.failRegister(ctx, g, err)
 	}
+}
+
+// failRegister leaves nothing behind a failed Register: the record, if
+// written, is deleted. If etcd cannot be reached for that now, the session
+// keeps trying in the background (g keeps its ID meanwhile); when the
+// session ends, its lease takes the record. It returns the error Register
+// reports.
+func (r *Registry) failRegister(ctx context.Context, g *Registration, err error) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	derr := g.Deregister(dctx)
+	cancel()
+	handedOff := false
+	if s := r.current(); derr != nil && s != nil {
+		handedOff = (*session.Session)(s).Go(func(ctx context.Context) {
+			if err := g.Deregister(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("concord discovery: clean-up of a failed Register failed", "key", g.key, "err", err)
+			}
+			r.forget(g)
+		})
+	}
+	if !handedOff {
+		r.forget(g)
+	}
+	if errors.Is(err, ErrDeregistered) {
+		// Ended meanwhile: by the Registry's own re-put finding the ID
+		// taken (say why), or by Close.
+		err = ErrClosed
+		if gerr := g.Err(); errors.Is(gerr, ErrAlreadyRegistered) {
+			err = gerr
+		}
+	}
+	return err
 }
 
 // Lease is the Registry's current lease, or clientv3.NoLease between leases.
@@ -312,7 +317,7 @@ func Register(ctx context.Context, client *clientv3.Client, service string, inst
 	g, err := r.Register(ctx, service, inst)
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_ = r.Close(cctx)
+		_ = r.Close(cctx) // the Register's error is the one to report; the lease cleans up
 		cancel()
 		return nil, err
 	}

@@ -95,6 +95,8 @@ func (r *grpcResolver) push() {
 		// the address new attributes, and gRPC a new SubConn for it.
 		addrs[i] = resolver.Address{Addr: in.Addr, Attributes: attr, BalancerAttributes: attr}
 	}
+	// An error here is gRPC's (a balancer rejecting an empty list); it
+	// asks again with ResolveNow, and the next change updates it anyway.
 	_ = r.cc.UpdateState(resolver.State{Addresses: addrs})
 }
 

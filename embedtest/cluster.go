@@ -103,10 +103,28 @@ func NewCluster(n int, opts ...Option) (*Cluster, error) {
 		return nil, err
 	}
 	c.ports = ps
+	if err := c.startMembers(cfg, root, n); err != nil {
+		c.stopAll()
+		c.cleanupDir()
+		return nil, err
+	}
+	cli, err := c.NewClient()
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	c.Client = cli
+	return c, nil
+}
+
+// startMembers configures n members under root on the reserved ports and
+// starts them together (members become ready only once a quorum has
+// formed).
+func (c *Cluster) startMembers(cfg config, root string, n int) error {
 	var initial []string
 	for i := range n {
 		name := fmt.Sprintf("m%d", i)
-		m := newMember(cfg, name, filepath.Join(root, name), ps.list[2*i], ps.list[2*i+1], ps.reuse)
+		m := newMember(cfg, name, filepath.Join(root, name), c.ports.list[2*i], c.ports.list[2*i+1], c.ports.reuse)
 		m.onStart = func(e *embed.Etcd) { c.applyCuts(i, e) }
 		c.members = append(c.members, m)
 		c.endpoints = append(c.endpoints, m.clientURL.String())
@@ -120,26 +138,13 @@ func NewCluster(n int, opts ...Option) (*Cluster, error) {
 		m.cfg.InitialClusterToken = token
 		m.cfg.ClusterState = embed.ClusterStateFlagNew
 	}
-	// Members become ready only once a quorum has formed: start them all
-	// at once.
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i, m := range c.members {
 		wg.Go(func() { errs[i] = m.start() })
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		c.stopAll()
-		c.cleanupDir()
-		return nil, err
-	}
-	cli, err := c.NewClient()
-	if err != nil {
-		_ = c.Close()
-		return nil, err
-	}
-	c.Client = cli
-	return c, nil
+	return errors.Join(errs...)
 }
 
 // Endpoints returns every member's client URL, in member order.

@@ -96,7 +96,7 @@ func TestQueueFailedClaimLeavesNoClaim(t *testing.T) {
 		}
 		deadline := 250*time.Millisecond + time.Duration(i)*25*time.Millisecond
 		cctx, cancel := context.WithTimeout(ctx, deadline)
-		cl, err := q.Claim(cctx, s)
+		cl, err := q.Consumer(s).Claim(cctx)
 		cancel()
 		if err == nil {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -108,7 +108,7 @@ func TestQueueFailedClaimLeavesNoClaim(t *testing.T) {
 		var held []string
 		gone := pollUntil(ctx, s.TTL(), func() bool {
 			held = held[:0]
-			st, err := admin.Inspect(ctx)
+			st, err := queue.Inspect(ctx, srv.Client, "bugq")
 			if err != nil {
 				return false
 			}
@@ -126,7 +126,7 @@ func TestQueueFailedClaimLeavesNoClaim(t *testing.T) {
 		// Drain what is left so the next round starts empty.
 		for range 5 {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			cl, err := admin.TryClaim(dctx, mustSession(t, srv))
+			cl, err := admin.Consumer(mustSession(t, srv)).TryClaim(dctx)
 			cancel()
 			if err != nil {
 				break
@@ -358,8 +358,8 @@ func TestPubsubNoSilentSkipAfterPartition(t *testing.T) {
 	p := e.newProc("pubsub", "sub")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	keep, _ := pubsub.New(cl.Client, pubsub.KeepLast(10))
-	logc, _ := pubsub.New(cl.Client, pubsub.KeepUntilCompaction())
+	keep, _ := pubsub.New(cl.Client, pubsub.WithKeepLast(10))
+	logc, _ := pubsub.New(cl.Client, pubsub.WithKeepUntilCompaction())
 	sc, _ := pubsub.New(p.client, pubsub.WithStallTimeout(3*time.Second))
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -86,12 +86,12 @@ func (w *psWL) run(ctx context.Context, e *env, wg *sync.WaitGroup) {
 
 func (w *psWL) publish(ctx context.Context, e *env) {
 	p := w.pub
-	keep, err := pubsub.New(p.client, pubsub.KeepLast(psKeep))
+	keep, err := pubsub.New(p.client, pubsub.WithKeepLast(psKeep))
 	if err != nil {
 		e.t.Errorf("pubsub: %v", err)
 		return
 	}
-	log, err := pubsub.New(p.client, pubsub.KeepUntilCompaction())
+	log, err := pubsub.New(p.client, pubsub.WithKeepUntilCompaction())
 	if err != nil {
 		e.t.Errorf("pubsub: %v", err)
 		return

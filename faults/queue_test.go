@@ -90,7 +90,7 @@ func (w *queueWL) consume(ctx context.Context, e *env, p *proc) {
 		for j := 0; j < 100000 && ctx.Err() == nil && s.Err() == nil; j++ {
 			start := time.Now()
 			cctx, cancel := context.WithTimeout(ctx, scaled(waitTimeout))
-			c, err := q.Claim(cctx, s)
+			c, err := q.Consumer(s).Claim(cctx)
 			cancel()
 			if err != nil {
 				sleepCtx(ctx, 20*time.Millisecond) // do not spin on quick errors
@@ -247,12 +247,9 @@ func (w *queueWL) check(c *checkIn) (string, []violation) {
 	var vs []violation
 	var st queue.Status
 	if c.e.admin != nil { // nil in the checkers' own tests
-		q, err := queue.New(c.e.admin, queueName)
-		if err != nil {
-			return "", []violation{{w.name(), err.Error(), nil}}
-		}
 		octx, cancel := opCtx(c.ctx)
-		st, err = q.Inspect(octx)
+		var err error
+		st, err = queue.Inspect(octx, c.e.admin, queueName)
 		cancel()
 		if err != nil {
 			return "", []violation{{w.name(), "inspect at the end: " + err.Error(), nil}}

@@ -44,7 +44,7 @@ func Example() {
 	// Output: held by: worker-1 token matches: true
 }
 
-func ExampleDo() {
+func ExampleMutex_Do() {
 	srv, err := embedtest.New()
 	if err != nil {
 		log.Fatal(err)
@@ -57,7 +57,11 @@ func ExampleDo() {
 	}
 	defer s.Close(ctx)
 
-	err = lock.Do(ctx, s, "migrations", func(ctx context.Context) error {
+	m, err := lock.NewMutex(s, "migrations")
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = m.Do(ctx, func(ctx context.Context) error {
 		// ctx is cancelled if the lock is lost while this runs.
 		fmt.Println("migrating under the lock")
 		return nil

@@ -72,11 +72,15 @@ func TestDoCancelsOnLoss(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
 	s := newSession(t, srv.Client, 5*time.Second)
+	m, err := lock.NewMutex(s, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
 	started := make(chan struct{})
 	var cause error
 	done := make(chan error, 1)
 	go func() {
-		done <- lock.Do(ctx, s, "job", func(ctx context.Context) error {
+		done <- m.Do(ctx, func(ctx context.Context) error {
 			close(started)
 			<-ctx.Done()
 			cause = context.Cause(ctx)
@@ -99,7 +103,7 @@ func TestDoCancelsOnLoss(t *testing.T) {
 	}
 	// Normal path: fn runs under the lock, which is released after.
 	ran := false
-	if err := lock.Do(ctx, s, "job", func(ctx context.Context) error { ran = true; return nil }); err != nil || !ran {
+	if err := m.Do(ctx, func(ctx context.Context) error { ran = true; return nil }); err != nil || !ran {
 		t.Fatalf("Do = %v, ran %v", err, ran)
 	}
 	if n := lineLen(t, srv.Client, "job"); n != 0 {

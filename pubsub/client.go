@@ -36,38 +36,38 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
-// KeepLast keeps the newest n messages of each topic (n >= 1). Default
-// DefaultKeepLast. With KeepFor as well, a message goes when either says so.
-func KeepLast(n int) Option {
+// WithKeepLast keeps the newest n messages of each topic (n >= 1). Default
+// DefaultKeepLast. With WithKeepFor as well, a message goes when either says so.
+func WithKeepLast(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 1 {
-			c.err = fmt.Errorf("%w: KeepLast(%d), want at least 1", ErrInvalidOption, n)
+			c.err = fmt.Errorf("%w: WithKeepLast(%d), want at least 1", ErrInvalidOption, n)
 		}
 		c.keepLast, c.keepLastSet = n, true
 	})
 }
 
-// KeepFor keeps messages published within d (by the publisher's clock).
+// WithKeepFor keeps messages published within d (by the publisher's clock).
 // Used alone, it keeps any number of messages within d.
-func KeepFor(d time.Duration) Option {
+func WithKeepFor(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d <= 0 {
-			c.err = fmt.Errorf("%w: KeepFor(%v), want > 0", ErrInvalidOption, d)
+			c.err = fmt.Errorf("%w: WithKeepFor(%v), want > 0", ErrInvalidOption, d)
 		}
 		c.keepFor = d
 	})
 }
 
-// KeepUntilCompaction makes the topics this Client publishes to keep their
+// WithKeepUntilCompaction makes the topics this Client publishes to keep their
 // messages in etcd's history instead of one key each: the library deletes
 // none, and a message lives until etcd compacts the revisions before it
 // (each topic's latest message outlives compaction). It cannot be combined
-// with KeepLast or KeepFor (ErrInvalidOption).
+// with WithKeepLast or WithKeepFor (ErrInvalidOption).
 //
 // The mode belongs to the topic: the first Publish records it in etcd, a
 // later Publish by a Client in the other mode fails with ErrRetentionMode,
 // and subscribers read the mode from etcd, so they need no option.
-func KeepUntilCompaction() Option {
+func WithKeepUntilCompaction() Option {
 	return optionFunc(func(c *config) { c.untilCompaction = true })
 }
 
@@ -112,7 +112,7 @@ func New(c *clientv3.Client, opts ...Option) (*Client, error) {
 		}
 	}
 	if cfg.untilCompaction && (cfg.keepLastSet || cfg.keepFor > 0) {
-		return nil, fmt.Errorf("%w: KeepUntilCompaction with KeepLast or KeepFor", ErrInvalidOption)
+		return nil, fmt.Errorf("%w: WithKeepUntilCompaction with WithKeepLast or WithKeepFor", ErrInvalidOption)
 	}
 	if cfg.untilCompaction {
 		cfg.keepLast = 0

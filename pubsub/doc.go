@@ -21,7 +21,7 @@
 // unknown count may hold no message at all); exactly-once processing
 // across a subscriber's restart (the application stores the last event it
 // handled and resumes after it); the order of two Publish calls that
-// overlap in time; age-based retention by a common clock (KeepFor trusts
+// overlap in time; age-based retention by a common clock (WithKeepFor trusts
 // each publisher's clock, and trims only when a Client publishes or calls
 // Trim); any bound on how long a topic kept until compaction keeps its
 // messages (that is the cluster's compaction policy).
@@ -36,7 +36,7 @@
 // and subscribers need no option, since they learn the way from etcd.
 //
 // By default each message is its own key under the topic (topic/.m/...),
-// written once. Retention (KeepLast, KeepFor) deletes a topic's oldest
+// written once. Retention (WithKeepLast, WithKeepFor) deletes a topic's oldest
 // messages first, from Publish now and then or from Trim, and records in
 // the same transaction the newest revision it deleted and how many
 // messages it has deleted in all: that record is what turns a missing
@@ -45,7 +45,7 @@
 // never loses a message; only retention does. Messages deleted by anyone
 // else are not accounted for.
 //
-// With KeepUntilCompaction every message is a Put of one key
+// With WithKeepUntilCompaction every message is a Put of one key
 // (topic/.log), so the messages are that key's history: the library
 // deletes none, a message lives until etcd compacts the revisions before
 // it, and the topic's latest message outlives every compaction. Its Seq

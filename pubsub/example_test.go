@@ -18,7 +18,7 @@ func Example() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	ps, err := pubsub.New(srv.Client, pubsub.KeepLast(100))
+	ps, err := pubsub.New(srv.Client, pubsub.WithKeepLast(100))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func ExampleClient_Subscribe_gap() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	ps, err := pubsub.New(srv.Client, pubsub.KeepLast(2))
+	ps, err := pubsub.New(srv.Client, pubsub.WithKeepLast(2))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func ExampleClient_Subscribe_gap() {
 	// tick 5
 }
 
-func ExampleKeepUntilCompaction() {
+func ExampleWithKeepUntilCompaction() {
 	srv, err := embedtest.New()
 	if err != nil {
 		log.Fatal(err)
@@ -135,7 +135,7 @@ func ExampleKeepUntilCompaction() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	pub, err := pubsub.New(srv.Client, pubsub.KeepUntilCompaction())
+	pub, err := pubsub.New(srv.Client, pubsub.WithKeepUntilCompaction())
 	if err != nil {
 		log.Fatal(err)
 	}

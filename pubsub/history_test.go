@@ -32,7 +32,7 @@ func wantGap(t *testing.T, ev pubsub.Event, from, to, count, seq int64) {
 // messages; subscribers need no option to read it, from any position.
 func TestUntilCompactionSubscribe(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
-	pub := newPubSub(t, srv.Client, pubsub.KeepUntilCompaction())
+	pub := newPubSub(t, srv.Client, pubsub.WithKeepUntilCompaction())
 	ps := newPubSub(t, srv.Client) // a subscriber's options say nothing of the mode
 	// Subscribed (most likely: its start does not depend on it) before the
 	// topic has a message, so before its mode is known.
@@ -84,7 +84,7 @@ func TestUntilCompactionSubscribe(t *testing.T) {
 // asked for older messages gets the exact gap.
 func TestUntilCompactionStartAfterCompaction(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
-	ps := newPubSub(t, srv.Client, pubsub.KeepUntilCompaction())
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepUntilCompaction())
 	revs := publish(t, ps, "news", "a", "b", "c", "d", "e")
 	// Revisions revs[3] and later are kept; d is the topic's state there.
 	if _, err := srv.Client.Compact(testCtx(t), revs[3]); err != nil {
@@ -130,7 +130,7 @@ func TestUntilCompactionResumesWithoutLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := newPubSub(t, srv.Client, pubsub.KeepUntilCompaction())
+	pub := newPubSub(t, srv.Client, pubsub.WithKeepUntilCompaction())
 	ps := newPubSub(t, cut, pubsub.WithStallTimeout(300*time.Millisecond))
 	sub := subscribe(t, ps, "news", pubsub.Oldest)
 	first := publish(t, pub, "news", "m0")[0]
@@ -162,7 +162,7 @@ func TestUntilCompactionGapWhileBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := newPubSub(t, srv.Client, pubsub.KeepUntilCompaction())
+	pub := newPubSub(t, srv.Client, pubsub.WithKeepUntilCompaction())
 	ps := newPubSub(t, cut, pubsub.WithStallTimeout(300*time.Millisecond))
 	first := publish(t, pub, "news", "m0")[0]
 	sub := subscribe(t, ps, "news", pubsub.Oldest)
@@ -192,7 +192,7 @@ func TestUntilCompactionGapWhileBehind(t *testing.T) {
 func TestRetentionModeMismatch(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
 	keys := newPubSub(t, srv.Client)
-	hist := newPubSub(t, srv.Client, pubsub.KeepUntilCompaction())
+	hist := newPubSub(t, srv.Client, pubsub.WithKeepUntilCompaction())
 	ctx := testCtx(t)
 	publish(t, keys, "a", "x")
 	publish(t, hist, "b", "y")
@@ -210,8 +210,8 @@ func TestRetentionModeMismatch(t *testing.T) {
 		t.Errorf("keys %v after the refused Publish calls", resp.Kvs)
 	}
 	for _, opts := range [][]pubsub.Option{
-		{pubsub.KeepUntilCompaction(), pubsub.KeepLast(5)},
-		{pubsub.KeepFor(time.Minute), pubsub.KeepUntilCompaction()},
+		{pubsub.WithKeepUntilCompaction(), pubsub.WithKeepLast(5)},
+		{pubsub.WithKeepFor(time.Minute), pubsub.WithKeepUntilCompaction()},
 	} {
 		if _, err := pubsub.New(srv.Client, opts...); !errors.Is(err, pubsub.ErrInvalidOption) {
 			t.Errorf("New: %v, want ErrInvalidOption", err)

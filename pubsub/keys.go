@@ -23,7 +23,7 @@ import (
 // says that every message with a revision <= rev has been deleted by
 // retention, and that there were count of them.
 //
-// A topic kept until compaction (KeepUntilCompaction) has the mode record,
+// A topic kept until compaction (WithKeepUntilCompaction) has the mode record,
 // written with its first message, and no message keys: every message is a
 // Put of T/.log, so its revision is the Put's mod revision and its Seq the
 // key's Version; the messages are that key's history.

@@ -51,7 +51,7 @@ func TestSubscribeResumesWithoutLoss(t *testing.T) {
 // though the history of that time was compacted.
 func TestResumeCountsGapAfterCompaction(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
-	ps := newPubSub(t, srv.Client, pubsub.KeepLast(2))
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(2))
 	revs := publish(t, ps, "news", "a", "b")
 	sub := subscribe(t, ps, "news", pubsub.Oldest)
 	next(t, sub)

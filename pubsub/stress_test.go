@@ -114,11 +114,11 @@ func stressSeed(t *testing.T) uint64 {
 }
 
 func TestStressFaultsAndCompaction(t *testing.T) {
-	stress(t, stressPublish, pubsub.KeepLast(stressKeep))
+	stress(t, stressPublish, pubsub.WithKeepLast(stressKeep))
 }
 
 func TestStressUntilCompaction(t *testing.T) {
-	stress(t, stressPubLog, pubsub.KeepUntilCompaction())
+	stress(t, stressPubLog, pubsub.WithKeepUntilCompaction())
 }
 
 // stress publishes for d with retention keep, and checks the subscribers.

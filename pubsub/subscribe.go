@@ -230,8 +230,28 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		}
 		return sub.catchUpLog(ctx, head, cur)
 	}
+	if err := sub.reportTrimmed(ctx, resp); err != nil {
+		return err
+	}
+	if err := sub.deliverPages(ctx, resp.Responses[4].GetResponseRange(), head); err != nil {
+		return err
+	}
+	if sub.rev > head {
+		// A start beyond the current revision: messages up to it will be
+		// skipped, and nobody counted them.
+		sub.count = -1
+	}
+	sub.rev = max(sub.rev, head)
+	return nil
+}
+
+// reportTrimmed reads the catch-up's trim record and retained count: it
+// fixes the subscription's start (Oldest) and count, and reports as a gap
+// what retention deleted after sub.rev.
+func (sub *subscriber) reportTrimmed(ctx context.Context, resp *clientv3.TxnResponse) error {
 	var rec trimRecord
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		var err error
 		if rec, err = parseTrimRecord(kvs[0].Value); err != nil {
 			return err
 		}
@@ -247,29 +267,35 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 	case sub.count < 0 && rec.rev <= sub.rev:
 		sub.count = rec.count + retained
 	}
-	if rec.rev > sub.rev {
-		if sub.count < 0 {
-			sub.count = sub.countAt(ctx, sub.rev)
-		}
-		g := &Gap{From: sub.rev + 1, To: rec.rev, Count: -1}
-		if sub.count >= 0 && rec.count > sub.count {
-			g.Count = rec.count - sub.count
-		}
-		if !sub.s.Send(ctx, Event{Gap: g, Seq: rec.count}) {
-			return ctx.Err()
-		}
-		sub.rev, sub.count = rec.rev, rec.count
+	if rec.rev <= sub.rev {
+		return nil
 	}
-	page := resp.Responses[4].GetResponseRange()
+	if sub.count < 0 {
+		sub.count = sub.countAt(ctx, sub.rev)
+	}
+	g := &Gap{From: sub.rev + 1, To: rec.rev, Count: -1}
+	if sub.count >= 0 && rec.count > sub.count {
+		g.Count = rec.count - sub.count
+	}
+	if !sub.s.Send(ctx, Event{Gap: g, Seq: rec.count}) {
+		return ctx.Err()
+	}
+	sub.rev, sub.count = rec.rev, rec.count
+	return nil
+}
+
+// deliverPages delivers the retained messages after sub.rev, page by page,
+// all read at revision head.
+func (sub *subscriber) deliverPages(ctx context.Context, page *pb.RangeResponse, head int64) error {
 	for {
 		if !sub.deliver(ctx, page.Kvs) {
 			return ctx.Err()
 		}
 		if !page.More {
-			break
+			return nil
 		}
 		rctx, cancel := sub.request(ctx)
-		r, err := kv.Get(rctx, sub.prefix, listOpts(sub.rev, head)...)
+		r, err := sub.c.etcd.Get(rctx, sub.prefix, listOpts(sub.rev, head)...)
 		cancel()
 		if err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
@@ -279,13 +305,6 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		}
 		page = (*pb.RangeResponse)(r)
 	}
-	if sub.rev > head {
-		// A start beyond the current revision: messages up to it will be
-		// skipped, and nobody counted them.
-		sub.count = -1
-	}
-	sub.rev = max(sub.rev, head)
-	return nil
 }
 
 // listOpts reads a page of the messages after a revision, at revision at

@@ -38,7 +38,7 @@ func TestSubscribeNow(t *testing.T) {
 	wantMsg(t, next(t, sub), rev, "new")
 	// A message published right after Subscribe returns is delivered, for
 	// either retention mode (Now is settled before Subscribe returns).
-	logPS, err := pubsub.New(srv.Client, pubsub.KeepUntilCompaction())
+	logPS, err := pubsub.New(srv.Client, pubsub.WithKeepUntilCompaction())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestSubscribeFromRevision(t *testing.T) {
 // exact gap, and one starting at Oldest gets no gap.
 func TestRetentionKeepLast(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
-	ps := newPubSub(t, srv.Client, pubsub.KeepLast(3))
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(3))
 	var msgs []string
 	for i := range 10 {
 		msgs = append(msgs, fmt.Sprint(i))
@@ -118,7 +118,7 @@ func TestRetentionKeepLast(t *testing.T) {
 
 func TestRetentionKeepFor(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
-	ps := newPubSub(t, srv.Client, pubsub.KeepFor(300*time.Millisecond))
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepFor(300*time.Millisecond))
 	publish(t, ps, "news", "a", "b")
 	ctx := testCtx(t)
 	for deadline := time.Now().Add(10 * time.Second); ; {
@@ -184,7 +184,7 @@ func TestValidation(t *testing.T) {
 	if _, err := ps.Watch(ctx, ""); !errors.Is(err, pubsub.ErrInvalidKey) {
 		t.Errorf("Watch(\"\"): %v, want ErrInvalidKey", err)
 	}
-	for _, o := range []pubsub.Option{pubsub.KeepLast(0), pubsub.KeepFor(0), pubsub.WithStallTimeout(-1)} {
+	for _, o := range []pubsub.Option{pubsub.WithKeepLast(0), pubsub.WithKeepFor(0), pubsub.WithStallTimeout(-1)} {
 		if _, err := pubsub.New(srv.Client, o); !errors.Is(err, pubsub.ErrInvalidOption) {
 			t.Errorf("New: %v, want ErrInvalidOption", err)
 		}

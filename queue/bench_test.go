@@ -69,7 +69,7 @@ func BenchmarkDrain(b *testing.B) {
 				defer s.Close(context.Background())
 				qc, _ := queue.New(c, name)
 				for left.Add(-1) >= 0 {
-					cl, err := qc.Claim(context.Background(), s)
+					cl, err := qc.Consumer(s).Claim(context.Background())
 					if err != nil {
 						return err
 					}
@@ -182,7 +182,7 @@ func BenchmarkWakeup(b *testing.B) {
 			defer s.Close(ctx)
 			qc, _ := queue.New(c, name)
 			measureWakeup(b, func() error { _, err := q.Enqueue(ctx, []byte("x")); return err }, func(delivered func()) error {
-				cl, err := qc.Claim(ctx, s)
+				cl, err := qc.Consumer(s).Claim(ctx)
 				if err != nil {
 					return err
 				}

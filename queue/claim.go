@@ -127,10 +127,7 @@ func (c *Claim) Release(ctx context.Context) error { return c.Nack(ctx, 0) }
 
 var _ concurrency.Held = (*Claim)(nil)
 
-// TryClaim claims the first ready item, or returns ErrEmpty at once. Items
-// of dead consumers are returned to the queue first, at their place (each
-// Queue value looks for them at most once a second).
-func (q *Queue) TryClaim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
+func (q *Queue) tryClaim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
 	c, _, err := q.claimReady(ctx, s)
 	if err != nil || c != nil {
 		return c, err

@@ -23,7 +23,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	_, _ = q.Enqueue(ctx, []byte("welcome alice"))
-	_, _ = q.Enqueue(ctx, []byte("password reset bob"), queue.Priority(5))
+	_, _ = q.Enqueue(ctx, []byte("password reset bob"), queue.WithPriority(5))
 
 	// A consumer claims under its session's lease: if it dies, the item is
 	// delivered again.
@@ -33,7 +33,7 @@ func Example() {
 	}
 	defer s.Close(ctx)
 	for range 2 {
-		c, err := q.Claim(ctx, s)
+		c, err := q.Consumer(s).Claim(ctx)
 		if err != nil {
 			log.Fatal(err)
 		}

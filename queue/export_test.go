@@ -30,3 +30,6 @@ func (q *Queue) Undo(ctx context.Context, s *concurrency.Session, kv *mvccpb.Key
 	m, _, _ := decode(kv.Value)
 	q.undoClaim(ctx, s, kv, m.ID)
 }
+
+// Inspect is the package's Inspect on q.
+func (q *Queue) Inspect(ctx context.Context) (Status, error) { return q.inspect(ctx) }

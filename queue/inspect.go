@@ -49,8 +49,16 @@ func (q *Queue) Len(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Inspect lists every item by state.
-func (q *Queue) Inspect(ctx context.Context) (Status, error) {
+// Inspect lists every item of the queue name by state, with any client.
+func Inspect(ctx context.Context, client *clientv3.Client, name string) (Status, error) {
+	q, err := New(client, name)
+	if err != nil {
+		return Status{}, err
+	}
+	return q.inspect(ctx)
+}
+
+func (q *Queue) inspect(ctx context.Context) (Status, error) {
 	byKey := clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)
 	byCreate := clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)
 	resp, err := q.client.Txn(ctx).Then(

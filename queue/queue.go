@@ -79,13 +79,13 @@ type enqueueOptionFunc func(*enqueueConfig)
 
 func (f enqueueOptionFunc) applyEnqueue(c *enqueueConfig) { f(c) }
 
-// Priority sets the item's priority, 0 (default) to 255; higher first.
-func Priority(p int) EnqueueOption {
+// WithPriority sets the item's priority, 0 (default) to 255; higher first.
+func WithPriority(p int) EnqueueOption {
 	return enqueueOptionFunc(func(c *enqueueConfig) { c.priority = p })
 }
 
-// Delay makes the item claimable only after d.
-func Delay(d time.Duration) EnqueueOption {
+// WithDelay makes the item claimable only after d.
+func WithDelay(d time.Duration) EnqueueOption {
 	return enqueueOptionFunc(func(c *enqueueConfig) { c.delay = d })
 }
 

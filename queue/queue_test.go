@@ -57,7 +57,7 @@ type claimResult struct {
 func claimAsync(ctx context.Context, q *queue.Queue, s *concurrency.Session) <-chan claimResult {
 	ch := make(chan claimResult, 1)
 	go func() {
-		c, err := q.Claim(ctx, s)
+		c, err := q.Consumer(s).Claim(ctx)
 		ch <- claimResult{c, err}
 	}()
 	return ch
@@ -69,13 +69,13 @@ func TestOrderPriorityDelay(t *testing.T) {
 	q := newQueue(t, srv.Client)
 	s := newSession(t, srv.Client, 5*time.Second)
 	enqueue(t, q, "a")
-	enqueue(t, q, "late", queue.Delay(400*time.Millisecond))
+	enqueue(t, q, "late", queue.WithDelay(400*time.Millisecond))
 	enqueue(t, q, "b")
-	enqueue(t, q, "urgent", queue.Priority(9))
+	enqueue(t, q, "urgent", queue.WithPriority(9))
 	enqueue(t, q, "c")
 	var got []string
 	for range 4 {
-		c, err := q.TryClaim(ctx, s)
+		c, err := q.Consumer(s).TryClaim(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,11 +87,11 @@ func TestOrderPriorityDelay(t *testing.T) {
 	if want := "[urgent a b c]"; fmt.Sprint(got) != want {
 		t.Fatalf("order %v, want %s", got, want)
 	}
-	if _, err := q.TryClaim(ctx, s); !errors.Is(err, queue.ErrEmpty) {
+	if _, err := q.Consumer(s).TryClaim(ctx); !errors.Is(err, queue.ErrEmpty) {
 		t.Fatalf("TryClaim before the delay = %v, want ErrEmpty", err)
 	}
 	start := time.Now()
-	c, err := q.Claim(ctx, s)
+	c, err := q.Consumer(s).Claim(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,17 +117,17 @@ func TestClaimAfterAckSeesNewerItemAhead(t *testing.T) {
 	for round := range 3 {
 		enqueue(t, q, "first")
 		enqueue(t, q, "next")
-		c, err := q.TryClaim(ctx, s)
+		c, err := q.Consumer(s).TryClaim(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Ack(ctx); err != nil { // reads the head: "next"
 			t.Fatal(err)
 		}
-		enqueue(t, q, "urgent", queue.Priority(5))
+		enqueue(t, q, "urgent", queue.WithPriority(5))
 		var got []string
 		for range 2 {
-			c, err := q.Claim(ctx, s)
+			c, err := q.Consumer(s).Claim(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +149,7 @@ func TestValidation(t *testing.T) {
 	if _, err := q.Enqueue(ctx, make([]byte, names.MaxValueBytes)); !errors.Is(err, queue.ErrTooLarge) {
 		t.Errorf("huge payload: %v", err)
 	}
-	if _, err := q.Enqueue(ctx, nil, queue.Priority(256)); !errors.Is(err, queue.ErrInvalidPriority) {
+	if _, err := q.Enqueue(ctx, nil, queue.WithPriority(256)); !errors.Is(err, queue.ErrInvalidPriority) {
 		t.Errorf("priority 256: %v", err)
 	}
 	if _, err := queue.New(srv.Client, "a/.q"); !errors.Is(err, queue.ErrInvalidName) {
@@ -212,7 +212,7 @@ func TestRedeliveryAfterLostConsumer(t *testing.T) {
 	sa := newSession(t, srv.Client, 5*time.Second)
 	sb := newSession(t, srv.Client, 5*time.Second)
 	id := enqueue(t, q, "work")
-	ca, err := q.Claim(ctx, sa)
+	ca, err := q.Consumer(sa).Claim(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestDeadLetterAfterMaxDeliveries(t *testing.T) {
 	s := newSession(t, srv.Client, 5*time.Second)
 	enqueue(t, q, "poison")
 	for i := 1; i <= 3; i++ {
-		c, err := q.TryClaim(ctx, s)
+		c, err := q.Consumer(s).TryClaim(ctx)
 		if err != nil {
 			t.Fatalf("delivery %d: %v", i, err)
 		}
@@ -270,7 +270,7 @@ func TestDeadLetterAfterMaxDeliveries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := q.TryClaim(ctx, s); !errors.Is(err, queue.ErrEmpty) {
+	if _, err := q.Consumer(s).TryClaim(ctx); !errors.Is(err, queue.ErrEmpty) {
 		t.Fatalf("fourth delivery: %v", err)
 	}
 	st, err := q.Inspect(ctx)
@@ -285,17 +285,17 @@ func TestNackDelay(t *testing.T) {
 	q := newQueue(t, srv.Client)
 	s := newSession(t, srv.Client, 5*time.Second)
 	enqueue(t, q, "retry-me")
-	c, err := q.TryClaim(ctx, s)
+	c, err := q.Consumer(s).TryClaim(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Nack(ctx, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.TryClaim(ctx, s); !errors.Is(err, queue.ErrEmpty) {
+	if _, err := q.Consumer(s).TryClaim(ctx); !errors.Is(err, queue.ErrEmpty) {
 		t.Fatalf("claimable during its nack delay: %v", err)
 	}
-	c, err = q.Claim(ctx, s)
+	c, err = q.Consumer(s).Claim(ctx)
 	if err != nil || string(c.Payload()) != "retry-me" {
 		t.Fatalf("after delay: %v", err)
 	}
@@ -318,7 +318,7 @@ func TestOrphanReturnsUnderBacklog(t *testing.T) {
 		ids = append(ids, id)
 	}
 	sa := newSession(t, srv.Client, 5*time.Second)
-	ca, err := q.TryClaim(ctx, sa)
+	ca, err := q.Consumer(sa).TryClaim(ctx)
 	if err != nil || ca.ID() != ids[0] {
 		t.Fatalf("first claim: %v %v", ca, err)
 	}
@@ -337,7 +337,7 @@ func TestOrphanReturnsUnderBacklog(t *testing.T) {
 	}
 	// Another consumer process (its own Queue value) claims next.
 	sb := newSession(t, srv.Client, 5*time.Second)
-	cb, err := newQueue(t, srv.Client).TryClaim(ctx, sb)
+	cb, err := newQueue(t, srv.Client).Consumer(sb).TryClaim(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func TestStressNoLossNoDoubleAck(t *testing.T) {
 					return
 				}
 				for cctx.Err() == nil {
-					c, err := q.Claim(cctx, s)
+					c, err := q.Consumer(s).Claim(cctx)
 					if err != nil {
 						break
 					}
@@ -160,7 +160,7 @@ func TestNoHerdOnEnqueue(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					cl, err := q.Claim(ctx, s)
+					cl, err := q.Consumer(s).Claim(ctx)
 					if err != nil {
 						return
 					}
@@ -233,7 +233,7 @@ func TestManyConsumersDrainPreloaded(t *testing.T) {
 			defer wg.Done()
 			for left.Add(-1) >= 0 {
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				cl, err := qc.Claim(cctx, s)
+				cl, err := qc.Consumer(s).Claim(cctx)
 				cancel()
 				if err != nil {
 					t.Errorf("claim with items left: %v", err)

@@ -60,7 +60,7 @@ func TestUndoFencesLateClaim(t *testing.T) {
 	if len(st.Ready) != 1 || st.Ready[0].ID != id || len(st.Claimed) != 0 || len(st.Orphaned) != 0 {
 		t.Fatalf("after a fenced claim: ready %v, claimed %v, orphaned %v", st.Ready, st.Claimed, st.Orphaned)
 	}
-	c, err := q.TryClaim(ctx, s)
+	c, err := q.Consumer(s).TryClaim(ctx)
 	if err != nil || c.ID() != id {
 		t.Fatalf("next claim: %v, %v", c, err)
 	}
@@ -86,7 +86,7 @@ func TestUndoReturnsLandedClaim(t *testing.T) {
 	if len(st.Ready) != 1 || st.Ready[0].ID != id || len(st.Claimed) != 0 {
 		t.Fatalf("after undoing a landed claim: ready %v, claimed %v", st.Ready, st.Claimed)
 	}
-	c, err := q.TryClaim(ctx, s)
+	c, err := q.Consumer(s).TryClaim(ctx)
 	if err != nil || c.ID() != id {
 		t.Fatalf("next claim: %v, %v", c, err)
 	}
@@ -135,7 +135,7 @@ func TestUndoGoesOnAfterAnOutage(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c, err := q.TryClaim(ctx, newSession(t, srv.Client, 5*time.Second))
+	c, err := q.Consumer(newSession(t, srv.Client, 5*time.Second)).TryClaim(ctx)
 	if err != nil || c.ID() != id {
 		t.Fatalf("next claim: %v, %v", c, err)
 	}

@@ -15,12 +15,31 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Claim blocks until it claims an item for s, ctx ends (ctx.Err()) or the
+// Consumer claims items of a queue under one session's lease, as a lock or
+// a semaphore binds its session: a claim is held under that lease and is
+// delivered again if the session is lost. Producers need no session and use
+// the Queue itself. A Consumer is safe for concurrent use.
+type Consumer struct {
+	q *Queue
+	s *concurrency.Session
+}
+
+// Consumer returns the queue's consumer on session s.
+func (q *Queue) Consumer(s *concurrency.Session) *Consumer { return &Consumer{q: q, s: s} }
+
+// Claim blocks until it claims an item, ctx ends (ctx.Err()) or the
 // session is lost (its error). Blocked consumers wait in line: only the
 // first watches the queue, so an enqueue wakes one consumer and costs a
 // constant number of requests however many are waiting. The first in line
 // also returns the items of consumers whose sessions were lost to the queue.
-func (q *Queue) Claim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
+func (c *Consumer) Claim(ctx context.Context) (*Claim, error) { return c.q.claim(ctx, c.s) }
+
+// TryClaim claims the first ready item, or returns ErrEmpty at once. Items
+// of dead consumers are returned to the queue first, at their place (each
+// Queue value looks for them at most once a second).
+func (c *Consumer) TryClaim(ctx context.Context) (*Claim, error) { return c.q.tryClaim(ctx, c.s) }
+
+func (q *Queue) claim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
 	c, _, err := q.claimReady(ctx, s)
 	if err != nil || c != nil {
 		return c, err
@@ -139,7 +158,9 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+claimDir):
 					// Best effort: the next consumer first in line sweeps
 					// orphans again.
-					_, _ = q.requeueOrphan(ctx, q.idOfClaim(key))
+					if _, err := q.requeueOrphan(ctx, q.idOfClaim(key)); err != nil {
+						q.log.Debug("concord queue: requeue of an orphan failed; the next sweep returns it", "queue", q.name, "key", key, "err", err)
+					}
 				}
 			}
 			if wake {

@@ -298,7 +298,7 @@ func (w *worker) consume(ctx context.Context, s *concurrency.Session) error {
 // rollOne claims one host, while the caller holds a permit, and rolls it
 // out step by step from its checkpoint.
 func (w *worker) rollOne(ctx context.Context, s *concurrency.Session, q *queue.Queue) {
-	cl, err := q.Claim(ctx, s)
+	cl, err := q.Consumer(s).Claim(ctx)
 	if err != nil {
 		w.problem(ctx, "claim", err)
 		return

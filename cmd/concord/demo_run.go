@@ -373,7 +373,7 @@ func (m *monitor) sample(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	qs, err := m.q.Inspect(sctx)
+	qs, err := queue.Inspect(sctx, m.mon, demoQueue)
 	if err != nil {
 		return
 	}
@@ -542,7 +542,7 @@ func (m *monitor) verdict(ctx context.Context) *demoReport {
 	if resp, err := m.mon.Get(rctx, demoHostPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
 		leftCkpt = int(resp.Count)
 	}
-	if st, err := m.q.Inspect(rctx); err == nil {
+	if st, err := queue.Inspect(rctx, m.mon, demoQueue); err == nil {
 		qlen = int64(len(st.Ready) + len(st.Delayed) + len(st.Claimed) + len(st.Orphaned))
 		dead = len(st.Dead)
 	}

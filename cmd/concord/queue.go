@@ -109,7 +109,7 @@ func queuePush(ctx context.Context, args []string, std stdio) error {
 				return err
 			}
 		}
-		id, err := q.Enqueue(ctx, data, queue.Priority(prio), queue.Delay(delay))
+		id, err := q.Enqueue(ctx, data, queue.WithPriority(prio), queue.WithDelay(delay))
 		if err != nil {
 			if errors.Is(err, queue.ErrInvalidPriority) || errors.Is(err, queue.ErrInvalidOption) || errors.Is(err, queue.ErrTooLarge) {
 				return withCode(exitUsage, err)
@@ -185,9 +185,9 @@ func queueClaim(ctx context.Context, args []string, std stdio) error {
 	}
 	var cl *queue.Claim
 	if noWait {
-		cl, err = q.TryClaim(cctx, s)
+		cl, err = q.Consumer(s).TryClaim(cctx)
 	} else {
-		cl, err = q.Claim(cctx, s)
+		cl, err = q.Consumer(s).Claim(cctx)
 	}
 	switch {
 	case errors.Is(err, queue.ErrEmpty):
@@ -312,7 +312,7 @@ func queueList(ctx context.Context, args []string, std stdio) error {
 	if err := wantArgs(rest, 0, 0, ""); err != nil {
 		return err
 	}
-	st, err := q.Inspect(ctx)
+	st, err := queue.Inspect(ctx, client, q.Name())
 	if err != nil {
 		return err
 	}

@@ -217,7 +217,7 @@ func TestServicesWatchStale(t *testing.T) {
 func TestWatchTopic(t *testing.T) {
 	srv, ep := server(t)
 	ctx := context.Background()
-	ps, err := pubsub.New(srv.Client, pubsub.KeepLast(3))
+	ps, err := pubsub.New(srv.Client, pubsub.WithKeepLast(3))
 	if err != nil {
 		t.Fatal(err)
 	}

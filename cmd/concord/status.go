@@ -175,11 +175,7 @@ func collectStatus(ctx context.Context, client *clientv3.Client, prefix string) 
 			}
 			st.Elections = append(st.Elections, e)
 		case markQueue:
-			q, err := queue.New(client, name)
-			if err != nil {
-				return st, err
-			}
-			qs, err := q.Inspect(ctx)
+			qs, err := queue.Inspect(ctx, client, name)
 			if err != nil {
 				return st, err
 			}

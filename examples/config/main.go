@@ -41,7 +41,7 @@ func runTo(ctx context.Context, say func(string, ...any)) error {
 		return err
 	}
 	defer closeFn()
-	ps, err := pubsub.New(c, pubsub.KeepLast(100))
+	ps, err := pubsub.New(c, pubsub.WithKeepLast(100))
 	if err != nil {
 		return err
 	}

@@ -131,7 +131,7 @@ func work(ctx context.Context, c *clientv3.Client, q *queue.Queue, name string, 
 	}
 	defer s.Close(context.Background())
 	for {
-		claim, err := q.Claim(ctx, s)
+		claim, err := q.Consumer(s).Claim(ctx)
 		if err != nil {
 			return err
 		}

@@ -85,20 +85,57 @@ type Session struct {
 	owned       sync.WaitGroup // the stray watcher and Go goroutines; Add under mu while !closed
 }
 
-// New grants a lease (or resumes one, see WithLease) and starts
-// keeping it alive.
-func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, error) {
+// check validates cfg and fills in its defaults.
+func (cfg *Config) check() error {
 	if cfg.Logger == nil {
 		cfg.Logger = discardLogger
 	}
 	if cfg.TTL < time.Second || cfg.TTL%time.Second != 0 {
-		return nil, fmt.Errorf("%w: got %v", errs.InvalidTTL, cfg.TTL)
+		return fmt.Errorf("%w: got %v", errs.InvalidTTL, cfg.TTL)
 	}
 	if cfg.Margin == 0 {
 		cfg.Margin = max(cfg.TTL/5, 100*time.Millisecond)
 	}
 	if cfg.Margin < 0 || cfg.Margin >= cfg.TTL {
-		return nil, fmt.Errorf("%w: margin %v, TTL %v", errs.InvalidMargin, cfg.Margin, cfg.TTL)
+		return fmt.Errorf("%w: margin %v, TTL %v", errs.InvalidMargin, cfg.Margin, cfg.TTL)
+	}
+	return nil
+}
+
+// lease grants the session's lease, or resumes cfg.Lease (then TTL becomes
+// the server's, and a margin it no longer fits is reset to the default).
+func (cfg *Config) lease(ctx context.Context, client *clientv3.Client) (clientv3.LeaseID, error) {
+	if cfg.Lease == clientv3.NoLease {
+		resp, err := client.Grant(ctx, int64(cfg.TTL/time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("concurrency: grant lease: %w", err)
+		}
+		if got := time.Duration(resp.TTL) * time.Second; got != cfg.TTL {
+			revoke(client, resp.ID)
+			return 0, fmt.Errorf("%w: asked %v, server grants at least %v", errs.TTLBelowMinimum, cfg.TTL, got)
+		}
+		return resp.ID, nil
+	}
+	// A keepalive both proves the lease exists and renews it from now.
+	resp, err := client.KeepAliveOnce(ctx, cfg.Lease)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return 0, fmt.Errorf("%w: lease %x", errs.LeaseExpired, int64(cfg.Lease))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("concurrency: lease %x: %w", int64(cfg.Lease), err)
+	}
+	cfg.TTL = time.Duration(resp.TTL) * time.Second
+	if cfg.Margin >= cfg.TTL {
+		cfg.Margin = max(cfg.TTL/5, 100*time.Millisecond)
+	}
+	return cfg.Lease, nil
+}
+
+// New grants a lease (or resumes one, see Config.Lease) and starts keeping
+// it alive.
+func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	sent := time.Now()
 	// An answer later than the renew deadline would come too late to use,
@@ -106,30 +143,9 @@ func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, er
 	// the wait (callers such as Supervise then try again).
 	rctx, cancel := context.WithTimeout(ctx, cfg.TTL-cfg.Margin)
 	defer cancel()
-	id := cfg.Lease
-	if id == clientv3.NoLease {
-		resp, err := client.Grant(rctx, int64(cfg.TTL/time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("concurrency: grant lease: %w", err)
-		}
-		id = resp.ID
-		if got := time.Duration(resp.TTL) * time.Second; got != cfg.TTL {
-			revoke(client, id)
-			return nil, fmt.Errorf("%w: asked %v, server grants at least %v", errs.TTLBelowMinimum, cfg.TTL, got)
-		}
-	} else {
-		// A keepalive both proves the lease exists and renews it from now.
-		resp, err := client.KeepAliveOnce(rctx, id)
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return nil, fmt.Errorf("%w: lease %x", errs.LeaseExpired, int64(id))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("concurrency: lease %x: %w", int64(id), err)
-		}
-		cfg.TTL = time.Duration(resp.TTL) * time.Second
-		if cfg.Margin >= cfg.TTL {
-			cfg.Margin = max(cfg.TTL/5, 100*time.Millisecond)
-		}
+	id, err := cfg.lease(rctx, client)
+	if err != nil {
+		return nil, err
 	}
 	s := &Session{
 		client:   client,
