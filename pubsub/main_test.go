@@ -3,8 +3,8 @@ package pubsub_test
 import (
 	"testing"
 
-	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/embedtest/leaktest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(embedtest.Settled(m)) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(leaktest.Settled(m)) }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/embedtest/leaktest"
 	"go.uber.org/goleak"
 )
 
@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 		// Re-executed by cliProcess: be the concord command itself.
 		main()
 	}
-	goleak.VerifyTestMain(embedtest.Settled(m))
+	goleak.VerifyTestMain(leaktest.Settled(m))
 }
 
 // runCLIEnv makes the test binary run as concord (see cliProcess).
