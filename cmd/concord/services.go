@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/discovery"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -416,7 +417,7 @@ func servicesWatch(ctx context.Context, args []string, std stdio) error {
 				staleSince = time.Now()
 				fmt.Fprintf(std.out, "# STALE: etcd does not answer; the instances below may be out of date\n")
 			default:
-				fmt.Fprintf(std.out, "# fresh again after %s, at revision %d\n", ms(time.Since(staleSince)), rev)
+				fmt.Fprintf(std.out, "# fresh again after %s, at revision %d\n", format.Millis(time.Since(staleSince)), rev)
 			}
 		}
 		changes := diffInstances(cur, next)
@@ -454,16 +455,9 @@ func setLine(service string, ins []discovery.Instance, rev int64) string {
 	for i, in := range ins {
 		ids[i] = printable([]byte(in.ID))
 	}
-	s := fmt.Sprintf("%s: %d instance%s at revision %d", service, len(ins), plural(len(ins)), rev)
+	s := fmt.Sprintf("%s: %d instance%s at revision %d", service, len(ins), format.Plural(len(ins)), rev)
 	if len(ids) > 0 {
 		s += ": " + strings.Join(ids, ", ")
 	}
 	return s
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
 }

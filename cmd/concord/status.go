@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/concordkit/concord/checkpoint"
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/election"
 	"github.com/concordkit/concord/lock"
@@ -302,7 +303,7 @@ func printStatus(w io.Writer, st statusJSON) error {
 				}
 				ins = append(ins, d)
 			}
-			fmt.Fprintf(tw, "  %s\t%d instance%s\t%s\n", sv.Name, len(sv.Instances), plural(len(sv.Instances)), strings.Join(ins, ", "))
+			fmt.Fprintf(tw, "  %s\t%d instance%s\t%s\n", sv.Name, len(sv.Instances), format.Plural(len(sv.Instances)), strings.Join(ins, ", "))
 		}
 	}
 	return tw.Flush()

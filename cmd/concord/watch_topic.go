@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/pubsub"
 )
@@ -89,7 +90,7 @@ func watchTopic(ctx context.Context, c *connFlags, t *topicFlags, count int, std
 		case ev.Gap != nil && c.json:
 			_ = writeJSONLine(std, topicJSON{Type: "gap", Seq: ev.Seq, From: ev.Gap.From, To: ev.Gap.To, Count: ev.Gap.Count})
 		case ev.Gap != nil:
-			fmt.Fprintf(std.out, "GAP %s\n", gapLine(ev))
+			fmt.Fprintf(std.out, "GAP %s\n", format.Gap(ev))
 		case c.json:
 			_ = writeJSONLine(std, topicJSON{Type: "message", Seq: ev.Seq, Revision: ev.Revision,
 				Time: ev.Time.UTC().Format(time.RFC3339Nano), Data: string(ev.Data)})
@@ -104,19 +105,4 @@ func watchTopic(ctx context.Context, c *connFlags, t *topicFlags, count int, std
 		return nil // interrupted: the normal way to stop watching
 	}
 	return sub.Err()
-}
-
-// gapLine describes a gap: how many messages retention deleted before they
-// were read, and where.
-func gapLine(ev pubsub.Event) string {
-	g := ev.Gap
-	what := "an unknown number of messages"
-	if g.Count >= 0 {
-		what = fmt.Sprintf("%d message%s", g.Count, plural(int(g.Count)))
-	}
-	s := fmt.Sprintf("%s deleted by retention before they were read (revisions %d..%d)", what, g.From, g.To)
-	if g.Count > 0 && ev.Seq > 0 {
-		s += fmt.Sprintf(", seq %d..%d", ev.Seq-g.Count+1, ev.Seq)
-	}
-	return s
 }
