@@ -156,3 +156,27 @@ func TestDemoHooks(t *testing.T) {
 		t.Errorf("started %v, stopped %d, states %v", started, stopped, states)
 	}
 }
+
+// With one worker the text still reads right, and a coordinator's term is
+// counted from 1 with its token beside it (the token is a revision).
+func TestDemoOneWorker(t *testing.T) {
+	t.Parallel()
+	cfg := smallDemo()
+	cfg.Hosts, cfg.Workers, cfg.K, cfg.Faults = 2, 1, 1, false
+	var out bytes.Buffer
+	rep, err := Run(context.Background(), cfg, &out)
+	if err != nil || !rep.OK() {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	got := out.String()
+	for _, want := range []string{"1 worker elect", "by 1 worker,", "1 term,", "is the coordinator (term 1, token ", "the one worker registered"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	for _, bad := range []string{"1 workers", "1 terms"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("output has %q:\n%s", bad, got)
+		}
+	}
+}

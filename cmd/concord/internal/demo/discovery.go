@@ -48,8 +48,8 @@ func (m *monitor) onInstances() {
 	}
 	if !m.allRegistered && len(ids) == m.cfg.Workers {
 		m.allRegistered = true
-		m.view.line(m, "discovery: all %d workers registered as instances of %q; they publish their progress to topic %q",
-			len(ids), demoService, demoTopic)
+		m.view.line(m, "discovery: %s registered as instances of %q; they publish their progress to topic %q",
+			allWorkers(len(ids)), demoService, demoTopic)
 	}
 }
 
@@ -181,4 +181,12 @@ drain:
 	}
 	detail += first(s.gaps) + first(s.disorder)
 	add(ok, "status topic in order, no gap", "%s", detail)
+}
+
+// allWorkers is "all N workers", or "the one worker".
+func allWorkers(n int) string {
+	if n == 1 {
+		return "the one worker"
+	}
+	return fmt.Sprintf("all %d workers", n)
 }

@@ -337,12 +337,13 @@ func (m *monitor) onLeader(l election.Leader) {
 		return
 	}
 	if l.Token <= m.lastToken {
-		m.violations = append(m.violations, fmt.Sprintf("coordinator term %d began after term %d", l.Token, m.lastToken))
+		m.violations = append(m.violations, fmt.Sprintf("coordinator term with token %d began after the one with token %d", l.Token, m.lastToken))
 	}
 	m.lastToken = max(m.lastToken, l.Token)
 	m.leader = l
 	m.terms++
-	msg := fmt.Sprintf("%s %s is the coordinator (term %d)", m.view.paint(cyan, "★"), l.Value, l.Token)
+	// Terms are counted from 1; the token (a revision) is what fences.
+	msg := fmt.Sprintf("%s %s is the coordinator (term %d, token %d)", m.view.paint(cyan, "★"), l.Value, m.terms, l.Token)
 	if w := m.workerNamed(l.Value); w != nil && w.killed.Load() {
 		// A crashed candidate's key stays in line until its lease expires.
 		m.view.line(m, "%s, but it crashed: the next takes over when its lease expires", msg)
@@ -554,7 +555,7 @@ func (m *monitor) verdict(ctx context.Context) *Report {
 
 	terms := broken("coordinator term")
 	add(maxCoord <= 1 && len(terms) == 0, "one coordinator at a time",
-		"%d terms, tokens increasing; at most %d coordinating at once%s", m.terms, maxCoord, first(terms))
+		"%d term%s, tokens increasing; at most %d coordinating at once%s", m.terms, format.Plural(m.terms), maxCoord, first(terms))
 
 	m.checkDiscovery(rep, add)
 	m.checkStatusTopic(ctx, rep, add)

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 )
 
 // ANSI styles, used only on a terminal.
@@ -71,9 +73,10 @@ func (v *view) intro(cfg Config) {
 	if cfg.Faults {
 		faults = "faults: a worker crashes mid-host, then the coordinator is killed"
 	}
-	fmt.Fprintf(v.w, "  %d hosts, %d steps each · %d workers elect a coordinator · at most %d hosts at once\n"+
+	fmt.Fprintf(v.w, "  %d host%s, %d step%s each · %d worker%s elect a coordinator · at most %d host%s at once\n"+
 		"  workers register with discovery (%q) and publish their progress to topic %q\n  lease TTL %v · %s\n\n",
-		cfg.Hosts, cfg.Steps, cfg.Workers, cfg.K, demoService, demoTopic, cfg.ttl, faults)
+		cfg.Hosts, format.Plural(cfg.Hosts), cfg.Steps, format.Plural(cfg.Steps), cfg.Workers, format.Plural(cfg.Workers),
+		cfg.K, format.Plural(cfg.K), demoService, demoTopic, cfg.ttl, faults)
 }
 
 func (v *view) stamp() string {
@@ -157,7 +160,7 @@ func (v *view) draw(m *monitor) {
 	spin := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}[v.frames%10]
 	lead := v.paint(yellow, "none (election in progress)")
 	if !m.leader.None() {
-		lead = fmt.Sprintf("%s %s", v.paint(cyan, m.leader.Value), v.paint(dim, fmt.Sprintf("term %d", m.leader.Token)))
+		lead = fmt.Sprintf("%s %s", v.paint(cyan, m.leader.Value), v.paint(dim, fmt.Sprintf("term %d, token %d", m.terms, m.leader.Token)))
 	}
 	var flights []string
 	for _, h := range sortedHosts(m) {
@@ -234,8 +237,8 @@ func (v *view) summary(rep *Report, cfg Config) {
 	if !v.quiet {
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "%s %d/%d hosts rolled out in %.1fs by %d workers, at most %d at a time\n",
-		v.paint(bold, "Summary:"), rep.done, cfg.Hosts, rep.elapsed.Seconds(), cfg.Workers, cfg.K)
+	fmt.Fprintf(w, "%s %d/%d hosts rolled out in %.1fs by %d worker%s, at most %d at a time\n",
+		v.paint(bold, "Summary:"), rep.done, cfg.Hosts, rep.elapsed.Seconds(), cfg.Workers, format.Plural(cfg.Workers), cfg.K)
 	width := 0
 	for _, c := range rep.checks {
 		width = max(width, utf8.RuneCountInString(c.name))
