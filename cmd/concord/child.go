@@ -7,13 +7,16 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 )
 
 // child runs a command while a resource is held. The command runs in its
 // own process group so that stopping it stops what it started too (a shell
-// and its sleep), not just its first process.
+// and its sleep), not just its first process. On Linux the kernel also
+// kills the command if concord dies without stopping it (kill -9), so it
+// cannot run on while the resource passes to someone else (see childAttr).
 type child struct {
 	argv      []string
 	env       []string
@@ -37,18 +40,32 @@ func (c child) run(ctx context.Context, lost <-chan struct{}) (childResult, erro
 	cmd := exec.Command(c.argv[0], c.argv[1:]...)
 	cmd.Env = append(os.Environ(), c.env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.stdin, c.stdout, c.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = childAttr()
 	// Output copying ends when every process holding the pipes is gone;
 	// bound it in case a grandchild escaped the group.
 	cmd.WaitDelay = c.killAfter + time.Second
-	if err := cmd.Start(); err != nil {
+	started := make(chan error, 1)
+	waited := make(chan error, 1)
+	go func() {
+		// The kernel sends the parent-death signal (childAttr) when the
+		// thread that forked the child exits, not when the process does:
+		// keep this goroutine on its thread, and the Go runtime from
+		// retiring that thread, until the child has been waited for.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		waited <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return childResult{}, withCode(exitNotFound, fmt.Errorf("%s: command not found", c.argv[0]))
 		}
 		return childResult{}, withCode(exitCannotRun, fmt.Errorf("cannot run %s: %w", c.argv[0], err))
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
 
 	var res childResult
 	var err error

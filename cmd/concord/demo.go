@@ -7,37 +7,47 @@ import (
 	"os"
 
 	"github.com/concordkit/concord/cmd/concord/internal/demo"
+	"github.com/spf13/cobra"
 )
 
-func runDemo(ctx context.Context, args []string, std stdio) error {
+const demoLong = `demo starts an embedded etcd and a fleet of workers in this process. The
+workers elect a coordinator, which enqueues a rollout of --hosts hosts;
+workers claim hosts from the queue and roll each out in --steps checkpointed
+steps while holding one of -k semaphore permits. Every worker registers
+itself with discovery (service "demo-fleet") and publishes its progress to
+the pub/sub topic "demo/status". Midway a worker crashes (its host is
+delivered again and resumed from its checkpoint) and the coordinator is
+killed (another worker takes over). It prints a live view (plain lines when
+stdout is not a terminal) and a summary that checks its invariants; the exit
+status is 1 if any broke. Nothing needs installing.`
+
+func (a *app) demoCmd() *cobra.Command {
 	cfg := demo.DefaultConfig()
 	var noFaults, plain bool
-	fs := newFlags("demo", `[flags]
-
-Starts an embedded etcd and a fleet of workers in this process. The workers
-elect a coordinator, which enqueues a rollout of --hosts hosts; workers claim
-hosts from the queue and roll each out in --steps checkpointed steps while
-holding one of -k semaphore permits. Midway a worker crashes (its host is
-delivered again and resumed from its checkpoint) and the coordinator is
-killed (another worker takes over). The summary checks the invariants; the
-exit status is 1 if any broke.`, std.err)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "roll out a simulated fleet on an embedded etcd, with faults",
+		Long:  demoLong,
+		Args:  func(_ *cobra.Command, args []string) error { return positional(args, 0, 0, "") },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Faults = !noFaults
+			return a.demo(cmd.Context(), cfg, plain)
+		},
+	}
+	fs := cmd.Flags()
 	fs.IntVar(&cfg.Hosts, "hosts", cfg.Hosts, "hosts to roll out")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "workers in the fleet")
-	fs.IntVar(&cfg.K, "k", cfg.K, "at most this many hosts rolled out at once (semaphore permits)")
+	fs.IntVarP(&cfg.K, "in-flight", "k", cfg.K, "at most this many hosts rolled out at once (semaphore permits)")
 	fs.IntVar(&cfg.Steps, "steps", cfg.Steps, "checkpointed steps per host")
 	fs.DurationVar(&cfg.Step, "step-time", cfg.Step, "mean duration of one step")
 	fs.BoolVar(&noFaults, "no-faults", false, "do not crash a worker nor kill the coordinator")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "print only the summary")
 	fs.BoolVar(&plain, "plain", false, "line-based output even on a terminal")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "fail if the rollout has not finished by then")
-	pos, _, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, 0, ""); err != nil {
-		return err
-	}
-	cfg.Faults = !noFaults
+	return cmd
+}
+
+func (a *app) demo(ctx context.Context, cfg demo.Config, plain bool) error {
 	switch {
 	case cfg.Hosts < 1 || cfg.Hosts > 10000:
 		return usagef("--hosts must be within 1..10000")
@@ -50,17 +60,17 @@ exit status is 1 if any broke.`, std.err)
 	case cfg.Step < 0 || cfg.Timeout <= 0:
 		return usagef("--step-time must be >= 0 and --timeout positive")
 	}
-	if f, ok := std.out.(*os.File); ok && !plain {
+	if f, ok := a.std.out.(*os.File); ok && !plain {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && os.Getenv("TERM") != "dumb" {
 			cfg.TTY = true
 			cfg.Color = os.Getenv("NO_COLOR") == ""
 		}
 	}
 	cfg.LeaveCrashed = true
-	rep, err := demo.Run(ctx, cfg, std.out)
+	rep, err := demo.Run(ctx, cfg, a.std.out)
 	if err != nil {
 		if ctx.Err() != nil {
-			return errors.New("interrupted")
+			return withCode(interruptedCode(ctx), errors.New("interrupted"))
 		}
 		return err
 	}
