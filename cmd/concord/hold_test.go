@@ -63,11 +63,16 @@ func TestKill9StopsCommand(t *testing.T) {
 	if !alive(pid) {
 		t.Fatalf("CMD %d not running", pid)
 	}
+	t.Cleanup(func() {
+		if alive(pid) { // the test failed: leave nothing running
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = cmd.Wait()
 	waitGone(t, pid, 5*time.Second)
+	_ = cmd.Wait()
 	// The lock passes on once the lease expires.
 	if r := cli(t, context.Background(), "lock", ep, "k9", "--", "true"); r.code != 0 {
 		t.Errorf("next holder: exit %d, stderr:\n%s", r.code, r.errOut)

@@ -34,6 +34,8 @@ func cliProcess(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), runCLIEnv+"=1")
 	cmd.Stdout, cmd.Stderr = out, out
+	// Wait returns even while a process it started holds the output pipes.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
