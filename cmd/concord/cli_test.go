@@ -659,3 +659,25 @@ func TestQueuePushStdinAndDueItems(t *testing.T) {
 		t.Errorf("items by payload %q", payloads)
 	}
 }
+
+// The exit statuses are one table: the package comment carries the help's
+// table line for line, and the README lists every status.
+func TestExitTableDocumented(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(exitTable, "\n")[1:] {
+		if !strings.Contains(string(doc), "//\t"+strings.TrimPrefix(line, "  ")+"\n") {
+			t.Errorf("doc.go lacks the exit table's line %q", line)
+		}
+		code := strings.Fields(line)[0]
+		if _, err := strconv.Atoi(code); err == nil && !strings.Contains(string(readme), "| "+code+" ") && !strings.Contains(string(readme), "/ "+code+" |") {
+			t.Errorf("README's exit table lacks status %s", code)
+		}
+	}
+}

@@ -510,7 +510,7 @@ func (m *monitor) verdict(ctx context.Context) *Report {
 	// a permit, and etcd's count of claims at every sample.
 	over := broken("claimed at revision")
 	add(maxFlight <= cfg.K && m.maxClaims <= cfg.K && m.maxPermits <= cfg.K && len(over) == 0,
-		fmt.Sprintf("never more than %d hosts in flight", cfg.K),
+		fmt.Sprintf("never more than %d host%s in flight", cfg.K, format.Plural(cfg.K)),
 		"max %d in the fleet; in etcd max %d permits and %d claims over %d samples%s", maxFlight, m.maxPermits, m.maxClaims, m.samples, first(over))
 
 	// Every host done, nothing left behind.
