@@ -82,13 +82,18 @@ func (e *events) lost(reason error) {
 	}
 }
 
-func (e *events) released(err error) {
-	if err != nil {
+// released reports the release; after a loss, it was an attempt to delete
+// a key that is gone or going with its lease.
+func (e *events) released(err error, lost bool) {
+	switch {
+	case err != nil:
 		e.emit(holdEvent{Event: "released", Error: err.Error()},
 			fmt.Sprintf("releasing %s: %v (its lease will expire)", e.res.what, err))
-		return
+	case lost:
+		e.emit(holdEvent{Event: "released"}, fmt.Sprintf("let go of %s (lost; its key goes with the lease)", e.res.what))
+	default:
+		e.emit(holdEvent{Event: "released"}, "released "+e.res.what)
 	}
-	e.emit(holdEvent{Event: "released"}, "released "+e.res.what)
 }
 
 func (e *events) exited(command string, code int) {

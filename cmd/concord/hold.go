@@ -147,7 +147,7 @@ func (a *app) holdAndRun(ctx context.Context, res resource, h *holdFlags, argv [
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	ev.released(release(rctx))
+	ev.released(release(rctx), r.lost)
 	if err != nil {
 		return err
 	}

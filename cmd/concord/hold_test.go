@@ -189,6 +189,11 @@ func TestHoldEvents(t *testing.T) {
 	waitWaiters(t, srv.Client, "w", 1)
 	_, verr, vdone := cliAsync(ctx, "lock", ep, "-v", "w", "--", "true")
 	verr.waitFor(t, `waiting for lock "w" (held by first since revision`)
+	// With --json, an error is a JSON line too.
+	if r := cli(t, ctx, "lock", ep, "--json", "--try", "w", "--", "true"); r.code != exitUnavailable ||
+		!strings.Contains(r.errOut, `"event":"error"`) || !strings.Contains(r.errOut, `"exit":5`) {
+		t.Errorf("--json --try on a held lock: exit %d, stderr:\n%s", r.code, r.errOut)
+	}
 	stop()
 	waitCode(t, hdone, herr)
 	werr.waitFor(t, `"event":"acquired"`)
@@ -271,4 +276,31 @@ func waitWaiters(t *testing.T, c *clientv3.Client, name string, n int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// A real Ctrl-C (SIGINT) while waiting exits 130 and SIGTERM 143, as
+// shells report signals.
+func TestSignalWhileWaiting(t *testing.T) {
+	_, ep := server(t)
+	hctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	out, herr, hdone := cliAsync(hctx, "lock", ep, "sig", "--", "sh", "-c", "echo started; sleep 30")
+	out.waitFor(t, "started")
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		cmd, wout := cliProcess(t, "lock", ep, "-v", "sig", "--", "true")
+		wout.waitFor(t, "waiting for lock")
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		var ee interface{ ExitCode() int }
+		if !errors.As(err, &ee) || ee.ExitCode() != 128+int(sig) {
+			t.Errorf("%v while waiting: %v, want exit %d; output:\n%s", sig, err, 128+int(sig), wout.String())
+		}
+		if !strings.Contains(wout.String(), `interrupted while waiting for lock "sig"`) {
+			t.Errorf("%v while waiting: output:\n%s", sig, wout.String())
+		}
+	}
+	stop()
+	waitCode(t, hdone, herr)
 }
