@@ -597,7 +597,7 @@ func TestDevStopsPromptlyWithClients(t *testing.T) {
 	if code := waitCode(t, ddone, derr); code != 0 {
 		t.Errorf("dev: exit %d, stderr:\n%s", code, derr.String())
 	}
-	if took := time.Since(start); took > 3*time.Second {
+	if took := time.Since(start); took > 4*time.Second {
 		t.Errorf("dev took %v to stop with a client watching", took)
 	}
 	stopWatch()
