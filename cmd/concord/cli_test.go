@@ -48,6 +48,7 @@ func TestHelpAndUsage(t *testing.T) {
 		{[]string{"lock", "a//b", "--", "true"}, "invalid name"},
 		{[]string{"lock", "--bogus", "x", "--", "true"}, "unknown flag: --bogus"},
 		{[]string{"sem", "x", "--", "true"}, "--limit K"},
+		{[]string{"lock", "x", "make", "release"}, "put the command to run after --, as in 'concord lock NAME -- make release'"},
 		{[]string{"queue"}, "missing queue subcommand"},
 		{[]string{"queue", "pop", "q"}, "unknown queue subcommand"},
 		{[]string{"queue", "push", ".hidden", "x"}, "invalid name"},

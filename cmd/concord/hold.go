@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
@@ -201,6 +202,10 @@ func classify(err error) error {
 func nameArg(kind string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		pos, _ := splitDash(cmd, args)
+		if len(pos) > 1 && cmd.ArgsLenAtDash() < 0 {
+			return usagef("unexpected argument %q: put the command to run after --, as in 'concord %s NAME -- %s'",
+				pos[1], cmd.Name(), strings.Join(pos[1:], " "))
+		}
 		if err := positional(pos, 1, 1, kind+" NAME"); err != nil {
 			return err
 		}
