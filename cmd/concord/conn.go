@@ -135,86 +135,96 @@ func (c *connFlags) tlsConfig(eps []string) (*tls.Config, error) {
 // cannot be resolved or fails the TLS handshake is reported as soon as
 // that is known; one that does not answer, after --dial-timeout.
 func (c *connFlags) connect(ctx context.Context) (*clientv3.Client, error) {
-	if err := c.fromEnv(); err != nil {
-		return nil, err
-	}
-	raw := c.endpointList()
-	if len(raw) == 0 {
-		return nil, withCode(exitUnreachable, errNoEndpoints)
-	}
-	if c.dialTimeout <= 0 {
-		return nil, usagef("--dial-timeout must be positive")
-	}
-	eps := make([]endpoint, len(raw))
-	for i, r := range raw {
-		ep, err := parseEndpoint(r)
-		if err != nil {
-			return nil, err
-		}
-		eps[i] = ep
-	}
-	tlsCfg, err := c.tlsConfig(raw)
+	cfg, eps, err := c.config(ctx)
 	if err != nil {
 		return nil, err
 	}
-	user, pass := c.user, c.password
-	if u, p, ok := strings.Cut(user, ":"); ok && pass == "" {
-		user, pass = u, p
-	}
-	if pass != "" && user == "" {
-		return nil, usagef("--password needs --user")
-	}
 	pctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
 	defer cancel()
-	live, err := c.reachable(pctx, eps, tlsCfg)
+	live, err := c.reachable(pctx, eps, cfg.TLS)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, err
 	}
-	client, err := clientv3.New(clientv3.Config{
-		Endpoints:   raw,
-		TLS:         tlsCfg,
-		Username:    user,
-		Password:    pass,
-		DialTimeout: c.dialTimeout,
-		Logger:      zap.NewNop(),
-		Context:     ctx,
-	})
+	all := strings.Join(cfg.Endpoints, ", ")
+	client, err := clientv3.New(cfg)
 	if err != nil {
 		if answered(err) {
 			// The server answered: a refused login, say.
-			return nil, fmt.Errorf("etcd at %s: %w", strings.Join(raw, ", "), err)
+			return nil, fmt.Errorf("etcd at %s: %w", all, err)
 		}
-		return nil, withCode(exitUnreachable, fmt.Errorf("cannot reach etcd at %s: %w", strings.Join(raw, ", "), err))
+		return nil, withCode(exitUnreachable, fmt.Errorf("cannot reach etcd at %s: %w", all, err))
 	}
-	// clientv3.New does not wait for a connection: ask the endpoint that
-	// took a connection for its status until it answers (a refused login,
-	// say), within the dial timeout.
+	if err := c.awaitAnswer(pctx, client, live.raw); err != nil {
+		client.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	return client, nil
+}
+
+// config checks the connection flags (and the environment they default
+// to) and returns the client's configuration and the endpoints.
+func (c *connFlags) config(ctx context.Context) (clientv3.Config, []endpoint, error) {
+	if err := c.fromEnv(); err != nil {
+		return clientv3.Config{}, nil, err
+	}
+	raw := c.endpointList()
+	if len(raw) == 0 {
+		return clientv3.Config{}, nil, withCode(exitUnreachable, errNoEndpoints)
+	}
+	if c.dialTimeout <= 0 {
+		return clientv3.Config{}, nil, usagef("--dial-timeout must be positive")
+	}
+	eps := make([]endpoint, len(raw))
+	for i, r := range raw {
+		ep, err := parseEndpoint(r)
+		if err != nil {
+			return clientv3.Config{}, nil, err
+		}
+		eps[i] = ep
+	}
+	tlsCfg, err := c.tlsConfig(raw)
+	if err != nil {
+		return clientv3.Config{}, nil, err
+	}
+	user, pass := c.user, c.password
+	if u, p, ok := strings.Cut(user, ":"); ok && pass == "" {
+		user, pass = u, p
+	}
+	if pass != "" && user == "" {
+		return clientv3.Config{}, nil, usagef("--password needs --user")
+	}
+	return clientv3.Config{Endpoints: raw, TLS: tlsCfg, Username: user, Password: pass,
+		DialTimeout: c.dialTimeout, Logger: zap.NewNop(), Context: ctx}, eps, nil
+}
+
+// awaitAnswer asks ep, an endpoint that took a connection, for its status
+// until it answers (clientv3.New does not wait for a connection) or says
+// no (a refused login, say), within ctx.
+func (c *connFlags) awaitAnswer(ctx context.Context, client *clientv3.Client, ep string) error {
 	var lastErr error
-	for pctx.Err() == nil {
-		_, lastErr = client.Status(pctx, live.raw)
+	for ctx.Err() == nil {
+		_, lastErr = client.Status(ctx, ep)
 		if lastErr == nil {
-			return client, nil
+			return nil
 		}
 		if answered(lastErr) {
-			client.Close()
-			return nil, fmt.Errorf("etcd at %s: %w", live.raw, lastErr)
+			return fmt.Errorf("etcd at %s: %w", ep, lastErr)
 		}
 		select {
-		case <-pctx.Done():
+		case <-ctx.Done():
 		case <-time.After(100 * time.Millisecond):
 		}
-	}
-	client.Close()
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
 	}
 	if lastErr == nil || errors.Is(lastErr, context.DeadlineExceeded) {
 		lastErr = fmt.Errorf("no answer within %v", c.dialTimeout)
 	}
-	return nil, withCode(exitUnreachable, fmt.Errorf("cannot reach etcd at %s: %v", strings.Join(raw, ", "), lastErr))
+	return withCode(exitUnreachable, fmt.Errorf("cannot reach etcd at %s: %v", ep, lastErr))
 }
 
 // reachable probes every endpoint at once. It returns the first that

@@ -109,22 +109,11 @@ func (a *app) holdAndRun(ctx context.Context, res resource, h *holdFlags, argv [
 		return err
 	}
 	defer closeSession(s)
-
-	actx := ctx
-	if h.timeout > 0 {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, h.timeout)
-		defer cancel()
-	}
-	got, release, err := acquire(actx, s, ev)
+	got, release, err := acquireWithin(ctx, res, h.timeout, func(ctx context.Context) (held, func(context.Context) error, error) {
+		return acquire(ctx, s, ev)
+	})
 	if err != nil {
-		switch {
-		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-			return withCode(exitUnavailable, fmt.Errorf("%s not acquired within %v", res.what, h.timeout))
-		case ctx.Err() != nil:
-			return withCode(interruptedCode(ctx), fmt.Errorf("interrupted while waiting for %s", res.what))
-		}
-		return classify(err)
+		return err
 	}
 	ev.acquired(got.Token(), s.Lease())
 	r, err := child{
@@ -142,13 +131,7 @@ func (a *app) holdAndRun(ctx context.Context, res resource, h *holdFlags, argv [
 		lost = got.Err()
 		ev.lost(lost)
 	}
-	timeout := releaseTimeout
-	if r.lost || sessionLost(s) {
-		timeout = lostReleaseTimeout
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	ev.released(release(rctx), r.lost)
+	ev.released(releaseBounded(ctx, r.lost || sessionLost(s), release), r.lost)
 	if err != nil {
 		return err
 	}
@@ -160,6 +143,42 @@ func (a *app) holdAndRun(ctx context.Context, res resource, h *holdFlags, argv [
 		return &exitError{code: r.code, err: errSilent}
 	}
 	return nil
+}
+
+// acquireWithin runs acquire, bounded by timeout when it is positive, and
+// maps its failures: timeout passed (exit 5), interrupted (130/143), or the
+// recipe's error.
+func acquireWithin(ctx context.Context, res resource, timeout time.Duration,
+	acquire func(context.Context) (held, func(context.Context) error, error)) (held, func(context.Context) error, error) {
+	actx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	got, release, err := acquire(actx)
+	switch {
+	case err == nil:
+		return got, release, nil
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return nil, nil, withCode(exitUnavailable, fmt.Errorf("%s not acquired within %v", res.what, timeout))
+	case ctx.Err() != nil:
+		return nil, nil, withCode(interruptedCode(ctx), fmt.Errorf("interrupted while waiting for %s", res.what))
+	}
+	return nil, nil, classify(err)
+}
+
+// releaseBounded releases, for at most a second when the resource or its
+// session was lost (etcd is likely unreachable, and the key is gone or
+// goes with the lease), else for up to five.
+func releaseBounded(ctx context.Context, lost bool, release func(context.Context) error) error {
+	timeout := releaseTimeout
+	if lost {
+		timeout = lostReleaseTimeout
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	return release(rctx)
 }
 
 func sessionLost(s *concurrency.Session) bool {
