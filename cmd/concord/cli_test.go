@@ -178,7 +178,8 @@ func TestLostResourceStopsCommand(t *testing.T) {
 			args = append(args, "--", "sh", "-c", "echo pgid=$$; sleep 30")
 			out, errOut, done := cliAsync(context.Background(), args...)
 			out.waitFor(t, "pgid=")
-			pgid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out.String(), "pgid=")))
+			shPid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out.String(), "pgid=")))
+			pgid := pgidOf(t, shPid)
 			key, lease := holderOf(tc.kind, name)
 			var err error
 			if tc.fault == "revoke" {
@@ -461,6 +462,21 @@ func TestDevPortKept(t *testing.T) {
 	}
 }
 
+// pgidOf is process pid's process group.
+func pgidOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+1:])
+	pgid, err := strconv.Atoi(f[2])
+	if err != nil || pgid == 0 {
+		t.Fatalf("no process group in %q", b)
+	}
+	return pgid
+}
+
 // liveInGroup lists the processes of group pgid that are not zombies (a
 // killed grandchild may wait a while for an init to reap it).
 func liveInGroup(pgid int) []string {
@@ -491,6 +507,9 @@ func liveInGroup(pgid int) []string {
 // as with etcdctl.
 func TestAuth(t *testing.T) {
 	srv, ep := server(t)
+	// Each login is a bcrypt check on the server, slow under -race on a
+	// loaded machine: allow it more than the default 5 s.
+	t.Setenv("ETCDCTL_DIAL_TIMEOUT", "30s")
 	ctx := context.Background()
 	c := srv.Client
 	if _, err := c.RoleAdd(ctx, "root"); err != nil {

@@ -69,11 +69,12 @@
 // runs, CMD gets SIGTERM (its whole process group) as soon as concord's
 // session counts itself lost, then SIGKILL after --kill-after; concord gives
 // the release one second, says why the resource was lost and exits 4. If
-// concord is killed outright (kill -9), the kernel kills CMD too on Linux
-// (a parent-death signal; processes CMD started live on unless CMD ends
-// them); on other systems CMD keeps running. Either way the resource passes
-// on once the lease expires: only CONCORD_TOKEN protects a store from a CMD
-// that outlives its hold. -v reports waiting (holder, since which revision,
+// concord is killed outright (kill -9), CMD's whole process group is killed
+// too on Linux: CMD runs under a guard (concord's own executable, run
+// again) that the kernel signals when concord dies (a parent-death signal)
+// and that kills the group; on other systems CMD keeps running. Either way
+// the resource passes on once the lease expires: only CONCORD_TOKEN protects
+// a store from a CMD that outlives its hold (one that left the group). -v reports waiting (holder, since which revision,
 // how many ahead), holding, releasing and CMD's exit on stderr; --json
 // writes these as JSON lines on stderr (stdout is CMD's).
 //

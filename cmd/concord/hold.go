@@ -54,11 +54,13 @@ deleted), CMD gets SIGTERM (its whole process group), then SIGKILL after
 forwards SIGTERM to CMD, waits for it, releases and exits with CMD's status;
 interrupted while still waiting, it exits 130 (143 for SIGTERM).
 
-If concord itself is killed (kill -9), the kernel kills CMD with it on
-Linux (CMD itself: processes CMD started survive unless CMD ends them). On
-other systems CMD keeps running. Either way the resource passes on once
-concord's lease expires, so only a store that checks CONCORD_TOKEN is safe
-from a CMD that outlives its hold.
+If concord itself is killed (kill -9), CMD and everything it started are
+killed with it on Linux: CMD runs under a small guard process that the
+kernel signals when concord dies (a parent-death signal) and that then
+kills CMD's process group. On other systems CMD keeps running. Either way
+the resource passes on once concord's lease expires, so only a store that
+checks CONCORD_TOKEN is safe from a CMD that outlives its hold (on Linux, a
+process that left CMD's process group, such as a daemon).
 
 With --json, concord writes its events as JSON lines on stderr (stdout is
 CMD's): waiting, acquired (token, lease), lost (reason), released, exit

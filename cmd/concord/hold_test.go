@@ -50,28 +50,34 @@ func pidIn(t *testing.T, out string) int {
 	return pid
 }
 
-// kill -9 of concord ends CMD too (Linux): it does not run on while the
-// lock passes to the next holder.
+// kill -9 of concord ends CMD and what CMD started (Linux): nothing runs
+// on while the lock passes to the next holder.
 func TestKill9StopsCommand(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		t.Skip("needs /proc (Linux), where concord sets the parent-death signal")
+		t.Skip("needs /proc (Linux), where concord guards CMD with a parent-death signal")
 	}
 	_, ep := server(t)
-	cmd, out := cliProcess(t, "lock", ep, "--ttl", "2s", "k9", "--", "sh", "-c", "echo pid=$$; exec sleep 100")
+	// CMD is a shell whose sleep runs in the background: a grandchild.
+	cmd, out := cliProcess(t, "lock", ep, "--ttl", "2s", "k9", "--", "sh", "-c", "sleep 100 & echo sh=$$ pid=$!; wait")
 	out.waitFor(t, "pid=")
-	pid := pidIn(t, out.String())
-	if !alive(pid) {
-		t.Fatalf("CMD %d not running", pid)
-	}
-	t.Cleanup(func() {
-		if alive(pid) { // the test failed: leave nothing running
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+	sleepPid := pidIn(t, out.String())
+	_, after, _ := strings.Cut(out.String(), "sh=")
+	shPid, _ := strconv.Atoi(strings.Fields(after)[0])
+	for _, pid := range []int{shPid, sleepPid} {
+		if !alive(pid) {
+			t.Fatalf("CMD's process %d not running:\n%s", pid, out.String())
 		}
-	})
+		t.Cleanup(func() {
+			if alive(pid) { // the test failed: leave nothing running
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
+	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, pid, 5*time.Second)
+	waitGone(t, shPid, 5*time.Second)
+	waitGone(t, sleepPid, 5*time.Second)
 	_ = cmd.Wait()
 	// The lock passes on once the lease expires.
 	if r := cli(t, context.Background(), "lock", ep, "k9", "--", "true"); r.code != 0 {
