@@ -3,11 +3,10 @@ package discovery_test
 import (
 	"testing"
 
+	"github.com/concordkit/concord/embedtest/leaktest"
 	"go.uber.org/goleak"
-
-	"github.com/concordkit/concord/embedtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(embedtest.Settled(m), embedtest.IgnoreHardStopLeaks()...)
+	goleak.VerifyTestMain(leaktest.Settled(m), leaktest.IgnoreHardStopLeaks()...)
 }

@@ -16,6 +16,11 @@
 // connections the blackhole cut, as a real partition would, so clients
 // reconnect instead of carrying on over a stream that lost data.
 //
+// Package embedtest/leaktest holds the goleak helpers for test binaries that
+// start servers (Settled waits for the goroutines a closed cluster leaves for
+// a few seconds); it is separate so that programs importing embedtest, such
+// as the concord CLI, do not link goleak.
+//
 // Nothing here is for production: an embedded member has no auth, its TLS
 // (WithTLS) uses a throwaway test authority, it logs to nowhere by default,
 // and with NoFsync it loses data on a machine crash.

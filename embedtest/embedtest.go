@@ -166,7 +166,9 @@ func (s *Server) Compact(ctx context.Context) (int64, error) {
 }
 
 // Close stops the member, closes every client it handed out and removes the
-// temp data dir. It is safe to call more than once.
+// temp data dir. Connections of other clients are ended at once rather than
+// left to finish their streams (etcd would wait for them for its request
+// timeout, 5 s or more). It is safe to call more than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -180,6 +182,7 @@ func (s *Server) Close() error {
 		_ = c.Close()
 	}
 	if s.m != nil {
+		s.m.endClients()
 		s.m.stop()
 	}
 	s.cleanupDir()
@@ -258,6 +261,9 @@ type member struct {
 	mu      sync.Mutex
 	etcd    *embed.Etcd
 	running bool
+
+	grpcMu sync.Mutex     // not mu: servers register while start holds mu
+	grpcs  []*grpc.Server // the running server's gRPC servers, for endClients
 }
 
 func newMember(c config, name, dir string, clientPort, peerPort int, reusePort bool) *member {
@@ -275,6 +281,14 @@ func newMember(c config, name, dir string, clientPort, peerPort int, reusePort b
 	cfg.AdvertiseClientUrls = []url.URL{cu}
 	cfg.ListenPeerUrls = []url.URL{pu}
 	cfg.AdvertisePeerUrls = []url.URL{pu}
+	m := &member{cfg: cfg, clientURL: cu, peerURL: pu}
+	// Keep hold of the client-facing gRPC servers, so that endClients can
+	// end their connections.
+	cfg.ServiceRegister = func(s *grpc.Server) {
+		m.grpcMu.Lock()
+		m.grpcs = append(m.grpcs, s)
+		m.grpcMu.Unlock()
+	}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(c.logger)
 	cfg.LogLevel = "error"
 	if c.fastTicks {
@@ -283,7 +297,7 @@ func newMember(c config, name, dir string, clientPort, peerPort int, reusePort b
 	}
 	cfg.UnsafeNoFsync = c.noFsync
 	cfg.SocketOpts.ReusePort = reusePort // see reservePorts
-	return &member{cfg: cfg, clientURL: cu, peerURL: pu}
+	return m
 }
 
 func (m *member) start() error {
@@ -292,6 +306,9 @@ func (m *member) start() error {
 	if m.running {
 		return nil
 	}
+	m.grpcMu.Lock()
+	m.grpcs = nil
+	m.grpcMu.Unlock()
 	e, err := embed.StartEtcd(m.cfg)
 	if err != nil {
 		return fmt.Errorf("embedtest: start %s: %w", m.cfg.Name, err)
@@ -324,6 +341,19 @@ func (m *member) stop() {
 	}
 	m.running = false
 	m.etcd.Close()
+}
+
+// endClients ends every client connection and stream at once. etcd's own
+// Close lets open streams (a watch, a lease keepalive) run for its request
+// timeout, 5 s and more, before it cuts them.
+func (m *member) endClients() {
+	m.grpcMu.Lock()
+	gs := m.grpcs
+	m.grpcs = nil
+	m.grpcMu.Unlock()
+	for _, g := range gs {
+		g.Stop()
+	}
 }
 
 // hardStop stops the member as a crash would: no leadership hand-off.

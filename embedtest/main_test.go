@@ -3,7 +3,8 @@ package embedtest
 import (
 	"testing"
 
+	"github.com/concordkit/concord/embedtest/leaktest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(Settled(m)) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(leaktest.Settled(m)) }

@@ -3,10 +3,10 @@ package faults
 import (
 	"testing"
 
-	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/embedtest/leaktest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(embedtest.Settled(m), embedtest.IgnoreHardStopLeaks()...)
+	goleak.VerifyTestMain(leaktest.Settled(m), leaktest.IgnoreHardStopLeaks()...)
 }

@@ -3,9 +3,8 @@ package pubsub_test
 import (
 	"testing"
 
+	"github.com/concordkit/concord/embedtest/leaktest"
 	"go.uber.org/goleak"
-
-	"github.com/concordkit/concord/embedtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(embedtest.Settled(m)) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(leaktest.Settled(m)) }

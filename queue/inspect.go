@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +16,9 @@ type Item struct {
 	Priority int
 	Attempts int
 	Enqueued time.Time
-	// Due is when a delayed item becomes claimable (zero otherwise).
+	// Due is when a delayed item becomes claimable (zero otherwise). A
+	// Ready item with a Due in the past was delayed and is due: claimable
+	// now, and moved to the ready line by the next claim.
 	Due     time.Time
 	Payload []byte
 	// Claimed is true for an item a consumer holds; Lease is its lease.
@@ -24,8 +27,11 @@ type Item struct {
 }
 
 // Status lists a queue's items by state, each in delivery order, read at
-// one revision. Orphaned items were claimed by a consumer whose lease has
-// since gone; the next claim returns them to the queue at their place.
+// one revision. Ready holds the items a claim can take now, delayed items
+// already due included (by this machine's clock, as claims judge it);
+// Delayed, those not due yet. Orphaned items were claimed by a consumer
+// whose lease has since gone; the next claim returns them to the queue at
+// their place.
 type Status struct {
 	Ready, Delayed, Claimed, Orphaned, Dead []Item
 	Revision                                int64
@@ -84,7 +90,8 @@ func (q *Queue) inspect(ctx context.Context) (Status, error) {
 		}
 		return out
 	}
-	st := Status{Ready: items(0), Delayed: items(1), Dead: items(3), Revision: resp.Header.Revision}
+	ready, delayed := q.readyAndDue(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs, time.Now())
+	st := Status{Ready: ready, Delayed: delayed, Dead: items(3), Revision: resp.Header.Revision}
 	for _, it := range items(2) {
 		lease, ok := leases[it.ID]
 		if !ok {
@@ -95,6 +102,44 @@ func (q *Queue) inspect(ctx context.Context) (Status, error) {
 		st.Claimed = append(st.Claimed, it)
 	}
 	return st, nil
+}
+
+// readyAndDue splits the items a claim can take at now (the ready ones and
+// the delayed ones already due, in the order a claim would take them once
+// moved to the ready line) from those still delayed.
+func (q *Queue) readyAndDue(readyKVs, delayedKVs []*mvccpb.KeyValue, now time.Time) (ready, delayed []Item) {
+	type keyed struct {
+		key string
+		it  Item
+	}
+	var line []keyed
+	for _, kv := range readyKVs {
+		if it, ok := itemOf(kv); ok {
+			line = append(line, keyed{string(kv.Key), it})
+		}
+	}
+	due := false
+	for _, kv := range delayedKVs {
+		m, _, err := decode(kv.Value)
+		it, ok := itemOf(kv)
+		if err != nil || !ok {
+			continue
+		}
+		if m.Due > now.UnixNano() {
+			delayed = append(delayed, it)
+			continue
+		}
+		m.Due = 0
+		line = append(line, keyed{q.readyKey(m), it})
+		due = true
+	}
+	if due {
+		slices.SortStableFunc(line, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
+	}
+	for _, k := range line {
+		ready = append(ready, k.it)
+	}
+	return ready, delayed
 }
 
 func itemOf(kv *mvccpb.KeyValue) (Item, bool) {

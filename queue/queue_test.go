@@ -345,3 +345,56 @@ func TestOrphanReturnsUnderBacklog(t *testing.T) {
 		t.Fatalf("next claim got %s (attempt %d), want the orphan %s back at the head", cb.ID(), cb.Attempts(), ids[0])
 	}
 }
+
+// Inspect lists a delayed item whose time has come among the ready ones,
+// in the place a claim would take it, though no claim has moved it yet;
+// one not due yet stays delayed.
+func TestInspectShowsDueItemsAsReady(t *testing.T) {
+	srv := embedtest.Start(t)
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	first := enqueue(t, q, "first")
+	due := enqueue(t, q, "due", queue.WithDelay(50*time.Millisecond))
+	later := enqueue(t, q, "later", queue.WithDelay(time.Hour))
+	last := enqueue(t, q, "last")
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		st, err := q.Inspect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ready []string
+		for _, it := range st.Ready {
+			ready = append(ready, it.ID)
+		}
+		if len(st.Ready) == 3 {
+			if want := []string{first, due, last}; !slices.Equal(ready, want) {
+				t.Errorf("ready %v, want %v (first, due, last)", ready, want)
+			}
+			if st.Ready[1].Due.IsZero() || st.Ready[1].Due.After(time.Now()) {
+				t.Errorf("due item's Due %v, want a time in the past", st.Ready[1].Due)
+			}
+			if len(st.Delayed) != 1 || st.Delayed[0].ID != later {
+				t.Errorf("delayed %+v, want only %s", st.Delayed, later)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("due item still not ready: ready %v, delayed %d", ready, len(st.Delayed))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A claim takes the items in that order.
+	s := newSession(t, srv.Client, 5*time.Second)
+	for _, want := range []string{first, due, last} {
+		c, err := q.Consumer(s).Claim(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ID() != want {
+			t.Errorf("claimed %s, want %s", c.ID(), want)
+		}
+		if err := c.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -46,8 +46,9 @@ func TestHelpAndUsage(t *testing.T) {
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"lock", "--endpoints=http://127.0.0.1:1", "name"}, "missing the command to run"},
 		{[]string{"lock", "a//b", "--", "true"}, "invalid name"},
-		{[]string{"lock", "--bogus", "x", "--", "true"}, "flag provided but not defined"},
+		{[]string{"lock", "--bogus", "x", "--", "true"}, "unknown flag: --bogus"},
 		{[]string{"sem", "x", "--", "true"}, "--limit K"},
+		{[]string{"lock", "x", "make", "release"}, "put the command to run after --, as in 'concord lock NAME -- make release'"},
 		{[]string{"queue"}, "missing queue subcommand"},
 		{[]string{"queue", "pop", "q"}, "unknown queue subcommand"},
 		{[]string{"queue", "push", ".hidden", "x"}, "invalid name"},
@@ -69,7 +70,7 @@ func TestNoEtcd(t *testing.T) {
 	}
 	start := time.Now()
 	r = cli(t, ctx, "queue", "len", "q", "--endpoints", "http://127.0.0.1:1,http://127.0.0.1:2", "--dial-timeout", "300ms")
-	if r.code != exitUnreachable || !strings.Contains(r.errOut, "http://127.0.0.1:1, http://127.0.0.1:2") {
+	if r.code != exitUnreachable || !strings.Contains(r.errOut, "http://127.0.0.1:1, http://127.0.0.1:2: connection refused") {
 		t.Errorf("unreachable: exit %d, stderr:\n%s", r.code, r.errOut)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -177,7 +178,8 @@ func TestLostResourceStopsCommand(t *testing.T) {
 			args = append(args, "--", "sh", "-c", "echo pgid=$$; sleep 30")
 			out, errOut, done := cliAsync(context.Background(), args...)
 			out.waitFor(t, "pgid=")
-			pgid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out.String(), "pgid=")))
+			shPid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out.String(), "pgid=")))
+			pgid := pgidOf(t, shPid)
 			key, lease := holderOf(tc.kind, name)
 			var err error
 			if tc.fault == "revoke" {
@@ -195,8 +197,12 @@ func TestLostResourceStopsCommand(t *testing.T) {
 			if d := time.Since(start); d > 4*time.Second {
 				t.Errorf("CMD stopped %v after the loss", d)
 			}
-			if !strings.Contains(errOut.String(), "lost") {
-				t.Errorf("stderr does not say it was lost:\n%s", errOut.String())
+			// It says why, as it was when lost: not "released", the state
+			// after concord's own release.
+			cause := map[string]string{"revoke": "lease expired or revoked", "delete": "key deleted"}[tc.fault]
+			if !strings.Contains(errOut.String(), "lost") || !strings.Contains(errOut.String(), cause) ||
+				strings.Contains(errOut.String(), "released") {
+				t.Errorf("stderr does not say it was lost with %q:\n%s", cause, errOut.String())
 			}
 			// The whole process group is gone: sh and its sleep.
 			deadline := time.Now().Add(5 * time.Second)
@@ -456,6 +462,21 @@ func TestDevPortKept(t *testing.T) {
 	}
 }
 
+// pgidOf is process pid's process group.
+func pgidOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+1:])
+	pgid, err := strconv.Atoi(f[2])
+	if err != nil || pgid == 0 {
+		t.Fatalf("no process group in %q", b)
+	}
+	return pgid
+}
+
 // liveInGroup lists the processes of group pgid that are not zombies (a
 // killed grandchild may wait a while for an init to reap it).
 func liveInGroup(pgid int) []string {
@@ -486,6 +507,9 @@ func liveInGroup(pgid int) []string {
 // as with etcdctl.
 func TestAuth(t *testing.T) {
 	srv, ep := server(t)
+	// Each login is a bcrypt check on the server, slow under -race on a
+	// loaded machine: allow it more than the default 5 s.
+	t.Setenv("ETCDCTL_DIAL_TIMEOUT", "30s")
 	ctx := context.Background()
 	c := srv.Client
 	if _, err := c.RoleAdd(ctx, "root"); err != nil {
@@ -524,5 +548,156 @@ func TestAuth(t *testing.T) {
 	defer ac.Close()
 	if _, err := ac.AuthDisable(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A mistyped command or flag gets one line, a suggestion and a pointer to
+// the help, not the whole usage; help is per command; completion scripts
+// come from cobra.
+func TestSuggestionsAndCompletion(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"lokc", "x"}, `unknown command "lokc" (did you mean "lock"?)`},
+		{[]string{"lock", "--tll", "3s", "x", "--", "true"}, "unknown flag: --tll (did you mean --ttl?)"},
+		{[]string{"queue", "pussh", "q", "x"}, `unknown queue subcommand "pussh": want push, claim, ack, list or len (did you mean "push"?)`},
+		{[]string{"status", "--endpoint", "x"}, "did you mean --endpoints?"},
+	} {
+		r := cli(t, ctx, tc.args...)
+		lines := strings.Split(strings.TrimSpace(r.errOut), "\n")
+		if r.code != exitUsage || !strings.Contains(r.errOut, tc.want) || len(lines) != 2 || !strings.Contains(lines[1], "--help' for usage") {
+			t.Errorf("%q: exit %d, want %d, %q and a hint, two lines; stderr:\n%s", tc.args, r.code, exitUsage, tc.want, r.errOut)
+		}
+	}
+	r := cli(t, ctx, "lock", "--help")
+	if r.code != 0 || !strings.Contains(r.out, "concord lock NAME -- CMD") || !strings.Contains(r.out, "CONCORD_TOKEN") || !strings.Contains(r.out, "--kill-after") {
+		t.Errorf("lock --help: exit %d\n%s", r.code, r.out)
+	}
+	r = cli(t, ctx, "help", "queue", "claim")
+	if r.code != 0 || !strings.Contains(r.out, "CONCORD_ITEM_ID") {
+		t.Errorf("help queue claim: exit %d\n%s", r.code, r.out)
+	}
+	r = cli(t, ctx, "help")
+	for _, want := range []string{"Exit status:", "130", "ETCD_ENDPOINTS", "completion"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("help lacks %q:\n%s", want, r.out)
+		}
+	}
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		r := cli(t, ctx, "completion", shell)
+		if r.code != 0 || !strings.Contains(r.out, "concord") || len(r.out) < 500 {
+			t.Errorf("completion %s: exit %d, %d bytes; stderr:\n%s", shell, r.code, len(r.out), r.errOut)
+		}
+	}
+	// Cobra's completion engine completes commands and flags.
+	r = cli(t, ctx, "__complete", "lo")
+	if r.code != 0 || !strings.Contains(r.out, "lock") {
+		t.Errorf("__complete lo: exit %d\n%s", r.code, r.out)
+	}
+}
+
+// concord dev stops at once on Ctrl-C even while clients hold streams open
+// (it took etcd's 7 s request timeout).
+func TestDevStopsPromptlyWithClients(t *testing.T) {
+	ctx := context.Background()
+	dctx, stopDev := context.WithCancel(ctx)
+	defer stopDev()
+	out, derr, ddone := cliAsync(dctx, "dev")
+	out.waitFor(t, "ETCD_ENDPOINTS=")
+	_, after, _ := strings.Cut(out.String(), "ETCD_ENDPOINTS=")
+	ep, _, _ := strings.Cut(after, "\n")
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	wout, werr, wdone := cliAsync(wctx, "services", "watch", "--endpoints", ep, "x")
+	wout.waitFor(t, "watching for changes")
+	start := time.Now()
+	stopDev()
+	if code := waitCode(t, ddone, derr); code != 0 {
+		t.Errorf("dev: exit %d, stderr:\n%s", code, derr.String())
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("dev took %v to stop with a client watching", took)
+	}
+	stopWatch()
+	waitCode(t, wdone, werr)
+}
+
+// queue push - drops the one trailing newline a shell's echo adds (--raw
+// keeps it); queue list shows a delayed item that is due as ready, as a
+// claim sees it, and len agrees with list.
+func TestQueuePushStdinAndDueItems(t *testing.T) {
+	_, ep := server(t)
+	ctx := context.Background()
+	var out, errOut syncBuffer
+	code := runWith(ctx, []string{"queue", "push", ep, "q", "-"}, stdio{in: strings.NewReader("job one\n"), out: &out, err: &errOut})
+	if code != 0 {
+		t.Fatalf("push -: exit %d, stderr:\n%s", code, errOut.String())
+	}
+	code = runWith(ctx, []string{"queue", "push", ep, "--raw", "q", "-"}, stdio{in: strings.NewReader("raw\n"), out: &out, err: &errOut})
+	if code != 0 {
+		t.Fatalf("push --raw -: exit %d, stderr:\n%s", code, errOut.String())
+	}
+	if r := cli(t, ctx, "queue", "push", ep, "--delay", "100ms", "q", "soon"); r.code != 0 {
+		t.Fatal(r.errOut)
+	}
+	if r := cli(t, ctx, "queue", "push", ep, "--delay", "1h", "q", "later"); r.code != 0 {
+		t.Fatal(r.errOut)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var list string
+	for {
+		r := cli(t, ctx, "queue", "list", ep, "q")
+		list = r.out
+		if strings.Contains(list, "3 ready, 1 delayed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("due item not listed as ready:\n%s", list)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(list, "ready (due since") || !strings.Contains(list, "delayed until") || !strings.Contains(list, "job one\n") {
+		t.Errorf("list:\n%s", list)
+	}
+	if r := cli(t, ctx, "queue", "len", ep, "q"); strings.TrimSpace(r.out) != "4" {
+		t.Errorf("len %q, want 4 (3 ready + 1 delayed)", r.out)
+	}
+	r := cli(t, ctx, "queue", "list", ep, "--json", "q")
+	var l struct {
+		Items []itemJSON `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &l); err != nil {
+		t.Fatal(err)
+	}
+	payloads := map[string]string{}
+	for _, it := range l.Items {
+		payloads[it.Payload] = it.State
+	}
+	if payloads["job one"] != "ready" || payloads["raw\n"] != "ready" || payloads["soon"] != "ready" || payloads["later"] != "delayed" {
+		t.Errorf("items by payload %q", payloads)
+	}
+}
+
+// The exit statuses are one table: the package comment carries the help's
+// table line for line, and the README lists every status.
+func TestExitTableDocumented(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(exitTable, "\n")[1:] {
+		if !strings.Contains(string(doc), "//\t"+strings.TrimPrefix(line, "  ")+"\n") {
+			t.Errorf("doc.go lacks the exit table's line %q", line)
+		}
+		code := strings.Fields(line)[0]
+		if _, err := strconv.Atoi(code); err == nil && !strings.Contains(string(readme), "| "+code+" ") && !strings.Contains(string(readme), "/ "+code+" |") {
+			t.Errorf("README's exit table lacks status %s", code)
+		}
 	}
 }

@@ -18,6 +18,7 @@
 //	concord watch PREFIX                  print the keys under PREFIX, then every change
 //	concord watch --topic TOPIC           print a pub/sub topic's messages with their Seq, gaps included
 //	concord status [PREFIX]               locks, elections, semaphores, queues, checkpoints and services under PREFIX
+//	concord completion bash|zsh|fish      a shell completion script
 //
 // services register keeps the instance registered under a lease of --ttl
 // (whole seconds, default 10s) until interrupted, then deregisters it; when
@@ -34,8 +35,9 @@
 // printed with its Seq, the topic's message number; messages that retention
 // deleted before they were read are printed as a GAP line with their count.
 //
-// The demo needs nothing installed: it runs an embedded etcd and a simulated
-// fleet (--hosts, --workers, -k hosts at once, --no-faults, --quiet) and
+// The demo (package cmd/concord/internal/demo) needs nothing installed: it
+// runs an embedded etcd and a simulated fleet (--hosts, --workers, -k hosts
+// at once, --no-faults, --quiet) and
 // prints a live view (plain lines when stdout is not a terminal) and a
 // summary that checks its invariants. Every worker registers itself with
 // discovery (service "demo-fleet") and publishes its progress to the pub/sub
@@ -48,17 +50,33 @@
 // (http://127.0.0.1:PORT), so a restarted dev server is found where it was.
 //
 // Every command except demo and dev talks to the etcd given by --endpoints
-// (comma-separated URLs) or, when that flag is absent, by ETCD_ENDPOINTS.
-// TLS and authentication take etcdctl's flags: --cacert, --cert, --key,
-// --user NAME[:PASSWORD] and --password. --dial-timeout bounds how long
-// concord tries to reach etcd before it gives up, naming the endpoints it
-// tried. --json makes the output JSON.
+// (comma-separated URLs) or, when that flag is absent, by ETCD_ENDPOINTS
+// (or ETCDCTL_ENDPOINTS). TLS and authentication take etcdctl's flags and
+// environment variables: --cacert, --cert, --key, --user NAME[:PASSWORD],
+// --password, --dial-timeout (ETCDCTL_CACERT and so on). A malformed endpoint
+// is a usage error; an endpoint that refuses, cannot be resolved or fails
+// the TLS handshake is reported at once; one that does not answer, after
+// --dial-timeout. --json makes the output JSON.
+//
+// The CLI is built on github.com/spf13/cobra: GNU-style flags, "did you
+// mean" suggestions, 'concord help COMMAND' or 'concord COMMAND --help',
+// and 'concord completion bash|zsh|fish' for shell completion. A
+// mistyped command or flag gets one line and a pointer to the help.
 //
 // A command run under a lock, a leadership or a permit gets the fencing
 // token in CONCORD_TOKEN (and the lease in CONCORD_LEASE): pass it to any
 // store that can reject stale writers. If the resource is lost while CMD
-// runs, CMD gets SIGTERM (its whole process group), then SIGKILL after
-// --kill-after, and concord exits with status 4.
+// runs, CMD gets SIGTERM (its whole process group) as soon as concord's
+// session counts itself lost, then SIGKILL after --kill-after; concord gives
+// the release one second, says why the resource was lost and exits 4. If
+// concord is killed outright (kill -9), CMD's whole process group is killed
+// too on Linux: CMD runs under a guard (concord's own executable, run
+// again) that the kernel signals when concord dies (a parent-death signal)
+// and that kills the group; on other systems CMD keeps running. Either way
+// the resource passes on once the lease expires: only CONCORD_TOKEN protects
+// a store from a CMD that outlives its hold (one that left the group). -v reports waiting (holder, since which revision,
+// how many ahead), holding, releasing and CMD's exit on stderr; --json
+// writes these as JSON lines on stderr (stdout is CMD's).
 //
 // Exit status:
 //
@@ -67,18 +85,20 @@
 //	2    usage: unknown command, bad flags or arguments, a name or value
 //	     rejected by validation
 //	3    no etcd configured (neither --endpoints nor ETCD_ENDPOINTS), or etcd
-//	     unreachable within --dial-timeout
-//	4    the lock, leadership, permit or claim was lost while CMD ran; CMD
-//	     was stopped; services register: the instance ID was taken over by
-//	     another registration while this one's lease was lost
-//	5    not available: --try found the resource taken, --timeout passed
-//	     while waiting, queue claim --no-wait found nothing ready, or
-//	     services register found the ID live under another registration
-//	126  CMD could not be started; 127 CMD was not found
-//	N    otherwise CMD's own exit status (128+S if a signal S ended it), so
-//	     a CMD that itself exits 1..5 is told apart only by concord's
-//	     message on stderr
+//	     unreachable: refused, unknown host, TLS failure, or no answer within
+//	     --dial-timeout
+//	4    the lock, leadership, permit or claim was lost while CMD ran; CMD was
+//	     stopped; services register: the instance ID was taken over by another
+//	     registration while this one's lease was lost
+//	5    not available: --try found the resource taken, --timeout passed while
+//	     waiting, queue claim --no-wait found nothing ready, or services
+//	     register found the ID live under another registration
+//	126  CMD could not be started     127  CMD was not found
+//	130  interrupted (Ctrl-C) while waiting; 143 for SIGTERM
+//	N    otherwise CMD's own exit status (128+S if a signal S ended it), so a
+//	     CMD that itself exits 1..5 is told apart only by concord's message
 //
-// Interrupting concord (SIGINT, SIGTERM) forwards SIGTERM to CMD, waits for
-// it, releases what concord holds and exits with CMD's status.
+// Interrupting concord (SIGINT, SIGTERM) while CMD runs forwards SIGTERM to
+// CMD, waits for it, releases what concord holds and exits with CMD's
+// status.
 package main

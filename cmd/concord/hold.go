@@ -3,22 +3,30 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
-	"github.com/concordkit/concord/election"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/semaphore"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Timeouts of the clean-up after CMD. When the resource or the session was
+// lost, etcd is likely unreachable and the key is gone or going with its
+// lease: one short attempt, so that concord exits soon after the loss.
+const (
+	releaseTimeout     = 5 * time.Second
+	lostReleaseTimeout = time.Second
 )
 
 // holdFlags are the flags of the commands that run CMD under a resource.
 type holdFlags struct {
-	conn      connFlags
 	ttl       time.Duration
 	killAfter time.Duration
 	timeout   time.Duration
@@ -27,18 +35,37 @@ type holdFlags struct {
 	verbose   bool
 }
 
-func (h *holdFlags) register(fs *flag.FlagSet, canTry bool) {
-	h.conn.register(fs)
+func (h *holdFlags) register(fs *pflag.FlagSet, canTry bool) {
 	fs.DurationVar(&h.ttl, "ttl", 10*time.Second, "session lease TTL: how long a crashed holder keeps it")
 	fs.DurationVar(&h.killAfter, "kill-after", 10*time.Second, "after the resource is lost, SIGKILL CMD this long after SIGTERM")
 	fs.DurationVar(&h.timeout, "timeout", 0, "give up waiting after this long (exit 5); 0 waits forever")
 	if canTry {
 		fs.BoolVar(&h.try, "try", false, "do not wait: exit 5 at once if it is taken")
 	}
-	host, _ := os.Hostname()
-	fs.StringVar(&h.value, "value", fmt.Sprintf("%s:%d", host, os.Getpid()), "value stored with the holder's key, shown by status")
-	fs.BoolVar(&h.verbose, "v", false, "report acquiring and releasing on stderr")
+	fs.StringVar(&h.value, "value", "", "value stored with the holder's key, shown by status (default HOST:PID)")
+	fs.BoolVarP(&h.verbose, "verbose", "v", false, "report waiting, acquiring, releasing and CMD's exit on stderr")
 }
+
+// holdHelp is the part of lock's, elect's and sem's help they share.
+const holdHelp = `CMD gets the fencing token in CONCORD_TOKEN (and the lease in CONCORD_LEASE):
+pass it to any store that can reject stale writers. If the resource is lost
+while CMD runs (its lease expired or could not be renewed in time, its key
+deleted), CMD gets SIGTERM (its whole process group), then SIGKILL after
+--kill-after, and concord exits 4. Interrupting concord (Ctrl-C, SIGTERM)
+forwards SIGTERM to CMD, waits for it, releases and exits with CMD's status;
+interrupted while still waiting, it exits 130 (143 for SIGTERM).
+
+If concord itself is killed (kill -9), CMD and everything it started are
+killed with it on Linux: CMD runs under a small guard process that the
+kernel signals when concord dies (a parent-death signal) and that then
+kills CMD's process group. On other systems CMD keeps running. Either way
+the resource passes on once concord's lease expires, so only a store that
+checks CONCORD_TOKEN is safe from a CMD that outlives its hold (on Linux, a
+process that left CMD's process group, such as a daemon).
+
+With --json, concord writes its events as JSON lines on stderr (stdout is
+CMD's): waiting, acquired (token, lease), lost (reason), released, exit
+(CMD's status).`
 
 // held is what lock, elect and sem hold while CMD runs.
 type held interface {
@@ -47,17 +74,32 @@ type held interface {
 	Token() concurrency.Token
 }
 
+// resource names what a hold command holds, for its messages and events.
+type resource struct {
+	kind string // "lock", "election", "semaphore"
+	name string
+	what string // `lock "L"`, `leadership of "E"`, `a permit of "S"`
+}
+
+// acquireFunc acquires the resource on s, reporting a wait through ev,
+// and returns it with its release.
+type acquireFunc func(ctx context.Context, s *concurrency.Session, ev *events) (held, func(context.Context) error, error)
+
 // holdAndRun is the body of lock, elect and sem: connect, open a session,
 // acquire, run CMD while held, release.
-func holdAndRun(ctx context.Context, std stdio, what string, h *holdFlags, argv []string,
-	acquire func(ctx context.Context, s *concurrency.Session) (held, func(context.Context) error, error)) error {
+func (a *app) holdAndRun(ctx context.Context, res resource, h *holdFlags, argv []string, acquire acquireFunc) error {
 	if len(argv) == 0 {
 		return usagef("missing the command to run after --")
 	}
 	if h.killAfter <= 0 {
 		return usagef("--kill-after must be positive")
 	}
-	client, err := h.conn.connect(ctx)
+	if h.value == "" {
+		host, _ := os.Hostname()
+		h.value = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	ev := &events{w: a.std.err, json: a.conn.json, verbose: h.verbose, res: res}
+	client, err := a.conn.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -70,42 +112,35 @@ func holdAndRun(ctx context.Context, std stdio, what string, h *holdFlags, argv 
 		return err
 	}
 	defer closeSession(s)
-
-	actx := ctx
-	if h.timeout > 0 {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, h.timeout)
-		defer cancel()
-	}
-	res, release, err := acquire(actx, s)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return withCode(exitUnavailable, fmt.Errorf("%s not acquired within %v", what, h.timeout))
-		}
-		return classify(err)
-	}
-	if h.verbose {
-		fmt.Fprintf(std.err, "concord: holding %s (token %d)\n", what, res.Token())
-	}
-	r, err := child{
-		argv:      argv,
-		env:       []string{"CONCORD_TOKEN=" + strconv.FormatInt(int64(res.Token()), 10), "CONCORD_LEASE=" + strconv.FormatInt(int64(s.Lease()), 16)},
-		stdin:     std.in,
-		stdout:    std.out,
-		stderr:    std.err,
-		killAfter: h.killAfter,
-	}.run(ctx, res.Done())
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	relErr := release(rctx)
+	got, release, err := acquireWithin(ctx, res, h.timeout, func(ctx context.Context) (held, func(context.Context) error, error) {
+		return acquire(ctx, s, ev)
+	})
 	if err != nil {
 		return err
 	}
+	ev.acquired(got.Token(), s.Lease())
+	r, err := child{
+		argv:      argv,
+		env:       []string{"CONCORD_TOKEN=" + strconv.FormatInt(int64(got.Token()), 10), "CONCORD_LEASE=" + strconv.FormatInt(int64(s.Lease()), 16)},
+		stdin:     a.std.in,
+		stdout:    a.std.out,
+		stderr:    a.std.err,
+		killAfter: h.killAfter,
+	}.run(ctx, got.Done())
+	// Why it was lost, read before the release below replaces the cause
+	// with "released".
+	var lost error
 	if r.lost {
-		return withCode(exitLost, fmt.Errorf("lost %s (%v): stopped %s", what, res.Err(), argv[0]))
+		lost = got.Err()
+		ev.lost(lost)
 	}
-	if relErr != nil && h.verbose {
-		fmt.Fprintf(std.err, "concord: releasing %s: %v (its lease will expire)\n", what, relErr)
+	ev.released(releaseBounded(ctx, r.lost || sessionLost(s), release), r.lost)
+	if err != nil {
+		return err
+	}
+	ev.exited(argv[0], r.code)
+	if r.lost {
+		return withCode(exitLost, fmt.Errorf("lost %s (%v): stopped %s", res.what, lost, argv[0]))
 	}
 	if r.code != 0 {
 		return &exitError{code: r.code, err: errSilent}
@@ -113,8 +148,59 @@ func holdAndRun(ctx context.Context, std stdio, what string, h *holdFlags, argv 
 	return nil
 }
 
+// acquireWithin runs acquire, bounded by timeout when it is positive, and
+// maps its failures: timeout passed (exit 5), interrupted (130/143), or the
+// recipe's error.
+func acquireWithin(ctx context.Context, res resource, timeout time.Duration,
+	acquire func(context.Context) (held, func(context.Context) error, error)) (held, func(context.Context) error, error) {
+	actx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	got, release, err := acquire(actx)
+	switch {
+	case err == nil:
+		return got, release, nil
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return nil, nil, withCode(exitUnavailable, fmt.Errorf("%s not acquired within %v", res.what, timeout))
+	case ctx.Err() != nil:
+		return nil, nil, withCode(interruptedCode(ctx), fmt.Errorf("interrupted while waiting for %s", res.what))
+	}
+	return nil, nil, classify(err)
+}
+
+// releaseBounded releases, for at most a second when the resource or its
+// session was lost (etcd is likely unreachable, and the key is gone or
+// goes with the lease), else for up to five.
+func releaseBounded(ctx context.Context, lost bool, release func(context.Context) error) error {
+	timeout := releaseTimeout
+	if lost {
+		timeout = lostReleaseTimeout
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	return release(rctx)
+}
+
+func sessionLost(s *concurrency.Session) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// closeSession revokes the session's lease: briefly when the session is
+// already lost (etcd is likely unreachable and the lease gone or going).
 func closeSession(s *concurrency.Session) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	timeout := releaseTimeout
+	if sessionLost(s) {
+		timeout = lostReleaseTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	_ = s.Close(ctx)
 }
@@ -134,121 +220,20 @@ func classify(err error) error {
 	return err
 }
 
-func runLock(ctx context.Context, args []string, std stdio) error {
-	var h holdFlags
-	fs := newFlags("lock", "[flags] NAME -- CMD [ARGS...]", std.err)
-	h.register(fs, true)
-	pos, argv, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, 1, "lock NAME"); err != nil {
-		return err
-	}
-	name := pos[0]
-	if err := names.Validate(name); err != nil {
-		return withCode(exitUsage, fmt.Errorf("lock name %q: %w", name, err))
-	}
-	return holdAndRun(ctx, std, fmt.Sprintf("lock %q", name), &h, argv,
-		func(ctx context.Context, s *concurrency.Session) (held, func(context.Context) error, error) {
-			m, err := lock.NewMutex(s, name, lock.WithValue(h.value))
-			if err != nil {
-				return nil, nil, err
-			}
-			if h.try {
-				err = m.TryLock(ctx)
-			} else {
-				err = m.Lock(ctx)
-			}
-			if err != nil {
-				return nil, nil, err
-			}
-			return m, m.Unlock, nil
-		})
-}
-
-func runElect(ctx context.Context, args []string, std stdio) error {
-	var h holdFlags
-	fs := newFlags("elect", "[flags] NAME -- CMD [ARGS...]", std.err)
-	h.register(fs, false)
-	pos, argv, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, 1, "election NAME"); err != nil {
-		return err
-	}
-	name := pos[0]
-	if err := names.Validate(name); err != nil {
-		return withCode(exitUsage, fmt.Errorf("election name %q: %w", name, err))
-	}
-	return holdAndRun(ctx, std, fmt.Sprintf("leadership of %q", name), &h, argv,
-		func(ctx context.Context, s *concurrency.Session) (held, func(context.Context) error, error) {
-			e, err := election.New(s, name)
-			if err != nil {
-				return nil, nil, err
-			}
-			l, err := e.Campaign(ctx, h.value)
-			if err != nil {
-				return nil, nil, err
-			}
-			return l, l.Resign, nil
-		})
-}
-
-func runSem(ctx context.Context, args []string, std stdio) error {
-	var h holdFlags
-	var limit int
-	var follow bool
-	fs := newFlags("sem", "[flags] NAME --limit K -- CMD [ARGS...]", std.err)
-	h.register(fs, true)
-	fs.IntVar(&limit, "limit", 0, "number of permits K (required unless --follow-limit)")
-	fs.BoolVar(&follow, "follow-limit", false, "use the limit stored in etcd (storing --limit, or 1, if none is)")
-	pos, argv, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, 1, "semaphore NAME"); err != nil {
-		return err
-	}
-	name := pos[0]
-	if err := names.Validate(name); err != nil {
-		return withCode(exitUsage, fmt.Errorf("semaphore name %q: %w", name, err))
-	}
-	opts := []semaphore.Option{semaphore.WithValue(h.value)}
-	switch {
-	case follow:
-		opts = append(opts, semaphore.WithFollowLimit())
-		if limit == 0 {
-			limit = 1
+// nameArg checks a hold command's one positional NAME before "--".
+func nameArg(kind string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		pos, _ := splitDash(cmd, args)
+		if len(pos) > 1 && cmd.ArgsLenAtDash() < 0 {
+			return usagef("unexpected argument %q: put the command to run after --, as in 'concord %s NAME -- %s'",
+				pos[1], cmd.Name(), strings.Join(pos[1:], " "))
 		}
-	case limit < 1:
-		return usagef("--limit K (K >= 1) is required, or --follow-limit to use the stored one")
+		if err := positional(pos, 1, 1, kind+" NAME"); err != nil {
+			return err
+		}
+		if err := names.Validate(pos[0]); err != nil {
+			return withCode(exitUsage, fmt.Errorf("%s name %q: %w", kind, pos[0], err))
+		}
+		return nil
 	}
-	return holdAndRun(ctx, std, fmt.Sprintf("a permit of %q", name), &h, argv,
-		func(ctx context.Context, s *concurrency.Session) (held, func(context.Context) error, error) {
-			sem, err := semaphore.New(s, name, limit, opts...)
-			if err != nil {
-				return nil, nil, err
-			}
-			var p *semaphore.Permit
-			if h.try {
-				p, err = sem.TryAcquire(ctx)
-			} else {
-				p, err = sem.Acquire(ctx)
-			}
-			if errors.Is(err, semaphore.ErrLimitMismatch) {
-				stored, _ := semaphore.Inspect(ctx, s.Client(), name)
-				err = withCode(exitUsage, fmt.Errorf("semaphore %q has limit %d stored, not %d: pass --limit %d or --follow-limit",
-					name, stored.Limit, limit, stored.Limit))
-			}
-			if err != nil {
-				sem.Close(context.Background())
-				return nil, nil, err
-			}
-			return p, func(ctx context.Context) error {
-				defer sem.Close(context.Background())
-				return p.Release(ctx)
-			}, nil
-		})
 }

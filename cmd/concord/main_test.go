@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/embedtest/leaktest"
 	"go.uber.org/goleak"
 )
 
@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 		// Re-executed by cliProcess: be the concord command itself.
 		main()
 	}
-	goleak.VerifyTestMain(embedtest.Settled(m))
+	goleak.VerifyTestMain(leaktest.Settled(m))
 }
 
 // runCLIEnv makes the test binary run as concord (see cliProcess).
@@ -34,6 +34,8 @@ func cliProcess(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), runCLIEnv+"=1")
 	cmd.Stdout, cmd.Stderr = out, out
+	// Wait returns even while a process it started holds the output pipes.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,101 +13,90 @@ import (
 	"time"
 	"unicode/utf8"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/internal/fence"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/queue"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-const queueUsage = `push|claim|ack|list|len NAME ...
-
-  push NAME PAYLOAD...        enqueue one item per PAYLOAD ("-" reads one from stdin)
-  claim NAME [-- CMD...]      claim the next item; with CMD, run CMD with the payload
-                              on stdin (CONCORD_ITEM_ID, CONCORD_TOKEN in its env),
-                              ack when it exits 0 and nack otherwise; without CMD,
-                              print the item and keep the claim for --ttl
-  ack NAME ID [--token T]     acknowledge a claimed item (fenced by T when given)
-  list NAME                   every item by state
-  len NAME                    the number of unacknowledged items`
-
-func runQueue(ctx context.Context, args []string, std stdio) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
-			fmt.Fprintf(std.out, "Usage: concord queue %s\n", queueUsage)
-			return nil
-		}
-		return usagef("missing queue subcommand: push, claim, ack, list or len")
-	}
-	sub, args := args[0], args[1:]
-	switch sub {
-	case "push":
-		return queuePush(ctx, args, std)
-	case "claim":
-		return queueClaim(ctx, args, std)
-	case "ack":
-		return queueAck(ctx, args, std)
-	case "list", "ls":
-		return queueList(ctx, args, std)
-	case "len":
-		return queueLen(ctx, args, std)
-	}
-	return usagef("unknown queue subcommand %q: want push, claim, ack, list or len", sub)
+func (a *app) queueCmd() *cobra.Command {
+	return group("queue", "use a work queue: push, claim, ack, list, len",
+		`queue pushes items to a durable work queue and claims them: a claimed item
+is delivered to one consumer at a time under its lease and stays in the queue
+until acknowledged; the item of a consumer that dies is delivered again.`,
+		a.queuePushCmd(), a.queueClaimCmd(), a.queueAckCmd(), a.queueListCmd(), a.queueLenCmd())
 }
 
-// openQueue parses a queue subcommand's flags and NAME, and connects.
-func openQueue(ctx context.Context, sub, usage string, args []string, std stdio, c *connFlags,
-	register func(*flagSet)) (*clientv3.Client, *queue.Queue, []string, []string, error) {
-	fs := newFlags("queue "+sub, usage, std.err)
-	c.register(fs)
-	c.registerJSON(fs)
-	if register != nil {
-		register(fs)
+// openQueue checks a queue subcommand's NAME and connects.
+func (a *app) openQueue(ctx context.Context, name string) (*clientv3.Client, *queue.Queue, error) {
+	if err := names.Validate(name); err != nil {
+		return nil, nil, withCode(exitUsage, fmt.Errorf("queue name %q: %w", name, err))
 	}
-	pos, argv, err := parseArgs(fs, args)
+	client, err := a.conn.connect(ctx)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, err
 	}
-	if len(pos) == 0 {
-		return nil, nil, nil, nil, usagef("missing queue NAME")
-	}
-	if err := names.Validate(pos[0]); err != nil {
-		return nil, nil, nil, nil, withCode(exitUsage, fmt.Errorf("queue name %q: %w", pos[0], err))
-	}
-	client, err := c.connect(ctx)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	q, err := queue.New(client, pos[0])
+	q, err := queue.New(client, name)
 	if err != nil {
 		client.Close()
-		return nil, nil, nil, nil, classify(err)
+		return nil, nil, classify(err)
 	}
-	return client, q, pos[1:], argv, nil
+	return client, q, nil
 }
 
-func queuePush(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
+// queueArgs checks a queue subcommand's positional arguments: NAME first.
+func queueArgs(min, max int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		pos, _ := splitDash(cmd, args)
+		if len(pos) == 0 {
+			return usagef("missing queue NAME")
+		}
+		return positional(pos, min, max, what)
+	}
+}
+
+func (a *app) queuePushCmd() *cobra.Command {
 	var prio int
 	var delay time.Duration
-	client, q, payloads, _, err := openQueue(ctx, "push", "[flags] NAME PAYLOAD...", args, std, &c, func(fs *flagSet) {
-		fs.IntVar(&prio, "priority", 0, "priority 0..255, higher first")
-		fs.DurationVar(&delay, "delay", 0, "make the items claimable only after this long")
-	})
+	cmd := &cobra.Command{
+		Use:   "push NAME PAYLOAD...",
+		Short: "enqueue one item per PAYLOAD (\"-\" reads one from stdin)",
+		Long: `push enqueues one item per PAYLOAD and prints each item's ID. "-" reads a
+payload from stdin; one trailing newline is dropped (so 'echo job | concord
+queue push q -' enqueues "job"); pass --raw to keep stdin as it is.`,
+		Example: `  concord queue push jobs build-1 build-2
+  concord queue push jobs --priority 9 --delay 30s urgent-later
+  echo '{"host":"web-1"}' | concord queue push jobs -`,
+		Args: queueArgs(2, -1, "PAYLOAD (\"-\" reads it from stdin)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, _ := cmd.Flags().GetBool("raw")
+			return a.queuePush(cmd.Context(), args[0], args[1:], prio, delay, raw)
+		},
+	}
+	cmd.Flags().IntVar(&prio, "priority", 0, "priority 0..255, higher first")
+	cmd.Flags().DurationVar(&delay, "delay", 0, "make the items claimable only after this long")
+	cmd.Flags().Bool("raw", false, "with \"-\": keep stdin's trailing newline")
+	return cmd
+}
+
+func (a *app) queuePush(ctx context.Context, name string, payloads []string, prio int, delay time.Duration, raw bool) error {
+	c, std := &a.conn, a.std
+	client, q, err := a.openQueue(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	if len(payloads) == 0 {
-		return usagef("missing PAYLOAD (\"-\" reads it from stdin)")
-	}
 	var ids []string
 	for _, p := range payloads {
 		data := []byte(p)
 		if p == "-" {
 			if data, err = readAll(std.in); err != nil {
 				return err
+			}
+			if !raw {
+				data = trimNewline(data)
 			}
 		}
 		id, err := q.Enqueue(ctx, data, queue.WithPriority(prio), queue.WithDelay(delay))
@@ -127,6 +117,15 @@ func queuePush(ctx context.Context, args []string, std stdio) error {
 	return nil
 }
 
+// trimNewline drops one trailing newline ("\n" or "\r\n"), as a shell's
+// $(...) does, so 'echo job | concord queue push q -' enqueues "job".
+func trimNewline(b []byte) []byte {
+	if t, ok := bytes.CutSuffix(b, []byte("\n")); ok {
+		return bytes.TrimSuffix(t, []byte("\r"))
+	}
+	return b
+}
+
 func readAll(r io.Reader) ([]byte, error) {
 	if r == nil {
 		return nil, nil
@@ -145,23 +144,50 @@ type claimJSON struct {
 	Payload  string `json:"payload"`
 }
 
-func queueClaim(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
-	var noWait bool
-	var ttl, timeout, killAfter time.Duration
-	client, q, rest, argv, err := openQueue(ctx, "claim", "[flags] NAME [-- CMD...]", args, std, &c, func(fs *flagSet) {
-		fs.BoolVar(&noWait, "no-wait", false, "exit 5 at once if no item is ready")
-		fs.DurationVar(&timeout, "timeout", 0, "give up waiting for an item after this long (exit 5)")
-		fs.DurationVar(&ttl, "ttl", 60*time.Second, "claim lease TTL: without CMD, how long the claim waits for 'queue ack'")
-		fs.DurationVar(&killAfter, "kill-after", 10*time.Second, "after the claim is lost, SIGKILL CMD this long after SIGTERM")
-	})
+// claimFlags are queue claim's own flags.
+type claimFlags struct {
+	noWait                  bool
+	ttl, timeout, killAfter time.Duration
+}
+
+func (a *app) queueClaimCmd() *cobra.Command {
+	var f claimFlags
+	cmd := &cobra.Command{
+		Use:   "claim NAME [-- CMD [ARGS...]]",
+		Short: "claim the next item (and run CMD on it)",
+		Long: `claim takes the next ready item. With CMD it runs CMD with the payload on
+stdin (CONCORD_ITEM_ID, CONCORD_TOKEN and CONCORD_ATTEMPT in its
+environment), acknowledges the item when CMD exits 0 and returns it to the
+queue otherwise; if the claim is lost while CMD runs, CMD is stopped and
+concord exits 4. Without CMD it prints the item and keeps the claim for --ttl,
+for 'concord queue ack'.`,
+		Example: `  concord queue claim jobs -- sh -c 'process "$(cat)"'
+  concord queue claim jobs --no-wait --json`,
+		Args: queueArgs(1, 1, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pos, argv := splitDash(cmd, args)
+			return a.queueClaim(cmd.Context(), pos[0], argv, &f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.BoolVar(&f.noWait, "no-wait", false, "exit 5 at once if no item is ready")
+	fs.DurationVar(&f.timeout, "timeout", 0, "give up waiting for an item after this long (exit 5)")
+	fs.DurationVar(&f.ttl, "ttl", 60*time.Second, "claim lease TTL: without CMD, how long the claim waits for 'queue ack'")
+	fs.DurationVar(&f.killAfter, "kill-after", 10*time.Second, "after the claim is lost, SIGKILL CMD this long after SIGTERM")
+	return cmd
+}
+
+func (a *app) queueClaim(ctx context.Context, name string, argv []string, f *claimFlags) error {
+	c, std := &a.conn, a.std
+	noWait, ttl, timeout, killAfter := f.noWait, f.ttl, f.timeout, f.killAfter
+	if len(argv) > 0 && killAfter <= 0 {
+		return usagef("--kill-after must be positive")
+	}
+	client, q, err := a.openQueue(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	if len(rest) > 0 {
-		return usagef("unexpected argument %q (put the command after --)", rest[0])
-	}
 	s, err := concurrency.NewSession(ctx, client, concurrency.WithTTL(ttl))
 	if err != nil {
 		if errors.Is(err, concurrency.ErrInvalidTTL) || errors.Is(err, concurrency.ErrInvalidTTL) {
@@ -194,6 +220,8 @@ func queueClaim(ctx context.Context, args []string, std stdio) error {
 		return withCode(exitUnavailable, fmt.Errorf("queue %q: no item ready", q.Name()))
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 		return withCode(exitUnavailable, fmt.Errorf("queue %q: no item within %v", q.Name(), timeout))
+	case err != nil && ctx.Err() != nil:
+		return withCode(interruptedCode(ctx), fmt.Errorf("interrupted while waiting for an item of queue %q", q.Name()))
 	case err != nil:
 		return err
 	}
@@ -209,9 +237,6 @@ func queueClaim(ctx context.Context, args []string, std stdio) error {
 		fmt.Fprintf(std.out, "id\t%s\ntoken\t%d\nattempt\t%d\npayload\t%s\n", item.ID, item.Token, item.Attempts, printable(cl.Payload()))
 		fmt.Fprintf(std.err, "claimed %s for %v: run 'concord queue ack %s %s --token %d' when done\n", item.ID, ttl, q.Name(), item.ID, item.Token)
 		return nil
-	}
-	if killAfter <= 0 {
-		return usagef("--kill-after must be positive")
 	}
 	r, err := child{
 		argv: argv,
@@ -251,20 +276,27 @@ func queueClaim(ctx context.Context, args []string, std stdio) error {
 // CMD). The claim and its item are two keys of the queue's layout
 // (<name>/.q/c/<id> under the claimer's lease, <name>/.q/p/<id>); the ack
 // deletes both, only while the claim key is the one with the given token.
-func queueAck(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
+func (a *app) queueAckCmd() *cobra.Command {
 	var token int64
-	client, q, rest, _, err := openQueue(ctx, "ack", "[flags] NAME ID", args, std, &c, func(fs *flagSet) {
-		fs.Int64Var(&token, "token", 0, "the claim's token (printed by queue claim); 0 acks whoever holds it")
-	})
+	cmd := &cobra.Command{
+		Use:   "ack NAME ID",
+		Short: "acknowledge a claimed item (fenced by --token when given)",
+		Args:  queueArgs(2, 2, "item ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.queueAck(cmd.Context(), args[0], args[1], token)
+		},
+	}
+	cmd.Flags().Int64Var(&token, "token", 0, "the claim's token (printed by queue claim); 0 acks whoever holds it")
+	return cmd
+}
+
+func (a *app) queueAck(ctx context.Context, name, id string, token int64) error {
+	c, std := &a.conn, a.std
+	client, q, err := a.openQueue(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	if err := wantArgs(rest, 1, 1, "item ID"); err != nil {
-		return err
-	}
-	id := rest[0]
 	claimKey, itemKey := q.Name()+"/.q/c/"+id, q.Name()+"/.q/p/"+id
 	if token == 0 {
 		resp, err := client.Get(ctx, claimKey)
@@ -302,16 +334,25 @@ type itemJSON struct {
 	Payload  string    `json:"payload"`
 }
 
-func queueList(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
-	client, q, rest, _, err := openQueue(ctx, "list", "[flags] NAME", args, std, &c, nil)
+func (a *app) queueListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "list NAME",
+		Aliases: []string{"ls"},
+		Short:   "every item by state",
+		Args:    queueArgs(1, 1, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.queueList(cmd.Context(), args[0])
+		},
+	}
+}
+
+func (a *app) queueList(ctx context.Context, name string) error {
+	c, std := &a.conn, a.std
+	client, q, err := a.openQueue(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	if err := wantArgs(rest, 0, 0, ""); err != nil {
-		return err
-	}
 	st, err := queue.Inspect(ctx, client, q.Name())
 	if err != nil {
 		return err
@@ -349,7 +390,12 @@ func queueList(ctx context.Context, args []string, std stdio) error {
 		if it.Lease != "" {
 			state += " (lease " + it.Lease + ")"
 		}
-		if !it.Due.IsZero() {
+		switch {
+		case it.Due.IsZero():
+		case it.State == "ready":
+			// Delayed, and due: claimable now.
+			state += " (due since " + it.Due.Format(time.TimeOnly) + ")"
+		default:
 			state += " until " + it.Due.Format(time.TimeOnly)
 		}
 		payload := []byte(it.Payload)
@@ -359,16 +405,24 @@ func queueList(ctx context.Context, args []string, std stdio) error {
 	return tw.Flush()
 }
 
-func queueLen(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
-	client, q, rest, _, err := openQueue(ctx, "len", "[flags] NAME", args, std, &c, nil)
+func (a *app) queueLenCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "len NAME",
+		Short: "the number of unacknowledged items (ready, delayed, claimed, orphaned)",
+		Args:  queueArgs(1, 1, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.queueLen(cmd.Context(), args[0])
+		},
+	}
+}
+
+func (a *app) queueLen(ctx context.Context, name string) error {
+	c, std := &a.conn, a.std
+	client, q, err := a.openQueue(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	if err := wantArgs(rest, 0, 0, ""); err != nil {
-		return err
-	}
 	n, err := q.Len(ctx)
 	if err != nil {
 		return err

@@ -11,40 +11,21 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/internal/session"
 	"github.com/concordkit/concord/internal/watch"
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-const servicesUsage = `register|list|watch SERVICE ...
-
-  register SERVICE ID ADDR    register an instance and keep it registered until
-                              interrupted (re-registered after a lost lease);
-                              --meta k=v (repeatable), --weight N, --ttl D
-  list SERVICE                the service's instances
-  watch SERVICE               the instances, then every change (-n N: exit after
-                              N changes); stale periods are marked`
-
-func runServices(ctx context.Context, args []string, std stdio) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
-			fmt.Fprintf(std.out, "Usage: concord services %s\n", servicesUsage)
-			return nil
-		}
-		return usagef("missing services subcommand: register, list or watch")
-	}
-	sub, args := args[0], args[1:]
-	switch sub {
-	case "register":
-		return servicesRegister(ctx, args, std)
-	case "list", "ls":
-		return servicesList(ctx, args, std)
-	case "watch":
-		return servicesWatch(ctx, args, std)
-	}
-	return usagef("unknown services subcommand %q: want register, list or watch", sub)
+func (a *app) servicesCmd() *cobra.Command {
+	return group("services", "register and find service instances",
+		`services registers instances of a service under a lease (kept until
+interrupted, re-registered after a lost lease) and lists or watches a
+service's instances as discovery's clients see them.`,
+		a.servicesRegisterCmd(), a.servicesListCmd(), a.servicesWatchCmd())
 }
 
 // instanceJSON is an instance as the services commands print it.
@@ -93,6 +74,9 @@ type metaFlag map[string]string
 
 func (m metaFlag) String() string { return metaString(m) }
 
+// Type names the value in the help.
+func (m metaFlag) Type() string { return "KEY=VALUE" }
+
 func (m metaFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok || k == "" {
@@ -102,19 +86,18 @@ func (m metaFlag) Set(s string) error {
 	return nil
 }
 
-// serviceArg parses a services subcommand's flags and checks SERVICE.
-func serviceArg(fs *flagSet, args []string, nargs int, what string) ([]string, error) {
-	pos, _, err := parseArgs(fs, args)
-	if err != nil {
-		return nil, err
+// serviceArgs checks the positional arguments of a services subcommand
+// and its SERVICE.
+func serviceArgs(nargs int, what string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if err := positional(args, nargs, nargs, what); err != nil {
+			return err
+		}
+		if err := discovery.ValidateService(args[0]); err != nil {
+			return withCode(exitUsage, err)
+		}
+		return nil
 	}
-	if err := wantArgs(pos, nargs, nargs, what); err != nil {
-		return nil, err
-	}
-	if err := discovery.ValidateService(pos[0]); err != nil {
-		return nil, withCode(exitUsage, err)
-	}
-	return pos, nil
 }
 
 // classifyDiscovery maps discovery's errors to exit statuses.
@@ -131,23 +114,41 @@ func classifyDiscovery(err error) error {
 	return err
 }
 
-func servicesRegister(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
-	meta := metaFlag{}
-	var weight int
-	var draining bool
-	var ttl time.Duration
-	fs := newFlags("services register", "[flags] SERVICE ID ADDR", std.err)
-	c.register(fs)
-	c.registerJSON(fs)
-	fs.Var(meta, "meta", "metadata KEY=VALUE (repeatable)")
-	fs.IntVar(&weight, "weight", 0, "weight for weighted balancers (0: the default, 1)")
-	fs.BoolVar(&draining, "draining", false, "register as draining: listed, but given no new calls")
-	fs.DurationVar(&ttl, "ttl", session.DefaultTTL, "lease TTL, whole seconds: how long the instance stays listed after this process dies")
-	pos, err := serviceArg(fs, args, 3, "SERVICE ID ADDR")
-	if err != nil {
-		return err
+// registerFlags are services register's own flags.
+type registerFlags struct {
+	meta     metaFlag
+	weight   int
+	draining bool
+	ttl      time.Duration
+}
+
+func (a *app) servicesRegisterCmd() *cobra.Command {
+	f := registerFlags{meta: metaFlag{}}
+	cmd := &cobra.Command{
+		Use:   "register SERVICE ID ADDR",
+		Short: "register an instance and keep it registered until interrupted",
+		Long: `register keeps the instance registered under a lease of --ttl (whole
+seconds) until interrupted, then deregisters it; when the lease is lost (etcd
+unreachable for longer than the TTL, the lease revoked) it says so and
+registers the instance again under a new lease. A killed process's instance
+disappears when its lease expires.`,
+		Example: `  concord services register api api-1 127.0.0.1:8080 --meta zone=a --weight 2`,
+		Args:    serviceArgs(3, "SERVICE ID ADDR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.servicesRegister(cmd.Context(), args, &f)
+		},
 	}
+	fs := cmd.Flags()
+	fs.Var(f.meta, "meta", "metadata KEY=VALUE (repeatable)")
+	fs.IntVar(&f.weight, "weight", 0, "weight for weighted balancers (0: the default, 1)")
+	fs.BoolVar(&f.draining, "draining", false, "register as draining: listed, but given no new calls")
+	fs.DurationVar(&f.ttl, "ttl", session.DefaultTTL, "lease TTL, whole seconds: how long the instance stays listed after this process dies")
+	return cmd
+}
+
+func (a *app) servicesRegister(ctx context.Context, pos []string, f *registerFlags) error {
+	c, std := &a.conn, a.std
+	meta, weight, draining, ttl := f.meta, f.weight, f.draining, f.ttl
 	service := pos[0]
 	inst := discovery.Instance{ID: pos[1], Addr: pos[2], Weight: weight, Draining: draining}
 	if len(meta) > 0 {
@@ -191,7 +192,7 @@ func servicesRegister(ctx context.Context, args []string, std stdio) error {
 	}
 	report := func(event string, token int64) {
 		if c.json {
-			_ = writeJSONLine(std, map[string]any{"event": event, "service": service, "instance": toInstanceJSON(inst),
+			_ = writeJSONLine(std.out, map[string]any{"event": event, "service": service, "instance": toInstanceJSON(inst),
 				"key": g.Key(), "token": token, "lease": fmt.Sprintf("%x", int64(reg.Lease())), "ttl": ttl.String()})
 			return
 		}
@@ -233,7 +234,7 @@ func servicesRegister(ctx context.Context, args []string, std stdio) error {
 			case !present && token != 0:
 				token = 0
 				if c.json {
-					_ = writeJSONLine(std, map[string]any{"event": "lost", "service": service, "key": g.Key()})
+					_ = writeJSONLine(std.out, map[string]any{"event": "lost", "service": service, "key": g.Key()})
 				} else {
 					fmt.Fprintf(std.out, "lost %s/%s: its record is gone (lease lost or record deleted); it is registered again under a new lease\n", service, inst.ID)
 				}
@@ -254,7 +255,7 @@ func servicesRegister(ctx context.Context, args []string, std stdio) error {
 				return fmt.Errorf("deregistering %s/%s: %w (its lease expires within %v)", service, inst.ID, err, ttl)
 			}
 			if c.json {
-				_ = writeJSONLine(std, map[string]any{"event": "deregistered", "service": service, "key": g.Key()})
+				_ = writeJSONLine(std.out, map[string]any{"event": "deregistered", "service": service, "key": g.Key()})
 			} else {
 				fmt.Fprintf(std.out, "deregistered %s/%s\n", service, inst.ID)
 			}
@@ -279,15 +280,20 @@ func listInstances(ctx context.Context, client *clientv3.Client, service string)
 	return w.Instances(), w.Revision(), nil
 }
 
-func servicesList(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
-	fs := newFlags("services list", "[flags] SERVICE", std.err)
-	c.register(fs)
-	c.registerJSON(fs)
-	pos, err := serviceArg(fs, args, 1, "SERVICE")
-	if err != nil {
-		return err
+func (a *app) servicesListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "list SERVICE",
+		Aliases: []string{"ls"},
+		Short:   "a service's instances",
+		Args:    serviceArgs(1, "SERVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.servicesList(cmd.Context(), args)
+		},
 	}
+}
+
+func (a *app) servicesList(ctx context.Context, pos []string) error {
+	c, std := &a.conn, a.std
 	client, err := c.connect(ctx)
 	if err != nil {
 		return err
@@ -357,20 +363,28 @@ func diffInstances(old, cur []discovery.Instance) []serviceChange {
 	return out
 }
 
-func servicesWatch(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
+func (a *app) servicesWatchCmd() *cobra.Command {
 	var count int
-	fs := newFlags("services watch", "[flags] SERVICE", std.err)
-	c.register(fs)
-	c.registerJSON(fs)
-	fs.IntVar(&count, "n", 0, "exit after this many changes (an instance added, removed or updated; 0: run until interrupted)")
-	pos, err := serviceArg(fs, args, 1, "SERVICE")
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "watch SERVICE",
+		Short: "a service's instances, then every change",
+		Long: `watch prints the instance set, then every instance added (+), removed (-)
+or updated (~) with the new set, and marks the periods when etcd does not
+answer (STALE: the set shown may be out of date).`,
+		Args: serviceArgs(1, "SERVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if count < 0 {
+				return usagef("-n must be >= 0")
+			}
+			return a.servicesWatch(cmd.Context(), args, count)
+		},
 	}
-	if count < 0 {
-		return usagef("-n must be >= 0")
-	}
+	cmd.Flags().IntVarP(&count, "count", "n", 0, "exit after this many changes (an instance added, removed or updated; 0: run until interrupted)")
+	return cmd
+}
+
+func (a *app) servicesWatch(ctx context.Context, pos []string, count int) error {
+	c, std := &a.conn, a.std
 	service := pos[0]
 	client, err := c.connect(ctx)
 	if err != nil {
@@ -390,7 +404,7 @@ func servicesWatch(ctx context.Context, args []string, std stdio) error {
 	cur := w.Instances()
 	stale := false
 	if c.json {
-		_ = writeJSONLine(std, serviceChange{Type: "snapshot", Revision: w.Revision(), Instances: instancesJSON(cur)})
+		_ = writeJSONLine(std.out, serviceChange{Type: "snapshot", Revision: w.Revision(), Instances: instancesJSON(cur)})
 	} else {
 		fmt.Fprintf(std.out, "%s\n", setLine(service, cur, w.Revision()))
 		for _, in := range cur {
@@ -411,14 +425,14 @@ func servicesWatch(ctx context.Context, args []string, std stdio) error {
 			stale = nowStale
 			switch {
 			case c.json && stale:
-				_ = writeJSONLine(std, serviceChange{Type: "stale", Revision: rev})
+				_ = writeJSONLine(std.out, serviceChange{Type: "stale", Revision: rev})
 			case c.json:
-				_ = writeJSONLine(std, serviceChange{Type: "fresh", Revision: rev})
+				_ = writeJSONLine(std.out, serviceChange{Type: "fresh", Revision: rev})
 			case stale:
 				staleSince = time.Now()
 				fmt.Fprintf(std.out, "# STALE: etcd does not answer; the instances below may be out of date\n")
 			default:
-				fmt.Fprintf(std.out, "# fresh again after %s, at revision %d\n", ms(time.Since(staleSince)), rev)
+				fmt.Fprintf(std.out, "# fresh again after %s, at revision %d\n", format.Millis(time.Since(staleSince)), rev)
 			}
 		}
 		changes := diffInstances(cur, next)
@@ -429,7 +443,7 @@ func servicesWatch(ctx context.Context, args []string, std stdio) error {
 		for _, ch := range changes {
 			ch.Revision = rev
 			if c.json {
-				_ = writeJSONLine(std, ch)
+				_ = writeJSONLine(std.out, ch)
 				continue
 			}
 			mark := map[string]string{"added": "+", "removed": "-", "updated": "~"}[ch.Type]
@@ -456,16 +470,9 @@ func setLine(service string, ins []discovery.Instance, rev int64) string {
 	for i, in := range ins {
 		ids[i] = printable([]byte(in.ID))
 	}
-	s := fmt.Sprintf("%s: %d instance%s at revision %d", service, len(ins), plural(len(ins)), rev)
+	s := fmt.Sprintf("%s: %d instance%s at revision %d", service, len(ins), format.Plural(len(ins)), rev)
 	if len(ids) > 0 {
 		s += ": " + strings.Join(ids, ", ")
 	}
 	return s
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
 }

@@ -10,11 +10,13 @@ import (
 	"text/tabwriter"
 
 	"github.com/concordkit/concord/checkpoint"
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/election"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/queue"
 	"github.com/concordkit/concord/semaphore"
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -88,23 +90,27 @@ type statusJSON struct {
 	Services    []serviceJSON    `json:"services"`
 }
 
-func runStatus(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
-	fs := newFlags("status", "[flags] [PREFIX]", std.err)
-	c.register(fs)
-	c.registerJSON(fs)
-	pos, _, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status [PREFIX]",
+		Short: "show the locks, elections, semaphores, queues, checkpoints and services under PREFIX",
+		Long: `status finds every recipe under PREFIX (every key when it is absent) by its
+keys' layout and shows who holds what: lock holders and waiters, election
+leaders, semaphore permits against the stored limit, queue counts,
+checkpoints and registered service instances.`,
+		Args: func(_ *cobra.Command, args []string) error { return positional(args, 0, 1, "") },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			prefix := ""
+			if len(args) == 1 {
+				prefix = args[0]
+			}
+			return a.status(cmd.Context(), prefix)
+		},
 	}
-	if err := wantArgs(pos, 0, 1, ""); err != nil {
-		return err
-	}
-	prefix := ""
-	if len(pos) == 1 {
-		prefix = pos[0]
-	}
-	client, err := c.connect(ctx)
+}
+
+func (a *app) status(ctx context.Context, prefix string) error {
+	client, err := a.conn.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -113,10 +119,10 @@ func runStatus(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
-	if c.json {
-		return writeJSON(std.out, st)
+	if a.conn.json {
+		return writeJSON(a.std.out, st)
 	}
-	return printStatus(std.out, st)
+	return printStatus(a.std.out, st)
 }
 
 // collectStatus finds every recipe under prefix by its keys' layout and
@@ -298,7 +304,7 @@ func printStatus(w io.Writer, st statusJSON) error {
 				}
 				ins = append(ins, d)
 			}
-			fmt.Fprintf(tw, "  %s\t%d instance%s\t%s\n", sv.Name, len(sv.Instances), plural(len(sv.Instances)), strings.Join(ins, ", "))
+			fmt.Fprintf(tw, "  %s\t%d instance%s\t%s\n", sv.Name, len(sv.Instances), format.Plural(len(sv.Instances)), strings.Join(ins, ", "))
 		}
 	}
 	return tw.Flush()

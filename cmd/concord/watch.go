@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/concordkit/concord/internal/watch"
+	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -21,31 +23,45 @@ type watchJSON struct {
 	Resync   bool   `json:"resync,omitempty"`
 }
 
-func runWatch(ctx context.Context, args []string, std stdio) error {
-	var c connFlags
+func (a *app) watchCmd() *cobra.Command {
 	var t topicFlags
 	var count int
-	fs := newFlags("watch", "[flags] PREFIX\n       concord watch [flags] --topic TOPIC [--new | --after REV]", std.err)
-	c.register(fs)
-	c.registerJSON(fs)
-	fs.IntVar(&count, "n", 0, "exit after this many changes (with --topic: messages and gaps; 0: run until interrupted)")
-	t.register(fs)
-	pos, _, err := parseArgs(fs, args)
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "watch PREFIX | --topic TOPIC [--new | --after REV]",
+		Short: "print the keys under PREFIX, or a pub/sub topic's messages (--topic), then every change",
+		Long: `watch PREFIX prints the keys under PREFIX ("" for every key), then every
+change as it happens; it resumes after a disconnect or a compaction and says
+so. watch --topic TOPIC follows a pub/sub topic from its oldest retained
+message (--new: only messages published from now on; --after REV: after
+revision REV, so a restarted watcher resumes where it stopped). Each message
+is printed with its Seq, the topic's message number; messages that retention
+deleted before they were read are printed as a GAP line with their count.`,
+		Example: `  concord watch config/
+  concord watch --topic deploys --new -n 1`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if count < 0 {
+				return usagef("-n must be >= 0")
+			}
+			ctx := cmd.Context()
+			if t.topic != "" || t.isSet(cmd.Flags()) {
+				if err := positional(args, 0, 0, ""); err != nil {
+					return err
+				}
+				return watchTopic(ctx, &a.conn, &t, count, a.std)
+			}
+			if err := positional(args, 1, 1, "PREFIX (\"\" for every key), or --topic TOPIC"); err != nil {
+				return err
+			}
+			return a.watchPrefix(ctx, args[0], count)
+		},
 	}
-	if count < 0 {
-		return usagef("-n must be >= 0")
-	}
-	if t.topic != "" || t.isSet(fs) {
-		if err := wantArgs(pos, 0, 0, ""); err != nil {
-			return err
-		}
-		return watchTopic(ctx, &c, &t, count, std)
-	}
-	if err := wantArgs(pos, 1, 1, "PREFIX (\"\" for every key), or --topic TOPIC"); err != nil {
-		return err
-	}
+	cmd.Flags().IntVarP(&count, "count", "n", 0, "exit after this many changes (with --topic: messages and gaps; 0: run until interrupted)")
+	t.register(cmd.Flags())
+	return cmd
+}
+
+func (a *app) watchPrefix(ctx context.Context, prefix string, count int) error {
+	c, std := &a.conn, a.std
 	client, err := c.connect(ctx)
 	if err != nil {
 		return err
@@ -54,11 +70,11 @@ func runWatch(ctx context.Context, args []string, std stdio) error {
 
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st := watch.Follow(wctx, client, pos[0], watch.Options{})
+	st := watch.Follow(wctx, client, prefix, watch.Options{})
 	defer func() { cancel(); <-st.Done() }()
 	line := func(w watchJSON) {
 		if c.json {
-			_ = writeJSONLine(std, w)
+			_ = writeJSONLine(std.out, w)
 			return
 		}
 		switch w.Type {
@@ -109,11 +125,11 @@ func leaseOf(kv *mvccpb.KeyValue) string {
 	return strconv.FormatInt(kv.Lease, 16)
 }
 
-func writeJSONLine(std stdio, v any) error {
+func writeJSONLine(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	_, err = std.out.Write(append(b, '\n'))
+	_, err = w.Write(append(b, '\n'))
 	return err
 }

@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"time"
 
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/pubsub"
+	"github.com/spf13/pflag"
 )
 
 // topicFlags are watch's pub/sub flags.
@@ -18,17 +19,15 @@ type topicFlags struct {
 	after int64
 }
 
-func (t *topicFlags) register(fs *flag.FlagSet) {
+func (t *topicFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&t.topic, "topic", "", "follow this pub/sub topic instead of a key prefix")
 	fs.BoolVar(&t.new, "new", false, "with --topic: only messages published from now on (default: from the oldest retained)")
 	fs.Int64Var(&t.after, "after", -1, "with --topic: start after this revision (0: from the topic's first message, gaps included)")
 }
 
 // isSet reports whether a topic-only flag was given.
-func (t *topicFlags) isSet(fs *flag.FlagSet) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "topic" || f.Name == "new" || f.Name == "after" })
-	return set
+func (t *topicFlags) isSet(fs *pflag.FlagSet) bool {
+	return fs.Changed("topic") || fs.Changed("new") || fs.Changed("after")
 }
 
 // topicJSON is one line of watch --topic --json.
@@ -91,11 +90,11 @@ func watchTopic(ctx context.Context, c *connFlags, t *topicFlags, count int, std
 	for ev := range sub.C() {
 		switch {
 		case ev.Gap != nil && c.json:
-			_ = writeJSONLine(std, topicJSON{Type: "gap", Seq: ev.Seq, From: ev.Gap.From, To: ev.Gap.To, Count: ev.Gap.Count})
+			_ = writeJSONLine(std.out, topicJSON{Type: "gap", Seq: ev.Seq, From: ev.Gap.From, To: ev.Gap.To, Count: ev.Gap.Count})
 		case ev.Gap != nil:
-			fmt.Fprintf(std.out, "GAP %s\n", gapLine(ev))
+			fmt.Fprintf(std.out, "GAP %s\n", format.Gap(ev))
 		case c.json:
-			_ = writeJSONLine(std, topicJSON{Type: "message", Seq: ev.Seq, Revision: ev.Revision,
+			_ = writeJSONLine(std.out, topicJSON{Type: "message", Seq: ev.Seq, Revision: ev.Revision,
 				Time: ev.Time.UTC().Format(time.RFC3339Nano), Data: string(ev.Data)})
 		default:
 			fmt.Fprintf(std.out, "#%d %s (revision %d, %s)\n", ev.Seq, printable(ev.Data), ev.Revision, ev.Time.Format("15:04:05.000"))
@@ -108,19 +107,4 @@ func watchTopic(ctx context.Context, c *connFlags, t *topicFlags, count int, std
 		return nil // interrupted: the normal way to stop watching
 	}
 	return sub.Err()
-}
-
-// gapLine describes a gap: how many messages retention deleted before they
-// were read, and where.
-func gapLine(ev pubsub.Event) string {
-	g := ev.Gap
-	what := "an unknown number of messages"
-	if g.Count >= 0 {
-		what = fmt.Sprintf("%d message%s", g.Count, plural(int(g.Count)))
-	}
-	s := fmt.Sprintf("%s deleted by retention before they were read (revisions %d..%d)", what, g.From, g.To)
-	if g.Count > 0 && ev.Seq > 0 {
-		s += fmt.Sprintf(", seq %d..%d", ev.Seq-g.Count+1, ev.Seq)
-	}
-	return s
 }

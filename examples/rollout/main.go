@@ -40,6 +40,12 @@ func runTo(ctx context.Context, say func(string, ...any)) error {
 	}
 	defer closeFn()
 
+	// The limit is stored in etcd and outlives this run: a run before this
+	// one left 3. Start from this rollout's own limit, as an operator
+	// configuring a rollout would.
+	if err := setLimit(ctx, c, 2); err != nil {
+		return err
+	}
 	var inFlight, maxSeen, finished atomic.Int64
 	var limit atomic.Int64
 	limit.Store(2)
@@ -88,7 +94,7 @@ func runTo(ctx context.Context, say func(string, ...any)) error {
 		case <-time.After(5 * time.Millisecond):
 			if finished.Load() >= 2 {
 				limit.Store(3)
-				if err := raise(ctx, c, 3); err != nil {
+				if err := setLimit(ctx, c, 3); err != nil {
 					return err
 				}
 				say("limit raised to 3")
@@ -133,7 +139,8 @@ func upgrade(ctx context.Context, c *clientv3.Client, host string, fn func(conte
 	return fn(ctx, p)
 }
 
-func raise(ctx context.Context, c *clientv3.Client, n int) error {
+// setLimit stores the semaphore's limit, whatever it was.
+func setLimit(ctx context.Context, c *clientv3.Client, n int) error {
 	s, err := concurrency.NewSession(ctx, c)
 	if err != nil {
 		return err

@@ -79,7 +79,7 @@ type Session struct {
 	pending     map[string]int64        // keys to delete; see DeleteLater
 	kick        chan struct{}
 	cleanerDone chan struct{}
-	strayKeys   map[string]bool // keys handed to the stray watcher, not yet taken by it
+	strayKeys   map[string]int64 // keys handed to the stray watcher (with the revision they were deleted at, 0 if not yet), not yet taken by it
 	strayKick   chan struct{}
 	strayLoop   bool           // the stray watcher is running
 	owned       sync.WaitGroup // the stray watcher and Go goroutines; Add under mu while !closed

@@ -114,16 +114,30 @@ func (s *Session) RemoveOwn(key string) {
 // goroutine for them.
 func (s *Session) RemoveStray(key string) {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	closed := s.closed
+	delete(s.slotOf, key) // its slot stays taken: the name is burnt
+	s.mu.Unlock()
+	if closed {
 		s.RemoveOwn(key)
 		return
 	}
-	delete(s.slotOf, key) // its slot stays taken: the name is burnt
-	if s.strayKeys == nil {
-		s.strayKeys = map[string]bool{}
+	// The first delete is tried at once, so a caller that ends its session
+	// right after a failed call leaves nothing behind.
+	ctx, cancel := context.WithTimeout(s.ctx, revokeTimeout)
+	rev, err := s.deleteOwn(ctx, key)
+	cancel()
+	if err != nil {
+		rev = 0 // the watcher deletes it first
 	}
-	s.strayKeys[key] = true
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return // the lease takes a late create
+	}
+	if s.strayKeys == nil {
+		s.strayKeys = map[string]int64{}
+	}
+	s.strayKeys[key] = rev
 	start := !s.strayLoop
 	if start {
 		s.strayLoop = true
@@ -248,9 +262,9 @@ func (w *strays) take() {
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
 	now := time.Now()
-	for key := range w.s.strayKeys {
+	for key, rev := range w.s.strayKeys {
 		if w.keys[key] == nil {
-			w.keys[key] = &stray{since: now}
+			w.keys[key] = &stray{since: now, rev: rev}
 		}
 	}
 	clear(w.s.strayKeys)

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/pubsub"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -169,7 +170,7 @@ type followStatus struct {
 
 func (s *followStatus) on(ev pubsub.Event) {
 	if ev.Gap != nil {
-		s.gaps = append(s.gaps, gapLine(ev))
+		s.gaps = append(s.gaps, format.Gap(ev))
 		s.lastSeq = ev.Seq
 		return
 	}

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -171,7 +171,7 @@ func (l *ledger) coordinator(delta int) {
 // fleet is the simulated fleet: workers that elect a coordinator, roll out
 // hosts from a queue under a semaphore, and checkpoint each host's steps.
 type fleet struct {
-	cfg    demoConfig
+	cfg    Config
 	hooks  fleetHooks
 	ledger *ledger
 	events chan fleetEvent
@@ -269,7 +269,7 @@ func (w *worker) status(ctx context.Context, st workerStatus) {
 // Supervise starts it again with a new session).
 func (w *worker) consume(ctx context.Context, s *concurrency.Session) error {
 	w.consumerLease.Store(int64(s.Lease()))
-	sem, err := semaphore.New(s, demoSlots, w.f.cfg.k, semaphore.WithValue(w.name))
+	sem, err := semaphore.New(s, demoSlots, w.f.cfg.K, semaphore.WithValue(w.name))
 	if err != nil {
 		return err
 	}
@@ -322,12 +322,12 @@ func (w *worker) rollOne(ctx context.Context, s *concurrency.Session, q *queue.Q
 	w.f.ledger.begin(host, step)
 	defer w.f.ledger.end()
 	w.f.emit(ctx, fleetEvent{kind: evClaimed, worker: w.name, host: host, step: step, attempt: cl.Attempts(), token: int64(cl.Token())})
-	steps := w.f.cfg.steps
+	steps := w.f.cfg.Steps
 	w.status(ctx, workerStatus{State: "claimed", Host: host, Step: step, Steps: steps})
 	for step < steps {
 		w.status(ctx, workerStatus{State: "rolling out", Host: host, Step: step, Steps: steps})
 		// The step's work: simulated by waiting.
-		d := time.Duration(float64(w.f.cfg.step) * (0.5 + w.rng.Float64()))
+		d := time.Duration(float64(w.f.cfg.Step) * (0.5 + w.rng.Float64()))
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -403,7 +403,7 @@ func (w *worker) coordinate(ctx context.Context, term *election.Leadership) {
 	if len(resp.Kvs) > 0 {
 		from, _ = strconv.Atoi(string(resp.Kvs[0].Value))
 	}
-	for i := from; i < w.f.cfg.hosts; i++ {
+	for i := from; i < w.f.cfg.Hosts; i++ {
 		if _, err := q.Enqueue(ctx, []byte(hostName(i))); err != nil {
 			return
 		}
@@ -412,8 +412,8 @@ func (w *worker) coordinate(ctx context.Context, term *election.Leadership) {
 			return
 		}
 	}
-	if from < w.f.cfg.hosts {
-		w.f.emit(ctx, fleetEvent{kind: evEnqueued, worker: w.name, n: w.f.cfg.hosts - from, step: from})
+	if from < w.f.cfg.Hosts {
+		w.f.emit(ctx, fleetEvent{kind: evEnqueued, worker: w.name, n: w.f.cfg.Hosts - from, step: from})
 	}
 	// Watch the done markers until every host has one.
 	st := watch.Follow(ctx, w.client, demoDonePrefix, watch.Options{})
@@ -428,7 +428,7 @@ func (w *worker) coordinate(ctx context.Context, term *election.Leadership) {
 		for _, ev := range u.Events {
 			done[string(ev.Kv.Key)] = ev.Type == clientv3.EventTypePut
 		}
-		if len(done) >= w.f.cfg.hosts {
+		if len(done) >= w.f.cfg.Hosts {
 			break
 		}
 	}

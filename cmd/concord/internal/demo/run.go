@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/election"
@@ -38,7 +39,7 @@ const (
 // monitor watches the fleet from outside (its own client), injects the
 // faults, keeps the model the view draws, and judges the invariants.
 type monitor struct {
-	cfg     demoConfig
+	cfg     Config
 	f       *fleet
 	mon     *clientv3.Client
 	q       *queue.Queue
@@ -93,8 +94,8 @@ type check struct {
 	detail string
 }
 
-// demoReport is how a demo run went.
-type demoReport struct {
+// Report is how a demo run went.
+type Report struct {
 	checks    []check
 	elapsed   time.Duration
 	done      int
@@ -112,9 +113,9 @@ type demoReport struct {
 	lastSeq      int64
 }
 
-func (r *demoReport) ok() bool { return r.broken() == 0 }
+func (r *Report) OK() bool { return r.Broken() == 0 }
 
-func (r *demoReport) broken() int {
+func (r *Report) Broken() int {
 	n := 0
 	for _, c := range r.checks {
 		if !c.ok {
@@ -124,9 +125,9 @@ func (r *demoReport) broken() int {
 	return n
 }
 
-// runFleet runs the demo: an embedded etcd, a fleet, faults, a view, and
+// Run runs the demo: an embedded etcd, a fleet, faults, a view, and
 // the verdict.
-func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, error) {
+func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	srv, err := embedtest.New(embedtest.FastTicks(), embedtest.NoFsync())
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded etcd: %w", err)
@@ -175,7 +176,7 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 	defer stopFleet()
 	defer m.stopWorkers()
 	seed := rand.Uint64()
-	for i := range cfg.workers {
+	for i := range cfg.Workers {
 		c, err := srv.NewClient()
 		if err != nil {
 			return nil, err
@@ -204,7 +205,7 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	deadline := time.NewTimer(cfg.timeout)
+	deadline := time.NewTimer(cfg.Timeout)
 	defer deadline.Stop()
 	for !m.complete || m.phase == faultLeaderDie || !m.discoverySettled() {
 		select {
@@ -213,7 +214,7 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 			return nil, ctx.Err()
 		case <-deadline.C:
 			m.view.clear()
-			m.violations = append(m.violations, fmt.Sprintf("the rollout did not finish within %v (%d/%d hosts done)", cfg.timeout, len(m.done), cfg.hosts))
+			m.violations = append(m.violations, fmt.Sprintf("the rollout did not finish within %v (%d/%d hosts done)", cfg.Timeout, len(m.done), cfg.Hosts))
 			return m.verdict(ctx), nil
 		case ev := <-m.f.events:
 			m.onEvent(ev)
@@ -237,7 +238,7 @@ func runFleet(ctx context.Context, cfg demoConfig, out io.Writer) (*demoReport, 
 
 func (m *monitor) stopWorkers() {
 	for _, w := range m.workers {
-		if m.cfg.leaveCrashed && w.killed.Load() {
+		if m.cfg.LeaveCrashed && w.killed.Load() {
 			w.cancel()
 			continue
 		}
@@ -250,8 +251,8 @@ func (m *monitor) onEvent(ev fleetEvent) {
 	case evClaimed:
 		m.inflight[ev.host] = &flight{worker: ev.worker, step: ev.step}
 		if ev.step > 0 || ev.attempt > 1 {
-			m.resumes = append(m.resumes, fmt.Sprintf("%s at step %d/%d", ev.host, ev.step, m.cfg.steps))
-			from := fmt.Sprintf("resuming from its checkpoint at step %d/%d", ev.step, m.cfg.steps)
+			m.resumes = append(m.resumes, fmt.Sprintf("%s at step %d/%d", ev.host, ev.step, m.cfg.Steps))
+			from := fmt.Sprintf("resuming from its checkpoint at step %d/%d", ev.step, m.cfg.Steps)
 			if ev.step == 0 {
 				from = "starting over: no step was saved"
 			}
@@ -281,7 +282,7 @@ func (m *monitor) onEvent(ev fleetEvent) {
 			m.view.line(m, "%s resumed the plan: enqueued hosts %d..%d", ev.worker, ev.step+1, ev.step+ev.n)
 		}
 	case evCompleted:
-		m.view.line(m, "%s coordinator %s: all %d hosts done", m.view.paint(green, "★"), ev.worker, m.cfg.hosts)
+		m.view.line(m, "%s coordinator %s: all %d hosts done", m.view.paint(green, "★"), ev.worker, m.cfg.Hosts)
 	case evProblem:
 		m.problems = append(m.problems, ev.worker+": "+ev.detail)
 		m.view.line(m, "%s %s: %s", m.view.paint(red, "!"), ev.worker, ev.detail)
@@ -325,7 +326,7 @@ func (m *monitor) onKey(key string, value []byte, put, resync bool) {
 		m.done[host] = string(value)
 		delete(m.inflight, host)
 		if !m.view.tty {
-			m.view.line(m, "%s  %s %s done by %s%s", m.view.bar(len(m.done), m.cfg.hosts, 20),
+			m.view.line(m, "%s  %s %s done by %s%s", m.view.bar(len(m.done), m.cfg.Hosts, 20),
 				m.view.paint(green, "✓"), host, value, m.view.flightSummary(m))
 		}
 	case key == demoCompleteKey && put:
@@ -346,12 +347,13 @@ func (m *monitor) onLeader(l election.Leader) {
 		return
 	}
 	if l.Token <= m.lastToken {
-		m.violations = append(m.violations, fmt.Sprintf("coordinator term %d began after term %d", l.Token, m.lastToken))
+		m.violations = append(m.violations, fmt.Sprintf("coordinator term with token %d began after the one with token %d", l.Token, m.lastToken))
 	}
 	m.lastToken = max(m.lastToken, l.Token)
 	m.leader = l
 	m.terms++
-	msg := fmt.Sprintf("%s %s is the coordinator (term %d)", m.view.paint(cyan, "★"), l.Value, l.Token)
+	// Terms are counted from 1; the token (a revision) is what fences.
+	msg := fmt.Sprintf("%s %s is the coordinator (term %d, token %d)", m.view.paint(cyan, "★"), l.Value, m.terms, l.Token)
 	if w := m.workerNamed(l.Value); w != nil && w.killed.Load() {
 		// A crashed candidate's key stays in line until its lease expires.
 		m.view.line(m, "%s, but it crashed: the next takes over when its lease expires", msg)
@@ -360,7 +362,7 @@ func (m *monitor) onLeader(l election.Leader) {
 	if m.phase == faultLeaderDie && m.killed != nil {
 		m.failover = time.Since(m.killAt)
 		m.phase = faultDone
-		msg += fmt.Sprintf(", %s after %s was killed", ms(m.failover), m.killed.name)
+		msg += fmt.Sprintf(", %s after %s was killed", format.Millis(m.failover), m.killed.name)
 	}
 	m.view.line(m, "%s", msg)
 }
@@ -385,11 +387,11 @@ func (m *monitor) sample(ctx context.Context) {
 	live := len(qs.Claimed)
 	m.maxClaims = max(m.maxClaims, live)
 	m.ready, m.claimed = len(qs.Ready)+len(qs.Delayed), live
-	if ss.Limit != 0 && ss.Limit != m.cfg.k {
-		m.violations = append(m.violations, fmt.Sprintf("semaphore limit %d stored, want %d", ss.Limit, m.cfg.k))
+	if ss.Limit != 0 && ss.Limit != m.cfg.K {
+		m.violations = append(m.violations, fmt.Sprintf("semaphore limit %d stored, want %d", ss.Limit, m.cfg.K))
 	}
-	if live > m.cfg.k {
-		m.violations = append(m.violations, fmt.Sprintf("%d hosts claimed at revision %d, more than %d", live, qs.Revision, m.cfg.k))
+	if live > m.cfg.K {
+		m.violations = append(m.violations, fmt.Sprintf("%d hosts claimed at revision %d, more than %d", live, qs.Revision, m.cfg.K))
 	}
 }
 
@@ -417,12 +419,12 @@ func (m *monitor) workerNamed(name string) *worker {
 // then, once that host is resumed, kills the coordinator and revokes its
 // leases (leadership moves at once).
 func (m *monitor) injectFaults(ctx context.Context) {
-	if !m.cfg.faults {
+	if !m.cfg.Faults {
 		return
 	}
 	switch m.phase {
 	case faultNone:
-		if len(m.done) < m.cfg.hosts/4 {
+		if len(m.done) < m.cfg.Hosts/4 {
 			return
 		}
 		if len(m.alive()) < 2 {
@@ -437,7 +439,7 @@ func (m *monitor) injectFaults(ctx context.Context) {
 		sort.Strings(hosts)
 		for _, h := range hosts {
 			fl := m.inflight[h]
-			if fl.step < 1 || fl.step >= m.cfg.steps || fl.orphaned || fl.worker == m.leader.Value {
+			if fl.step < 1 || fl.step >= m.cfg.Steps || fl.orphaned || fl.worker == m.leader.Value {
 				continue
 			}
 			w := m.workerNamed(fl.worker)
@@ -445,7 +447,7 @@ func (m *monitor) injectFaults(ctx context.Context) {
 				continue
 			}
 			m.view.line(m, "%s %s crashed rolling out %s (step %d/%d saved); its claim and its registration wait for their leases to expire (TTL %v)",
-				m.view.paint(red, "✗"), w.name, h, fl.step, m.cfg.steps, m.cfg.ttl)
+				m.view.paint(red, "✗"), w.name, h, fl.step, m.cfg.Steps, m.cfg.ttl)
 			m.faultAt[w.name] = time.Now()
 			w.crash()
 			fl.orphaned = true
@@ -454,7 +456,7 @@ func (m *monitor) injectFaults(ctx context.Context) {
 			return
 		}
 	case faultCrashed:
-		if len(m.done) < m.cfg.hosts/2 {
+		if len(m.done) < m.cfg.Hosts/2 {
 			return
 		}
 		if len(m.alive()) < 2 {
@@ -487,14 +489,14 @@ func (m *monitor) injectFaults(ctx context.Context) {
 }
 
 // verdict reads etcd's final state and judges every invariant.
-func (m *monitor) verdict(ctx context.Context) *demoReport {
+func (m *monitor) verdict(ctx context.Context) *Report {
 	cfg := m.cfg
 	l := m.f.ledger
 	l.mu.Lock()
 	maxFlight, maxCoord := l.maxInFlight, l.maxCoordinators
 	violations := append(append([]string(nil), m.violations...), l.violations...)
 	l.mu.Unlock()
-	rep := &demoReport{elapsed: time.Since(m.start), done: len(m.done), resumed: len(m.resumes), failover: m.failover, maxFlight: maxFlight}
+	rep := &Report{elapsed: time.Since(m.start), done: len(m.done), resumed: len(m.resumes), failover: m.failover, maxFlight: maxFlight}
 	if m.crashed != nil {
 		rep.crashed = m.crashed.name
 	}
@@ -517,8 +519,8 @@ func (m *monitor) verdict(ctx context.Context) *demoReport {
 	// At most K in flight: the fleet's own count of hosts worked on under
 	// a permit, and etcd's count of claims at every sample.
 	over := broken("claimed at revision")
-	add(maxFlight <= cfg.k && m.maxClaims <= cfg.k && m.maxPermits <= cfg.k && len(over) == 0,
-		fmt.Sprintf("never more than %d hosts in flight", cfg.k),
+	add(maxFlight <= cfg.K && m.maxClaims <= cfg.K && m.maxPermits <= cfg.K && len(over) == 0,
+		fmt.Sprintf("never more than %d host%s in flight", cfg.K, format.Plural(cfg.K)),
 		"max %d in the fleet; in etcd max %d permits and %d claims over %d samples%s", maxFlight, m.maxPermits, m.maxClaims, m.samples, first(over))
 
 	// Every host done, nothing left behind.
@@ -533,7 +535,7 @@ func (m *monitor) verdict(ctx context.Context) *demoReport {
 			have[string(kv.Key)[len(demoDonePrefix):]] = true
 		}
 		doneN = len(have)
-		for i := range cfg.hosts {
+		for i := range cfg.Hosts {
 			if !have[hostName(i)] {
 				missing = append(missing, hostName(i))
 			}
@@ -546,9 +548,9 @@ func (m *monitor) verdict(ctx context.Context) *demoReport {
 		qlen = int64(len(st.Ready) + len(st.Delayed) + len(st.Claimed) + len(st.Orphaned))
 		dead = len(st.Dead)
 	}
-	add(doneN == cfg.hosts && len(missing) == 0 && qlen == 0 && dead == 0 && leftCkpt == 0,
+	add(doneN == cfg.Hosts && len(missing) == 0 && qlen == 0 && dead == 0 && leftCkpt == 0,
 		"every host rolled out",
-		"%d/%d done, %d left in the queue, %d dead letters, %d checkpoints left%s", doneN, cfg.hosts, qlen, dead, leftCkpt, firstList("missing", missing))
+		"%d/%d done, %d left in the queue, %d dead letters, %d checkpoints left%s", doneN, cfg.Hosts, qlen, dead, leftCkpt, firstList("missing", missing))
 
 	// No lost work: every resume started at or after the last saved step.
 	lost := broken("lost work")
@@ -563,21 +565,21 @@ func (m *monitor) verdict(ctx context.Context) *demoReport {
 
 	terms := broken("coordinator term")
 	add(maxCoord <= 1 && len(terms) == 0, "one coordinator at a time",
-		"%d terms, tokens increasing; at most %d coordinating at once%s", m.terms, maxCoord, first(terms))
+		"%d term%s, tokens increasing; at most %d coordinating at once%s", m.terms, format.Plural(m.terms), maxCoord, first(terms))
 
 	m.checkDiscovery(rep, add)
 	m.checkStatusTopic(ctx, rep, add)
 
-	if cfg.faults {
+	if cfg.Faults {
 		switch {
 		case m.faultNote != "":
 			add(true, "faults", "%s", m.faultNote)
 		case m.crashed == nil:
 			add(true, "faults", "no worker was mid-host to crash before the rollout ended")
 		default:
-			d := fmt.Sprintf("%s crashed on %s at step %d/%d, resumed %s later", m.crashed.name, m.crashedHost, m.crashedStep, cfg.steps, ms(m.resumeAfter))
+			d := fmt.Sprintf("%s crashed on %s at step %d/%d, resumed %s later", m.crashed.name, m.crashedHost, m.crashedStep, cfg.Steps, format.Millis(m.resumeAfter))
 			if m.killed != nil {
-				d += fmt.Sprintf("; coordinator %s killed, next one elected in %s", m.killed.name, ms(m.failover))
+				d += fmt.Sprintf("; coordinator %s killed, next one elected in %s", m.killed.name, format.Millis(m.failover))
 			}
 			add(m.resumeAfter > 0 && (m.killed == nil || m.failover > 0), "survived the faults", "%s", d)
 		}
@@ -587,13 +589,6 @@ func (m *monitor) verdict(ctx context.Context) *demoReport {
 	}
 	m.view.summary(rep, cfg)
 	return rep
-}
-
-func ms(d time.Duration) string {
-	if d < time.Second {
-		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
-	}
-	return fmt.Sprintf("%.2fs", d.Seconds())
 }
 
 func first(vs []string) string {

@@ -1,4 +1,7 @@
-package embedtest
+// Package leaktest holds the goleak helpers for test binaries that start
+// embedded etcd servers. It is a package of its own so that programs that
+// import embedtest (the concord CLI, the examples) do not link goleak.
+package leaktest
 
 import (
 	"time"
@@ -18,7 +21,7 @@ const settleTimeout = 10 * time.Second
 // (at most 10 s) for the goroutines a closed cluster leaves for a few
 // seconds. Use it in packages that start clusters:
 //
-//	func TestMain(m *testing.M) { goleak.VerifyTestMain(embedtest.Settled(m)) }
+//	func TestMain(m *testing.M) { goleak.VerifyTestMain(leaktest.Settled(m)) }
 func Settled(m goleak.TestingM) goleak.TestingM { return settled{m} }
 
 type settled struct{ m goleak.TestingM }

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 )
 
 // convergeSlack is how long after its TTL a dead worker's registration may
@@ -36,7 +38,7 @@ func (m *monitor) onInstances() {
 			d := time.Since(at)
 			m.goneAfter[id] = d
 			m.view.line(m, "%s discovery: %s's registration expired %s after it died (TTL %v); workers registered: %d",
-				m.view.paint(yellow, "↓"), id, ms(d), m.link.ttl, len(ids))
+				m.view.paint(yellow, "↓"), id, format.Millis(d), m.link.ttl, len(ids))
 		}
 	}
 	for _, id := range ids {
@@ -44,10 +46,10 @@ func (m *monitor) onInstances() {
 			m.view.line(m, "discovery: %s registered again; workers registered: %d", id, len(ids))
 		}
 	}
-	if !m.allRegistered && len(ids) == m.cfg.workers {
+	if !m.allRegistered && len(ids) == m.cfg.Workers {
 		m.allRegistered = true
-		m.view.line(m, "discovery: all %d workers registered as instances of %q; they publish their progress to topic %q",
-			len(ids), demoService, demoTopic)
+		m.view.line(m, "discovery: %s registered as instances of %q; they publish their progress to topic %q",
+			allWorkers(len(ids)), demoService, demoTopic)
 	}
 }
 
@@ -91,13 +93,13 @@ func later(a, b time.Time) time.Time {
 // checkDiscovery judges discovery: every worker was registered, each dead
 // worker's registration went within its TTL and the slack, and the final
 // list is the live workers.
-func (m *monitor) checkDiscovery(rep *demoReport, add func(ok bool, name, format string, a ...any)) {
+func (m *monitor) checkDiscovery(rep *Report, add func(ok bool, name, format string, a ...any)) {
 	live := m.liveNames()
 	rep.listed, rep.live, rep.dropped = m.registered, live, m.goneAfter
 	ok := m.discoveryConverged()
-	parts := []string{fmt.Sprintf("%d/%d registered", m.cfg.workers, m.cfg.workers)}
+	parts := []string{fmt.Sprintf("%d/%d registered", m.cfg.Workers, m.cfg.Workers)}
 	if !m.allRegistered {
-		parts[0] = fmt.Sprintf("never all %d workers listed at once", m.cfg.workers)
+		parts[0] = fmt.Sprintf("never all %d workers listed at once", m.cfg.Workers)
 	}
 	var dropped []string
 	dead := make([]string, 0, len(m.faultAt))
@@ -111,12 +113,12 @@ func (m *monitor) checkDiscovery(rep *demoReport, add func(ok bool, name, format
 		switch {
 		case !gone:
 			ok = false
-			parts = append(parts, fmt.Sprintf("%s still listed %s after it died", name, ms(time.Since(m.faultAt[name]))))
+			parts = append(parts, fmt.Sprintf("%s still listed %s after it died", name, format.Millis(time.Since(m.faultAt[name]))))
 		case d > limit:
 			ok = false
-			parts = append(parts, fmt.Sprintf("%s dropped only %s after it died (TTL %v)", name, ms(d), m.link.ttl))
+			parts = append(parts, fmt.Sprintf("%s dropped only %s after it died (TTL %v)", name, format.Millis(d), m.link.ttl))
 		default:
-			dropped = append(dropped, fmt.Sprintf("%s %s", name, ms(d)))
+			dropped = append(dropped, fmt.Sprintf("%s %s", name, format.Millis(d)))
 		}
 	}
 	if len(dropped) > 0 {
@@ -142,7 +144,7 @@ func listOrNone(names []string) string {
 // checkStatusTopic judges the status topic: every publish that succeeded
 // was received, in order, Seq 1, 2, 3, ... with no gap. It first reads what
 // the subscription still has in flight (for a few seconds at most).
-func (m *monitor) checkStatusTopic(ctx context.Context, rep *demoReport, add func(ok bool, name, format string, a ...any)) {
+func (m *monitor) checkStatusTopic(ctx context.Context, rep *Report, add func(ok bool, name, format string, a ...any)) {
 	acked, _, uncertain := m.link.publishes()
 	deadline := time.NewTimer(3 * time.Second)
 	defer deadline.Stop()
@@ -179,4 +181,12 @@ drain:
 	}
 	detail += first(s.gaps) + first(s.disorder)
 	add(ok, "status topic in order, no gap", "%s", detail)
+}
+
+// allWorkers is "all N workers", or "the one worker".
+func allWorkers(n int) string {
+	if n == 1 {
+		return "the one worker"
+	}
+	return fmt.Sprintf("all %d workers", n)
 }

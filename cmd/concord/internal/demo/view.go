@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"fmt"
@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/concordkit/concord/cmd/concord/internal/format"
 )
 
 // ANSI styles, used only on a terminal.
@@ -36,16 +38,16 @@ type view struct {
 	frames int
 }
 
-func newView(cfg demoConfig, w io.Writer) *view {
+func newView(cfg Config, w io.Writer) *view {
 	width := 100
 	if c, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && c > 20 {
 		width = c
-	} else if f, ok := w.(*os.File); ok && cfg.tty {
+	} else if f, ok := w.(*os.File); ok && cfg.TTY {
 		if c := termWidth(f); c > 20 {
 			width = c
 		}
 	}
-	return &view{w: w, tty: cfg.tty && !cfg.quiet, color: cfg.color, quiet: cfg.quiet, width: width}
+	return &view{w: w, tty: cfg.TTY && !cfg.Quiet, color: cfg.Color, quiet: cfg.Quiet, width: width}
 }
 
 func (v *view) paint(style, s string) string {
@@ -63,17 +65,18 @@ func (v *view) header(endpoint string) {
 	fmt.Fprintf(v.w, "%s\n\n", v.paint(dim, "embedded etcd at "+endpoint))
 }
 
-func (v *view) intro(cfg demoConfig) {
+func (v *view) intro(cfg Config) {
 	if v.quiet {
 		return
 	}
 	faults := "no faults"
-	if cfg.faults {
+	if cfg.Faults {
 		faults = "faults: a worker crashes mid-host, then the coordinator is killed"
 	}
-	fmt.Fprintf(v.w, "  %d hosts, %d steps each · %d workers elect a coordinator · at most %d hosts at once\n"+
+	fmt.Fprintf(v.w, "  %d host%s, %d step%s each · %d worker%s elect a coordinator · at most %d host%s at once\n"+
 		"  workers register with discovery (%q) and publish their progress to topic %q\n  lease TTL %v · %s\n\n",
-		cfg.hosts, cfg.steps, cfg.workers, cfg.k, demoService, demoTopic, cfg.ttl, faults)
+		cfg.Hosts, format.Plural(cfg.Hosts), cfg.Steps, format.Plural(cfg.Steps), cfg.Workers, format.Plural(cfg.Workers),
+		cfg.K, format.Plural(cfg.K), demoService, demoTopic, cfg.ttl, faults)
 }
 
 func (v *view) stamp() string {
@@ -143,7 +146,7 @@ func (v *view) flightSummary(m *monitor) string {
 			parts = append(parts, h+" (orphaned)")
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s %d/%d", h, fl.step, m.cfg.steps))
+		parts = append(parts, fmt.Sprintf("%s %d/%d", h, fl.step, m.cfg.Steps))
 	}
 	if len(parts) == 0 {
 		return ""
@@ -157,7 +160,7 @@ func (v *view) draw(m *monitor) {
 	spin := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}[v.frames%10]
 	lead := v.paint(yellow, "none (election in progress)")
 	if !m.leader.None() {
-		lead = fmt.Sprintf("%s %s", v.paint(cyan, m.leader.Value), v.paint(dim, fmt.Sprintf("term %d", m.leader.Token)))
+		lead = fmt.Sprintf("%s %s", v.paint(cyan, m.leader.Value), v.paint(dim, fmt.Sprintf("term %d, token %d", m.terms, m.leader.Token)))
 	}
 	var flights []string
 	for _, h := range sortedHosts(m) {
@@ -166,7 +169,7 @@ func (v *view) draw(m *monitor) {
 			flights = append(flights, fmt.Sprintf("%s %s %s", h, v.paint(red, "orphaned"), v.paint(dim, "("+fl.worker+"'s lease)")))
 			continue
 		}
-		flights = append(flights, fmt.Sprintf("%s %s %s", h, v.steps(fl.step, m.cfg.steps), v.paint(dim, fl.worker)))
+		flights = append(flights, fmt.Sprintf("%s %s %s", h, v.steps(fl.step, m.cfg.Steps), v.paint(dim, fl.worker)))
 	}
 	if len(flights) == 0 {
 		flights = []string{v.paint(dim, "nothing")}
@@ -184,11 +187,11 @@ func (v *view) draw(m *monitor) {
 	}
 	lines := []string{
 		"",
-		fmt.Sprintf("  %s progress     %s hosts  %s", spin, v.bar(len(m.done), m.cfg.hosts, 30), v.paint(dim, fmt.Sprintf("%.1fs", time.Since(v.start).Seconds()))),
+		fmt.Sprintf("  %s progress     %s hosts  %s", spin, v.bar(len(m.done), m.cfg.Hosts, 30), v.paint(dim, fmt.Sprintf("%.1fs", time.Since(v.start).Seconds()))),
 		fmt.Sprintf("    coordinator  %s", lead),
 		fmt.Sprintf("    in flight    %s", strings.Join(flights, "  ")),
 		fmt.Sprintf("    etcd         %d/%d permits held · queue: %d ready, %d claimed · %d checkpoints saved",
-			m.permits, m.cfg.k, m.ready, m.claimed, m.saves),
+			m.permits, m.cfg.K, m.ready, m.claimed, m.saves),
 		fmt.Sprintf("    workers      %s", strings.Join(ws, "  ")),
 		fmt.Sprintf("    discovery    workers registered: %d %s", len(m.registered), v.paint(dim, "("+strings.Join(m.registered, ", ")+")")),
 		fmt.Sprintf("    status topic %d events received %s", m.status.received, v.paint(dim, "· last: "+m.status.last)),
@@ -229,13 +232,13 @@ func truncateVisible(s string, width int) string {
 }
 
 // summary prints the verdict.
-func (v *view) summary(rep *demoReport, cfg demoConfig) {
+func (v *view) summary(rep *Report, cfg Config) {
 	w := v.w
 	if !v.quiet {
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "%s %d/%d hosts rolled out in %.1fs by %d workers, at most %d at a time\n",
-		v.paint(bold, "Summary:"), rep.done, cfg.hosts, rep.elapsed.Seconds(), cfg.workers, cfg.k)
+	fmt.Fprintf(w, "%s %d/%d hosts rolled out in %.1fs by %d worker%s, at most %d at a time\n",
+		v.paint(bold, "Summary:"), rep.done, cfg.Hosts, rep.elapsed.Seconds(), cfg.Workers, format.Plural(cfg.Workers), cfg.K)
 	width := 0
 	for _, c := range rep.checks {
 		width = max(width, utf8.RuneCountInString(c.name))
@@ -247,10 +250,10 @@ func (v *view) summary(rep *demoReport, cfg demoConfig) {
 		}
 		fmt.Fprintf(w, "  %s %-*s  %s\n", mark, width, c.name, v.paint(dim, c.detail))
 	}
-	if rep.ok() {
+	if rep.OK() {
 		fmt.Fprintf(w, "%s\n", v.paint(green+";"+bold, "All invariants held."))
 	} else {
-		fmt.Fprintf(w, "%s\n", v.paint(red+";"+bold, fmt.Sprintf("%d invariant(s) broken.", rep.broken())))
+		fmt.Fprintf(w, "%s\n", v.paint(red+";"+bold, fmt.Sprintf("%d invariant(s) broken.", rep.Broken())))
 	}
 }
 

@@ -1,0 +1,29 @@
+package demo
+
+import "time"
+
+// Config is one run of the rollout demo.
+type Config struct {
+	Hosts   int
+	Workers int
+	K       int           // at most K hosts in flight
+	Steps   int           // checkpointed steps per host
+	Step    time.Duration // mean duration of one step
+	ttl     time.Duration // session TTL of every worker
+	Faults  bool          // crash a worker and kill the coordinator midway
+	Quiet   bool          // print only the summary
+	TTY     bool          // redraw a live view (stdout is a terminal)
+	Color   bool
+	Timeout time.Duration // fail if the rollout has not finished by then
+	hooks   fleetHooks
+	// LeaveCrashed returns without waiting for crashed workers' goroutines
+	// (a session whose client is gone takes seconds to give up): for the
+	// CLI, whose process exits right after. Tests wait for them.
+	LeaveCrashed bool
+}
+
+// DefaultConfig is the demo as `concord demo` runs it without flags.
+func DefaultConfig() Config {
+	return Config{Hosts: 24, Workers: 5, K: 3, Steps: 4, Step: 120 * time.Millisecond,
+		ttl: 2 * time.Second, Faults: true, Timeout: time.Minute}
+}

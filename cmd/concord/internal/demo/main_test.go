@@ -1,0 +1,10 @@
+package demo
+
+import (
+	"testing"
+
+	"github.com/concordkit/concord/embedtest/leaktest"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(leaktest.Settled(m)) }
