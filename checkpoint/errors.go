@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
 )
 
 var (
@@ -18,5 +19,5 @@ var (
 	// ErrTooLarge: the progress does not fit in one etcd request.
 	ErrTooLarge = errors.New("checkpoint: progress too large")
 	// ErrInvalidName: the task name is empty or malformed.
-	ErrInvalidName = concurrency.ErrInvalidName
+	ErrInvalidName = errs.InvalidName
 )

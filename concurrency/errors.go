@@ -29,17 +29,12 @@ var (
 	ErrKeyDeleted = errs.KeyDeleted
 )
 
-// Bad input, rejected before anything is written.
+// Bad input, rejected before anything is written (each recipe's errors.go
+// has its own: ErrInvalidName, ErrValueTooLarge, ...).
 var (
 	// ErrInvalidTTL: a TTL that is not a whole number of seconds of at
 	// least 1, one below the server's minimum lease TTL (1.5 election
 	// timeouts rounded up to a second: 2s with etcd's defaults), or a
 	// safety margin below 0 or not below the TTL.
 	ErrInvalidTTL = errs.InvalidTTL
-	// ErrInvalidName: an empty name, or one that is not valid UTF-8 without
-	// NUL, longer than 1 KiB, or with an empty or dot-prefixed segment.
-	ErrInvalidName = errs.InvalidName
-	// ErrValueTooLarge: a value larger than etcd accepts in one request
-	// (1.5 MiB less 4 KiB).
-	ErrValueTooLarge = errs.ValueTooLarge
 )

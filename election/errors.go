@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
 )
 
 var (
@@ -18,9 +19,9 @@ var (
 	// ErrNoCandidacy: Resume found no candidacy under the session's lease.
 	ErrNoCandidacy = errors.New("election: no candidacy under this lease")
 	// ErrInvalidName: the election name is empty or malformed.
-	ErrInvalidName = concurrency.ErrInvalidName
+	ErrInvalidName = errs.InvalidName
 	// ErrValueTooLarge: the value does not fit in one etcd request.
-	ErrValueTooLarge = concurrency.ErrValueTooLarge
+	ErrValueTooLarge = errs.ValueTooLarge
 	// ErrInvalidConfig: a Run configuration is incomplete.
 	ErrInvalidConfig = errors.New("election: invalid config")
 )

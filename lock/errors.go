@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
 )
 
 var (
@@ -20,9 +21,9 @@ var (
 	// ErrNotHeld: a guarded write found the lock lost.
 	ErrNotHeld = concurrency.ErrNotHeld
 	// ErrInvalidName: the lock name is empty or malformed.
-	ErrInvalidName = concurrency.ErrInvalidName
+	ErrInvalidName = errs.InvalidName
 	// ErrValueTooLarge: the holder value does not fit in one etcd request.
-	ErrValueTooLarge = concurrency.ErrValueTooLarge
+	ErrValueTooLarge = errs.ValueTooLarge
 )
 
 // LockedError is returned by TryLock when someone else holds the lock.

@@ -9,7 +9,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/pubsub"
@@ -164,7 +163,7 @@ func TestValidation(t *testing.T) {
 	ps := newPubSub(t, srv.Client)
 	ctx := testCtx(t)
 	for _, topic := range []string{"", "a//b", "a/.m", "/a", "a\x00"} {
-		if _, err := ps.Publish(ctx, topic, nil); !errors.Is(err, pubsub.ErrInvalidTopic) || !errors.Is(err, concurrency.ErrInvalidName) {
+		if _, err := ps.Publish(ctx, topic, nil); !errors.Is(err, pubsub.ErrInvalidTopic) || !errors.Is(err, pubsub.ErrInvalidName) {
 			t.Errorf("Publish(%q): %v, want ErrInvalidTopic", topic, err)
 		}
 		if _, err := ps.Subscribe(ctx, topic, pubsub.Now); !errors.Is(err, pubsub.ErrInvalidTopic) {
@@ -175,7 +174,7 @@ func TestValidation(t *testing.T) {
 		}
 	}
 	big := make([]byte, names.MaxValueBytes+1)
-	if _, err := ps.Publish(ctx, "t", big); !errors.Is(err, pubsub.ErrTooLarge) || !errors.Is(err, concurrency.ErrValueTooLarge) {
+	if _, err := ps.Publish(ctx, "t", big); !errors.Is(err, pubsub.ErrTooLarge) || !errors.Is(err, pubsub.ErrValueTooLarge) {
 		t.Errorf("Publish(too large): %v, want ErrTooLarge", err)
 	}
 	if _, err := ps.Subscribe(ctx, "t", pubsub.After(-1)); !errors.Is(err, pubsub.ErrInvalidPosition) {

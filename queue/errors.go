@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
 )
 
 var (
@@ -22,5 +23,5 @@ var (
 	// ErrInvalidOption: a negative delay or delivery limit.
 	ErrInvalidOption = errors.New("queue: invalid option")
 	// ErrInvalidName: the queue name is empty or malformed.
-	ErrInvalidName = concurrency.ErrInvalidName
+	ErrInvalidName = errs.InvalidName
 )

@@ -23,9 +23,9 @@ var (
 	// whole number of at least 1.
 	ErrInvalidLimit = errs.InvalidLimit
 	// ErrInvalidName: the semaphore name is empty or malformed.
-	ErrInvalidName = concurrency.ErrInvalidName
+	ErrInvalidName = errs.InvalidName
 	// ErrValueTooLarge: the holder value does not fit in one etcd request.
-	ErrValueTooLarge = concurrency.ErrValueTooLarge
+	ErrValueTooLarge = errs.ValueTooLarge
 	// ErrNotHeld: a guarded write found the permit gone.
 	ErrNotHeld = concurrency.ErrNotHeld
 	// ErrKeyDeleted: a permit's or waiter's key was deleted by someone else.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/semaphore"
@@ -211,7 +212,7 @@ func classify(err error) error {
 	switch {
 	case errors.As(err, &ee):
 		return err
-	case errors.Is(err, concurrency.ErrInvalidName), errors.Is(err, concurrency.ErrValueTooLarge),
+	case errors.Is(err, errs.InvalidName), errors.Is(err, errs.ValueTooLarge),
 		errors.Is(err, semaphore.ErrInvalidLimit):
 		return withCode(exitUsage, err)
 	case errors.Is(err, lock.ErrLocked), errors.Is(err, semaphore.ErrNoPermit):

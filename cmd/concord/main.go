@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/errs"
 	"github.com/spf13/cobra"
 )
 
@@ -163,7 +163,7 @@ func (a *app) exitCode(cmd *cobra.Command, err error) int {
 		return code
 	}
 	fmt.Fprintf(a.std.err, "%s: %v\n", cmd.CommandPath(), err)
-	if code == exitUsage && !errors.Is(err, concurrency.ErrInvalidName) {
+	if code == exitUsage && !errors.Is(err, errs.InvalidName) {
 		fmt.Fprintf(a.std.err, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
 	return code
