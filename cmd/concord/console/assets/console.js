@@ -59,7 +59,7 @@
     var now = Date.now();
     document.querySelectorAll('time.since').forEach(function (t) {
       var at = Number(t.dataset.ms);
-      t.textContent = (t.dataset.atleast ? '≥ ' : '') + span(now - at);
+      t.textContent = 'for ' + (t.dataset.atleast ? '≥ ' : '') + span(now - at);
       t.title = (t.dataset.atleast ? 'before the console started, at ' : '') + new Date(at).toLocaleString();
     });
     document.querySelectorAll('time.until').forEach(function (t) {
