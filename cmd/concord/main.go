@@ -75,6 +75,7 @@ func commands() []command {
 		{"services", "register|list|watch SERVICE ...  register and find service instances", runServices},
 		{"watch", "PREFIX | --topic TOPIC  print the keys under PREFIX (or a topic's messages), then every change", runWatch},
 		{"status", "[PREFIX]  show the recipes' state under PREFIX", runStatus},
+		{"ui", "[--listen ADDR] [--prefix P] [--allow-actions]  serve the operator console in the browser", runUI},
 		{"help", "show this help", runHelp},
 	}
 }
