@@ -13,7 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/concordkit/concord/cmd/concord/console"
-		"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/queue"
 )
