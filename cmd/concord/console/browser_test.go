@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/concordkit/concord/cmd/concord/console"
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/lock"
@@ -169,12 +170,18 @@ func TestBrowser(t *testing.T) {
 	dead := deadLetter(t, q, consumer, `{"shard": 7}`)
 	requeue := fmt.Sprintf(`[data-queue="jobs"] .deadletters button[data-action="requeue"][data-id="%s"]`, dead)
 	poll(t, tab, fmt.Sprintf(`document.querySelector('%s') !== null`, requeue), 5*time.Second)
-	// Cancelled: nothing happens.
-	do(t, tab, chromedp.Click(chromedp.CSS(requeue)))
-	poll(t, tab, `document.getElementById('confirm').open`, 5*time.Second)
+	// From the keyboard: Enter on the button asks, the dialog opens on
+	// Cancel, Escape cancels; nothing happens.
+	do(t, tab, chromedp.Focus(chromedp.CSS(requeue)), chromedp.KeyEvent(kb.Enter))
+	poll(t, tab, `document.getElementById('confirm').open && document.activeElement.id === 'confirm-cancel'`, 5*time.Second)
 	if txt := eval[string](t, tab, `document.getElementById('confirm-text').textContent`); !strings.Contains(txt, dead) {
 		t.Fatalf("confirmation %q does not name the item", txt)
 	}
+	do(t, tab, chromedp.KeyEvent(kb.Escape))
+	poll(t, tab, `!document.getElementById('confirm').open`, 5*time.Second)
+	// With the mouse, Cancel: nothing happens either.
+	do(t, tab, chromedp.Click(chromedp.CSS(requeue)))
+	poll(t, tab, `document.getElementById('confirm').open`, 5*time.Second)
 	do(t, tab, chromedp.Click(chromedp.CSS(`#confirm-cancel`)))
 	poll(t, tab, `!document.getElementById('confirm').open`, 5*time.Second)
 	if st, err := q.Inspect(ctx); err != nil || len(st.Dead) != 1 {
