@@ -41,7 +41,9 @@ func Inspect(ctx context.Context, client *clientv3.Client, topic string) (Status
 	if err != nil {
 		return Status{}, err
 	}
-	r := func(i int) *clientv3.GetResponse { return (*clientv3.GetResponse)(resp.Responses[i].GetResponseRange()) }
+	r := func(i int) *clientv3.GetResponse {
+		return (*clientv3.GetResponse)(resp.Responses[i].GetResponseRange())
+	}
 	st := Status{Revision: resp.Header.Revision}
 	if mode := r(0).Kvs; len(mode) > 0 && string(mode[0].Value) == modeLog {
 		st.KeptUntilCompaction = true
