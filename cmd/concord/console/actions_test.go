@@ -91,7 +91,7 @@ func TestActionsOffByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(sem.Close)
+	closeAtEnd(t, sem)
 	if _, err := sem.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestActions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(sem.Close)
+	closeAtEnd(t, sem)
 	if _, err := sem.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}

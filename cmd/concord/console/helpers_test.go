@@ -136,3 +136,16 @@ func newSession(t testing.TB, c *clientv3.Client) *concurrency.Session {
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	return s
 }
+
+// closeAtEnd closes a recipe value (a Semaphore) at the end of the test,
+// whichever Close it has: Close() today, Close(ctx) error with the v1 API.
+func closeAtEnd(t testing.TB, v any) {
+	t.Cleanup(func() {
+		switch c := v.(type) {
+		case interface{ Close() }:
+			c.Close()
+		case interface{ Close(context.Context) error }:
+			_ = c.Close(context.Background())
+		}
+	})
+}

@@ -150,7 +150,7 @@ func entry(s *state, role, key, value string, token int64, lease clientv3.LeaseI
 func lockEntries(s *state, role string, es []lock.Entry, now time.Time) []entryView {
 	out := make([]entryView, 0, len(es))
 	for _, e := range es {
-		v := entry(s, role, e.Key, e.Value, e.Token, e.Lease, now)
+		v := entry(s, role, e.Key, e.Value, int64(e.Token), e.Lease, now)
 		v.Reader = e.Reader
 		out = append(out, v)
 	}
@@ -160,13 +160,13 @@ func lockEntries(s *state, role string, es []lock.Entry, now time.Time) []entryV
 func semEntries(s *state, role string, es []semaphore.Entry, now time.Time) []entryView {
 	out := make([]entryView, 0, len(es))
 	for _, e := range es {
-		out = append(out, entry(s, role, e.Key, e.Value, e.Token, e.Lease, now))
+		out = append(out, entry(s, role, e.Key, e.Value, int64(e.Token), e.Lease, now))
 	}
 	return out
 }
 
 func leaderEntry(s *state, role string, l election.Leader, now time.Time) entryView {
-	return entry(s, role, l.Key, l.Value, l.Token, l.Lease, now)
+	return entry(s, role, l.Key, l.Value, int64(l.Token), l.Lease, now)
 }
 
 func items(its []queue.Item) []itemView {

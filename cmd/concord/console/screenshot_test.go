@@ -36,7 +36,7 @@ func screenshot(t *testing.T, tab context.Context, srv *embedtest.Server, url, p
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(sem.Close)
+		closeAtEnd(t, sem)
 		if i < 3 {
 			if _, err := sem.Acquire(ctx); err != nil {
 				t.Fatal(err)

@@ -105,7 +105,7 @@ func TestEveryView(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(sem.Close)
+		closeAtEnd(t, sem)
 		go func() { _, _ = sem.Acquire(ctx) }()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -227,6 +227,6 @@ func waitLine(t *testing.T, ctx context.Context, c *clientv3.Client, name, value
 	}
 }
 
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+func itoa[T ~int64](n T) string { return strconv.FormatInt(int64(n), 10) }
 
 func leaseHex(id clientv3.LeaseID) string { return strconv.FormatInt(int64(id), 16) }
