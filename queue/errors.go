@@ -22,6 +22,9 @@ var (
 	ErrInvalidPriority = errors.New("queue: priority must be within 0..255")
 	// ErrInvalidOption: a negative delay or delivery limit.
 	ErrInvalidOption = errors.New("queue: invalid option")
+	// ErrNoDeadLetter: Requeue or DeleteDead found no dead letter with that
+	// id (or the id is malformed).
+	ErrNoDeadLetter = errors.New("queue: no such dead letter")
 	// ErrInvalidName: the queue name is empty or malformed.
 	ErrInvalidName = errs.InvalidName
 )

@@ -2,6 +2,8 @@ package semaphore
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 
 	"github.com/concordkit/concord/concurrency"
 
@@ -68,4 +70,22 @@ func Inspect(ctx context.Context, client *clientv3.Client, name string) (Status,
 		}
 	}
 	return st, nil
+}
+
+// StoreLimit stores n as the limit of the semaphore name without a session,
+// as an operator changes it: raising it admits waiters at once, lowering it
+// revokes no permit. Semaphores created WithFollowLimit adopt it; others
+// created with a different limit fail with ErrLimitMismatch until theirs is
+// stored again.
+func StoreLimit(ctx context.Context, client *clientv3.Client, name string, n int) error {
+	if err := names.Validate(name); err != nil {
+		return err
+	}
+	if n < 1 {
+		return fmt.Errorf("%w: got %d", ErrInvalidLimit, n)
+	}
+	if _, err := client.Put(ctx, limitKey(name), strconv.Itoa(n)); err != nil {
+		return fmt.Errorf("semaphore: store limit: %w", err)
+	}
+	return nil
 }

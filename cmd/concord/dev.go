@@ -14,6 +14,8 @@ type devFlags struct {
 	dataDir string
 	fast    bool
 	port    int
+	ui      bool
+	u       uiFlags
 }
 
 func (a *app) devCmd() *cobra.Command {
@@ -34,6 +36,8 @@ Not for production: no auth, one member.`,
 	fs.StringVar(&f.dataDir, "data-dir", "", "keep etcd's data in this directory (default: a temp dir, removed on exit)")
 	fs.IntVar(&f.port, "port", 0, "serve clients on 127.0.0.1:`PORT` (default: a free port); with --data-dir, restarts keep the endpoint")
 	fs.BoolVar(&f.fast, "fast-ticks", false, "10 ms heartbeats: lease TTLs down to 1s, quick failover (for experiments)")
+	fs.BoolVar(&f.ui, "ui", false, "also serve the operator console (see 'concord ui --help')")
+	f.u.register(fs, "ui-listen")
 	return cmd
 }
 
@@ -63,6 +67,13 @@ func (a *app) dev(ctx context.Context, f *devFlags) error {
 		fmt.Fprintf(std.out, "data in %s (kept)\n", f.dataDir)
 	}
 	fmt.Fprintf(std.out, "  export ETCD_ENDPOINTS=%s\nstop it with Ctrl-C\n", eps)
+	if f.ui {
+		stop, err := startUI(ctx, srv.Client, &f.u, std)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	<-ctx.Done()
 	fmt.Fprintln(std.err, "concord dev: stopping etcd")
 	return nil

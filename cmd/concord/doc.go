@@ -18,6 +18,8 @@
 //	concord watch PREFIX                  print the keys under PREFIX, then every change
 //	concord watch --topic TOPIC           print a pub/sub topic's messages with their Seq, gaps included
 //	concord status [PREFIX]               locks, elections, semaphores, queues, checkpoints and services under PREFIX
+//	concord ui [--listen ADDR] [--prefix P] [--allow-actions]
+//	                                      the operator console in the browser (dev --ui starts it too)
 //	concord completion bash|zsh|fish      a shell completion script
 //
 // services register keeps the instance registered under a lease of --ttl

@@ -1,0 +1,83 @@
+package queue_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/queue"
+)
+
+// kill delivers the queue's next item once and has it dead-lettered: with
+// one delivery allowed, the claim after a Nack moves it to the dead letters.
+func kill(t *testing.T, q *queue.Queue, claim func() (*queue.Claim, error)) string {
+	t.Helper()
+	ctx := testCtx(t)
+	c, err := claim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Nack(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := claim(); !errors.Is(err, queue.ErrEmpty) {
+		t.Fatalf("claim of an item out of deliveries = %v, want ErrEmpty (dead-lettered)", err)
+	}
+	st, err := q.Inspect(ctx)
+	if err != nil || len(st.Dead) != 1 {
+		t.Fatalf("Inspect = %+v %v, want one dead letter", st, err)
+	}
+	return st.Dead[0].ID
+}
+
+func TestRequeueAndDeleteDeadLetters(t *testing.T) {
+	srv := embedtest.Start(t)
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client, queue.WithMaxDeliveries(1))
+	s := newSession(t, srv.Client, 5*time.Second)
+	tryClaim := func() (*queue.Claim, error) { return q.Consumer(s).TryClaim(ctx) }
+
+	for _, id := range []string{"", "a/b"} {
+		if err := q.Requeue(ctx, id); !errors.Is(err, queue.ErrNoDeadLetter) {
+			t.Fatalf("Requeue(%q) = %v, want ErrNoDeadLetter", id, err)
+		}
+	}
+	first := enqueue(t, q, "poison", queue.WithPriority(3))
+	if id := kill(t, q, tryClaim); id != first {
+		t.Fatalf("dead letter %s, want %s", id, first)
+	}
+	if err := q.Requeue(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Requeue(ctx, first); !errors.Is(err, queue.ErrNoDeadLetter) {
+		t.Fatalf("second Requeue = %v, want ErrNoDeadLetter", err)
+	}
+	st, err := q.Inspect(ctx)
+	if err != nil || len(st.Dead) != 0 || len(st.Ready) != 1 {
+		t.Fatalf("after Requeue: %+v %v, want one ready item, no dead letter", st, err)
+	}
+	if it := st.Ready[0]; it.ID != first || it.Attempts != 0 || it.Priority != 3 || string(it.Payload) != "poison" {
+		t.Fatalf("requeued item = %+v, want %s with priority 3, payload kept, deliveries afresh", it, first)
+	}
+	// Requeued, it is delivered again (and, still failing, dies again).
+	c, err := q.Consumer(s).TryClaim(ctx)
+	if err != nil || c.ID() != first {
+		t.Fatalf("claim after Requeue = %v, %v", c, err)
+	}
+	if err := c.Nack(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Consumer(s).TryClaim(ctx); !errors.Is(err, queue.ErrEmpty) {
+		t.Fatalf("claim = %v, want ErrEmpty", err)
+	}
+	if err := q.DeleteDead(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.DeleteDead(ctx, first); !errors.Is(err, queue.ErrNoDeadLetter) {
+		t.Fatalf("second DeleteDead = %v, want ErrNoDeadLetter", err)
+	}
+	if st, err := q.Inspect(ctx); err != nil || len(st.Dead)+len(st.Ready)+len(st.Claimed) != 0 {
+		t.Fatalf("after DeleteDead: %+v %v, want an empty queue", st, err)
+	}
+}
