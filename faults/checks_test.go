@@ -286,3 +286,26 @@ func TestCheckPubsub(t *testing.T) {
 		wantViolation(t, vs, "did not reach the newest message")
 	})
 }
+
+func TestCheckBarrier(t *testing.T) {
+	a, b, c := dbParts+"a", dbParts+"b", dbParts+"c"
+	good := []kvEvent{
+		put(a, "e:a", 2, 2), put(b, "e:b", 3, 3), put(dbReady, "", 4, 4),
+		put(c, "e:c", 5, 5), // a latecomer joins the round
+		put(a, "l:a", 2, 6), put(b, "l:b", 3, 7), put(c, "l:c", 5, 8),
+		del(dbReady, 4, 9), del(a, 2, 10), del(b, 3, 11), del(c, 5, 12),
+	}
+	wantNone(t, runCheck(&dbWL{}, nil, good))
+	t.Run("ready too early", func(t *testing.T) {
+		vs := runCheck(&dbWL{}, nil, []kvEvent{put(a, "e:a", 2, 2), put(dbReady, "", 3, 3)})
+		wantViolation(t, vs, "with 1 participants entered")
+	})
+	t.Run("round ended while working", func(t *testing.T) {
+		vs := runCheck(&dbWL{}, nil, []kvEvent{put(a, "e:a", 2, 2), put(b, "e:b", 3, 3), put(dbReady, "", 4, 4), put(a, "l:a", 2, 5), del(dbReady, 4, 6)})
+		wantViolation(t, vs, "still working")
+	})
+	t.Run("passed Enter without a ready round", func(t *testing.T) {
+		vs := runCheck(&dbWL{}, []op{{proc: "x", kind: "entered-read", out: ok, rev: 7, note: "own=true ready=false"}}, good)
+		wantViolation(t, vs, "was not ready")
+	})
+}
