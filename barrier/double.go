@@ -379,19 +379,40 @@ func (v *roundView) entered(ctx context.Context) (bool, error) {
 		).Then(clientv3.OpDelete(v.d.readyKey)).Commit()
 		return false, err
 	}
-	if v.working()+1 < v.d.n {
+	counted := v.counted()
+	if len(counted) < v.d.n {
 		return false, nil
 	}
-	// n have entered: the round is ready. Whoever sees it first marks it;
-	// the mark is made only while every participant is as seen.
-	resp, err := c.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(v.d.readyKey), "=", 0),
-		clientv3.Compare(clientv3.ModRevision(v.d.parts), "<", v.rev+1).WithPrefix(),
-	).Then(clientv3.OpPut(v.d.readyKey, "")).Commit()
+	// n have entered: the round is ready. Whoever sees it first marks it,
+	// only while the n participants it counted are still as it saw them.
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(v.d.readyKey), "=", 0)}
+	for _, kv := range counted {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
+	}
+	resp, err := c.Txn(ctx).If(cmps...).Then(clientv3.OpPut(v.d.readyKey, "")).Commit()
 	if err != nil {
 		return false, err
 	}
 	return resp.Succeeded, nil
+}
+
+// counted returns n participants that have entered and not left, this one
+// first, or fewer if fewer have.
+func (v *roundView) counted() []*mvccpb.KeyValue {
+	own := v.parts[v.own]
+	if own == nil || !strings.HasPrefix(string(own.Value), enteredMark) {
+		return nil
+	}
+	out := []*mvccpb.KeyValue{own}
+	for k, kv := range v.parts {
+		if len(out) == v.d.n {
+			break
+		}
+		if k != v.own && strings.HasPrefix(string(kv.Value), enteredMark) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // left reports whether every participant of the round has left or been

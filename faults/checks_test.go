@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -307,5 +308,39 @@ func TestCheckBarrier(t *testing.T) {
 	t.Run("passed Enter without a ready round", func(t *testing.T) {
 		vs := runCheck(&dbWL{}, []op{{proc: "x", kind: "entered-read", out: ok, rev: 7, note: "own=true ready=false"}}, good)
 		wantViolation(t, vs, "was not ready")
+	})
+}
+
+func TestCheckCounter(t *testing.T) {
+	add := func(n, rev int64, out outcome) op {
+		return op{recipe: "counter", kind: "add", out: out, rev: rev, note: strconv.FormatInt(n, 10)}
+	}
+	seen := func(n, rev int64, resync bool) op {
+		o := op{recipe: "counter", kind: "seen", out: ok, rev: rev, note: strconv.FormatInt(n, 10)}
+		if resync {
+			o.note += " resync"
+		}
+		return o
+	}
+	good := []kvEvent{put(ctKey, "1", 2, 2), put(ctKey, "2", 2, 3), put(ctKey, "3", 2, 4)}
+	ops := []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, unknown), seen(0, 0, false), seen(1, 2, false), seen(2, 3, false), seen(3, 4, false)}
+	wantNone(t, runCheck(&ctWL{}, ops, good))
+	t.Run("lost update", func(t *testing.T) {
+		ev := []kvEvent{put(ctKey, "1", 2, 2), put(ctKey, "1", 2, 3)}
+		wantViolation(t, runCheck(&ctWL{}, []op{add(1, 2, ok), add(1, 3, ok)}, ev), "a lost or repeated update")
+	})
+	t.Run("acknowledged add missing", func(t *testing.T) {
+		wantViolation(t, runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), add(4, 9, ok)}, good), "not in etcd's record")
+	})
+	t.Run("watcher skipped a value", func(t *testing.T) {
+		vs := runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), seen(1, 2, false), seen(3, 4, false)}, good)
+		wantViolation(t, vs, "skipped or repeated")
+	})
+	t.Run("watcher repeated a value", func(t *testing.T) {
+		vs := runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), seen(1, 2, false), seen(2, 3, false), seen(2, 3, false)}, good)
+		wantViolation(t, vs, "skipped or repeated")
+	})
+	t.Run("a resync may skip", func(t *testing.T) {
+		wantNone(t, runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), seen(1, 2, false), seen(3, 4, true)}, good))
 	})
 }

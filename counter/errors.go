@@ -1,0 +1,21 @@
+package counter
+
+import (
+	"errors"
+
+	"github.com/concordkit/concord/concurrency"
+)
+
+var (
+	// ErrInvalidName: the counter name is empty or malformed.
+	ErrInvalidName = concurrency.ErrInvalidName
+	// ErrNotHeld: the counter is guarded (WithGuard) and the guard's
+	// resource is no longer held; nothing was written.
+	ErrNotHeld = concurrency.ErrNotHeld
+	// ErrOverflow: Add would take the value past the int64 range; nothing
+	// was written.
+	ErrOverflow = errors.New("counter: int64 overflow")
+	// ErrNotInteger: the stored value is not a decimal int64 (someone else
+	// wrote the key).
+	ErrNotInteger = errors.New("counter: stored value is not an integer")
+)
