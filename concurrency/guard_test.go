@@ -116,3 +116,41 @@ func TestWaitCountsLine(t *testing.T) {
 		t.Fatal("fourth not admitted after a holder left")
 	}
 }
+
+// A combined guard holds only while every one of its resources is held; a
+// single guard is unchanged by combining it.
+func TestCombineGuards(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
+	var hs []*concurrency.Held
+	for _, k := range []string{"res/a", "res/b", "res/c"} {
+		tk, err := concurrency.Join(ctx, s, k, "me", k+"/", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, tk.Hold())
+	}
+	g := concurrency.CombineGuards(concurrency.CombineGuards(hs[0].Guard(), hs[1].Guard()), hs[2].Guard())
+	if g.Key() != "res/a" || g.Token() != hs[0].Token() || len(g.Cmps()) != 3 {
+		t.Fatalf("combined guard: key %q token %d, %d cmps", g.Key(), g.Token(), len(g.Cmps()))
+	}
+	if one := concurrency.CombineGuards(hs[1].Guard()); len(one.Cmps()) != 1 || one.Key() != "res/b" {
+		t.Fatal("a guard combined alone changed")
+	}
+	if _, err := g.Do(ctx, clientv3.OpPut("data", "1")); err != nil {
+		t.Fatalf("guarded write while all held: %v", err)
+	}
+	if err := hs[2].Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Do(ctx, clientv3.OpPut("data", "2")); !errors.Is(err, concurrency.ErrNotHeld) {
+		t.Fatalf("guarded write with the last resource gone: %v, want ErrNotHeld", err)
+	}
+	if _, err := hs[0].Guard().Do(ctx, clientv3.OpPut("data", "3")); err != nil {
+		t.Fatalf("the first resource's own guard: %v", err)
+	}
+	for _, h := range hs {
+		_ = h.Release(ctx)
+	}
+}
