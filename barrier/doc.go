@@ -25,6 +25,12 @@
 // participant lost before the round was ready does not count towards n. A
 // failed or cancelled Enter leaves no key.
 //
+// Costs. Enter is a transaction that joins, a watch, a read and (for the
+// participant that completes the round) a transaction that marks it ready.
+// Leave is a transaction that marks this participant left, a watch resumed
+// from the end of Enter (so every departure meanwhile is judged; its first
+// events may wait for the server's 100 ms loop), and two deletes.
+//
 // Not guaranteed: that a lost participant's work was not done (it may have
 // finished and died before leaving); that n participants are still alive
 // when Enter returns (one may be lost right after). A LostError is judged

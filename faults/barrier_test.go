@@ -76,7 +76,9 @@ func (w *dbWL) worker(ctx context.Context, e *env, p *proc) {
 
 func (w *dbWL) round(ctx context.Context, e *env, p *proc, d *barrier.DoubleBarrier, me string) {
 	start := time.Now()
-	ectx, cancel := context.WithTimeout(ctx, scaled(waitTimeout))
+	// A rendezvous of two: allow it two waits' worth before giving up
+	// (giving up makes the others wait for a new partner).
+	ectx, cancel := context.WithTimeout(ctx, 2*scaled(waitTimeout))
 	err := d.Enter(ectx)
 	cancel()
 	o := op{proc: p.name, recipe: w.name(), kind: "enter", start: start, out: classify(err)}

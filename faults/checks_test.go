@@ -344,3 +344,18 @@ func TestCheckCounter(t *testing.T) {
 		wantNone(t, runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), seen(1, 2, false), seen(3, 4, true)}, good))
 	})
 }
+
+func TestCheckMultiLock(t *testing.T) {
+	a0, b0 := mlLinePrefix(0)+"a", mlLinePrefix(0)+"b"
+	a1 := mlLinePrefix(1) + "a"
+	good := []kvEvent{
+		put(a0, "", 2, 2), put(a1, "", 3, 3), put(b0, "", 4, 4),
+		put(mlResKey(mlName(0)), "2", 5, 5), put(mlResKey(mlName(1)), "3", 6, 5),
+		del(a0, 2, 6), del(a1, 3, 6), put(mlResKey(mlName(0)), "4", 5, 7),
+	}
+	wantNone(t, runCheck(&mlWL{}, nil, good))
+	t.Run("stale holder writes", func(t *testing.T) {
+		ev := append(good[:len(good):len(good)], put(mlResKey(mlName(0)), "2", 5, 8))
+		wantViolation(t, runCheck(&mlWL{}, nil, ev), "did not hold the lock")
+	})
+}
