@@ -359,3 +359,56 @@ func TestCheckMultiLock(t *testing.T) {
 		wantViolation(t, runCheck(&mlWL{}, nil, ev), "did not hold the lock")
 	})
 }
+
+func TestCheckRollout(t *testing.T) {
+	claim := roClaims + "h000/.lock/a"
+	claim2 := roClaims + "h000/.lock/b"
+	cp := "ro/rollout/progress/h000/.checkpoint"
+	data := func(step int, tok, rev int64) kvEvent {
+		return put(roData+"h000/"+strconv.Itoa(step), strconv.FormatInt(tok, 10), rev, rev)
+	}
+	doneRec := func(tok, rev int64) kvEvent {
+		return put(roCtlT+"h000", `{"state":"done","wave":0,"token":`+strconv.FormatInt(tok, 10)+`}`, 1, rev)
+	}
+	good := []kvEvent{
+		put(roWaveKey, "0", 1, 1),
+		put(claim, "", 2, 2), data(0, 2, 3), put(cp, "0", 4, 4),
+		data(1, 2, 5), // lost before its checkpoint: the step runs again
+		del(claim, 2, 6), put(claim2, "", 7, 7), data(1, 7, 8), put(cp, "1", 4, 9),
+		doneRec(7, 10), del(cp, 4, 10), put(roWaveKey, "1", 1, 11),
+	}
+	wantNone(t, runCheck(&roWL{}, nil, good))
+	t.Run("completed step repeated", func(t *testing.T) {
+		ev := []kvEvent{put(claim, "", 2, 2), data(0, 2, 3), put(cp, "0", 4, 4), data(0, 2, 5)}
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "a completed step repeated")
+	})
+	t.Run("stale worker writes", func(t *testing.T) {
+		ev := []kvEvent{put(claim, "", 2, 2), del(claim, 2, 3), put(claim2, "", 4, 4), data(0, 2, 5)}
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "did not hold the target")
+	})
+	t.Run("done twice", func(t *testing.T) {
+		ev := append(good[:len(good):len(good)], put(claim2+"x", "", 12, 12), doneRec(12, 13))
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "recorded done 2 times")
+	})
+	t.Run("wave opened twice", func(t *testing.T) {
+		ev := append(good[:len(good):len(good)], put(roWaveKey, "1", 1, 12))
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "not once each")
+	})
+	t.Run("more than K in flight", func(t *testing.T) {
+		var ev []kvEvent
+		for i := range 3 {
+			id := fmt.Sprintf("h%03d", i)
+			ev = append(ev, put(roClaims+id+"/.lock/a", "", int64(10+i), int64(10+i)))
+		}
+		for i := range 3 {
+			id := fmt.Sprintf("h%03d", i)
+			ev = append(ev, put(roData+id+"/0", strconv.Itoa(10+i), int64(20+i), int64(20+i)))
+		}
+		for i := range 3 {
+			id := fmt.Sprintf("h%03d", i)
+			ev = append(ev, put(roData+id+"/1", strconv.Itoa(10+i), int64(30+i), int64(30+i)))
+		}
+		vs := runCheck(&roWL{}, nil, ev)
+		wantViolation(t, vs, "targets in flight")
+	})
+}

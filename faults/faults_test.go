@@ -126,7 +126,7 @@ func runSeed(t *testing.T, seed int64, runLen time.Duration) result {
 	e.rec = startRecorder(recCtx, e.admin, resp.Header.Revision+1)
 	defer func() { stopRec(); <-e.rec.done }()
 
-	wls := []workload{&lockWL{}, &semWL{}, &electionWL{}, &queueWL{}, &ckWL{}, &discWL{}, &psWL{}, &dbWL{}, &ctWL{}, &mlWL{}}
+	wls := []workload{&lockWL{}, &semWL{}, &electionWL{}, &queueWL{}, &ckWL{}, &discWL{}, &psWL{}, &dbWL{}, &ctWL{}, &mlWL{}, &roWL{}}
 	for _, w := range wls {
 		w.setup(e)
 	}

@@ -142,10 +142,15 @@ const (
 	Done    = "done"
 )
 
+// maxTxnOps is how many writes Create puts in one transaction: below
+// etcd's default limit (--max-txn-ops 128).
+const maxTxnOps = 100
+
 // Create stores plan under name, every target pending, wave 0 open and the
 // gates of the later waves held. It is idempotent: creating the same plan
 // again changes nothing; a different plan under the name fails with
-// ErrPlanMismatch.
+// ErrPlanMismatch. Create a rollout from one place: two Creates of
+// different plans racing under one name may mix their targets' records.
 func Create(ctx context.Context, client *clientv3.Client, name string, plan Plan) error {
 	if err := concurrency.ValidateName(name); err != nil {
 		return err
@@ -158,20 +163,47 @@ func Create(ctx context.Context, client *clientv3.Client, name string, plan Plan
 	if err != nil {
 		return err
 	}
+	// The targets' records and the gates first, in batches below etcd's
+	// limit of operations per transaction, then the plan: readers see a
+	// rollout only once its plan is stored, and a Create interrupted
+	// before that is simply done again.
+	absent := clientv3.Compare(clientv3.CreateRevision(k.plan()), "=", 0)
+	var batch []clientv3.Op
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := client.Txn(ctx).If(absent).Then(batch...).Commit()
+		batch = batch[:0]
+		return err
+	}
+	for w, targets := range plan.Waves() {
+		for _, t := range targets {
+			batch = append(batch, clientv3.OpPut(k.target(t.ID), mustJSON(targetRecord{State: statePending, Wave: w})))
+			if len(batch) == maxTxnOps {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if w > 0 {
+			batch = append(batch, clientv3.OpPut(barrier.Key(k.gate(w)), ""))
+		}
+		if len(batch) >= maxTxnOps-1 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
 	ops := []clientv3.Op{
 		clientv3.OpPut(k.plan(), string(raw)),
 		clientv3.OpPut(k.state(), mustJSON(stateRecord{State: Running})),
 		clientv3.OpPut(k.wave(), "0"),
 	}
-	for w, targets := range plan.Waves() {
-		for _, t := range targets {
-			ops = append(ops, clientv3.OpPut(k.target(t.ID), mustJSON(targetRecord{State: statePending, Wave: w})))
-		}
-		if w > 0 {
-			ops = append(ops, clientv3.OpPut(barrier.Key(k.gate(w)), ""))
-		}
-	}
-	resp, err := client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k.plan()), "=", 0)).
+	resp, err := client.Txn(ctx).If(absent).
 		Then(ops...).Else(clientv3.OpGet(k.plan())).Commit()
 	if err != nil {
 		return err

@@ -360,6 +360,17 @@ func TestRolloutWatchAndValidation(t *testing.T) {
 	if _, err := rollout.Inspect(ctx, srv.Client, "deploy"); !errors.Is(err, rollout.ErrNotFound) {
 		t.Fatalf("Inspect of no rollout = %v", err)
 	}
+	// More targets than etcd takes operations in one transaction.
+	big := plan(300, 0, 1, 10, 7, 0)
+	if err := rollout.Create(ctx, srv.Client, "big", big); err != nil {
+		t.Fatal(err)
+	}
+	if err := rollout.Create(ctx, srv.Client, "big", big); err != nil {
+		t.Fatalf("Create again: %v", err)
+	}
+	if st, err := rollout.Inspect(ctx, srv.Client, "big"); err != nil || len(st.Targets) != 300 || len(st.Waves) != 43 || st.Waves[42].Waiting != 6 {
+		t.Fatalf("big plan: %d targets, %d waves, %v", len(st.Targets), len(st.Waves), err)
+	}
 	if err := rollout.Create(ctx, srv.Client, "deploy", plan(2, 0, 2, 1, 0, 0)); err != nil {
 		t.Fatal(err)
 	}
