@@ -89,6 +89,7 @@ func (w *dbWL) round(ctx context.Context, e *env, p *proc, d *barrier.DoubleBarr
 		return
 	}
 	e.hist.add(o)
+	w.prog.Add(1) // a round passed: progress, like a round left
 	// While this participant's key is there, the round is marked ready.
 	start = time.Now()
 	octx, cancel := opCtx(ctx)

@@ -390,6 +390,12 @@ func TestCheckRollout(t *testing.T) {
 		ev := append(good[:len(good):len(good)], put(claim2+"x", "", 12, 12), doneRec(12, 13))
 		wantViolation(t, runCheck(&roWL{}, nil, ev), "recorded done 2 times")
 	})
+	t.Run("target taken while paused", func(t *testing.T) {
+		ev := []kvEvent{put(roState, `{"state":"paused"}`, 1, 1), put(claim, "", 2, 2), data(0, 2, 3)}
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "taken while paused")
+		ev = []kvEvent{put(roState, `{"state":"paused"}`, 1, 1), put(claim, "", 2, 2), put(roState, `{"state":"running"}`, 1, 3), data(0, 2, 4)}
+		wantNone(t, runCheck(&roWL{}, nil, ev))
+	})
 	t.Run("wave opened twice", func(t *testing.T) {
 		ev := append(good[:len(good):len(good)], put(roWaveKey, "1", 1, 12))
 		wantViolation(t, runCheck(&roWL{}, nil, ev), "not once each")

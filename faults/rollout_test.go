@@ -18,13 +18,14 @@ import (
 const (
 	roName     = "ro"
 	roK        = 2
-	roTargets  = 200 // more than a run gets through: it runs all along
+	roTargets  = 120 // more than a run gets through: it runs all along
 	roSteps    = 2
 	roWaveSize = 10
 	roData     = "ro-data/"
 	roClaims   = "ro/rollout/claims/"
 	roCtlT     = "ro/rollout/ctl/t/"
 	roWaveKey  = "ro/rollout/ctl/wave"
+	roState    = "ro/rollout/ctl/state"
 	roElection = "ro/rollout/coordinator/.election/"
 	roSlots    = "ro/rollout/slots/.sem/p/"
 )
@@ -36,7 +37,9 @@ const (
 // record under the step's Guard. From etcd's record: every step write
 // landed while its token held the target's claim, and only after the steps
 // before it were checkpointed and before it was itself (no completed step
-// repeated under a valid fence, never backwards); the targets in flight
+// repeated under a valid fence, never backwards), and never under a claim
+// taken while the rollout was paused (an operator pauses it for a second
+// every four seconds); the targets in flight
 // (first to last write of a claim) never exceed K; each target is recorded
 // done once, under a claim that held; checkpoints go 0, 1, ... once each;
 // waves open once each, in order.
@@ -76,6 +79,22 @@ func (w *roWL) run(ctx context.Context, e *env, wg *sync.WaitGroup) {
 		}
 		sleepCtx(ctx, 100*time.Millisecond)
 	}
+	// An operator pauses the rollout for a second every few seconds.
+	wg.Go(func() {
+		for i := 0; i < 10000 && sleepCtx(ctx, scaled(4*time.Second)); i++ {
+			octx, cancel := opCtx(ctx)
+			start := time.Now()
+			err := rollout.Pause(octx, e.admin, roName, "operator")
+			cancel()
+			e.hist.add(op{proc: "rooperator", recipe: w.name(), kind: "pause", start: start, out: classify(err)})
+			sleepCtx(ctx, scaled(time.Second))
+			octx, cancel = opCtx(context.WithoutCancel(ctx))
+			start = time.Now()
+			err = rollout.Resume(octx, e.admin, roName)
+			cancel()
+			e.hist.add(op{proc: "rooperator", recipe: w.name(), kind: "resume", start: start, out: classify(err)})
+		}
+	})
 	opts := rollout.WithSessionOptions(concurrency.WithTTL(e.ttl))
 	for _, p := range w.workers {
 		wk, err := rollout.NewWorker(p.client, roName, w.step(e, p), rollout.WithValue(p.name), opts)
@@ -158,8 +177,27 @@ func (w *roWL) check(c *checkIn) (string, []violation) {
 	done := map[string]int{}
 	var waves []string
 	steps := 0
+	// Paused spans of the record: [from, to) by revision (to 0: still).
+	type pause struct{ from, to int64 }
+	var pauses []pause
+	pausedAt := func(t, r int64) bool { // paused all through [t, r]
+		for _, p := range pauses {
+			if p.from <= t && (p.to == 0 || r < p.to) {
+				return true
+			}
+		}
+		return false
+	}
 	for _, ev := range c.events {
 		switch {
+		case ev.key == roState && !ev.del:
+			isPaused := strings.Contains(ev.value, `"state":"paused"`)
+			open := len(pauses) > 0 && pauses[len(pauses)-1].to == 0
+			if isPaused && !open {
+				pauses = append(pauses, pause{from: ev.rev})
+			} else if !isPaused && open {
+				pauses[len(pauses)-1].to = ev.rev
+			}
 		case strings.HasPrefix(ev.key, "ro/rollout/progress/") && strings.HasSuffix(ev.key, "/.checkpoint"):
 			id := strings.TrimSuffix(strings.TrimPrefix(ev.key, "ro/rollout/progress/"), "/.checkpoint")
 			last, ok := saved[id]
@@ -189,6 +227,9 @@ func (w *roWL) check(c *checkIn) (string, []violation) {
 			}
 			if s != last+1 {
 				vs = append(vs, violation{w.name(), fmt.Sprintf("step %d of %s ran at rev %d with step %d checkpointed: a completed step repeated or one skipped", s, id, ev.rev, last), withOp(at, ev.rev)})
+			}
+			if pausedAt(tok, ev.rev) {
+				vs = append(vs, violation{w.name(), fmt.Sprintf("step %d of %s ran at rev %d under a claim taken at rev %d, the rollout paused all along: a target taken while paused", s, id, ev.rev, tok), withOp(at, ev.rev)})
 			}
 			touch(tok, ev.rev)
 		case strings.HasPrefix(ev.key, roCtlT) && !ev.del && strings.Contains(ev.value, `"state":"done"`):
@@ -240,8 +281,8 @@ func (w *roWL) check(c *checkIn) (string, []violation) {
 	}
 	n := countOps(c.ops, "step", ok)
 	vs = append(vs, tooFew(w.name(), "steps", n)...)
-	stats := fmt.Sprintf("steps ok=%d unknown=%d failed=%d (%d in etcd's record), targets done %d, waves opened %d, deepest in flight %d of %d; stale-handle steps tried=%d landed=%d (each checked against the record); permits seen %d",
-		n, countOps(c.ops, "step", unknown), countOps(c.ops, "step", failed), steps, len(done), max(0, len(waves)-1), deepest, roK,
+	stats := fmt.Sprintf("steps ok=%d unknown=%d failed=%d (%d in etcd's record), targets done %d, waves opened %d, pauses %d, deepest in flight %d of %d; stale-handle steps tried=%d landed=%d (each checked against the record); permits seen %d",
+		n, countOps(c.ops, "step", unknown), countOps(c.ops, "step", failed), steps, len(done), max(0, len(waves)-1), len(pauses), deepest, roK,
 		countStale(c.ops, "step"), staleLanded(c.ops, "step"), len(lives(c.events, roSlots)))
 	return stats, vs
 }
