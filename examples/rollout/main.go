@@ -75,6 +75,9 @@ func runTo(ctx context.Context, say func(string, ...any)) error {
 			}
 			if crash {
 				say("worker-%d stops during %s of %s", worker, s.Name, s.Target.ID)
+				mu.Lock()
+				delete(active, s.Target.ID) // in flight again once resumed
+				mu.Unlock()
 				stops[worker]()
 				<-ctx.Done()
 				return ctx.Err()
