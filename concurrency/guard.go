@@ -18,8 +18,9 @@ type Token int64
 
 // Guard turns a held resource into etcd comparisons, so a write can be made
 // conditional on still holding it: the holder's key exists and has the
-// holder's create revision. Every held resource gives its Guard. A Guard is
-// a value; it is safe for concurrent use.
+// holder's create revision. Every held resource gives its Guard; a
+// multi-lock's covers all of its locks. A Guard is a value; it is safe for
+// concurrent use.
 type Guard fence.Guard
 
 func (g Guard) fence() fence.Guard { return fence.Guard(g) }
@@ -45,6 +46,9 @@ func (g Guard) Do(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnRespons
 		return nil, err
 	}
 	if !resp.Succeeded {
+		if n := g.fence().More(); n > 0 {
+			return resp, fmt.Errorf("%w: %s (token %d) or %d more", errs.NotHeld, g.fence().Key(), g.fence().Rev(), n)
+		}
 		return resp, fmt.Errorf("%w: %s (token %d)", errs.NotHeld, g.fence().Key(), g.fence().Rev())
 	}
 	return resp, nil

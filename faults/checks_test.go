@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -284,5 +285,136 @@ func TestCheckPubsub(t *testing.T) {
 	t.Run("subscriber never caught up", func(t *testing.T) {
 		vs := runCheck(&psWL{}, append(good, op{proc: "pssub1", recipe: "pubsub", kind: "caughtup", out: failed, note: "ps at 3, newest message 4"}), ev)
 		wantViolation(t, vs, "did not reach the newest message")
+	})
+}
+
+func TestCheckBarrier(t *testing.T) {
+	a, b, c := dbParts+"a", dbParts+"b", dbParts+"c"
+	good := []kvEvent{
+		put(a, "e:a", 2, 2), put(b, "e:b", 3, 3), put(dbReady, "", 4, 4),
+		put(c, "e:c", 5, 5), // a latecomer joins the round
+		put(a, "l:a", 2, 6), put(b, "l:b", 3, 7), put(c, "l:c", 5, 8),
+		del(dbReady, 4, 9), del(a, 2, 10), del(b, 3, 11), del(c, 5, 12),
+	}
+	wantNone(t, runCheck(&dbWL{}, nil, good))
+	t.Run("ready too early", func(t *testing.T) {
+		vs := runCheck(&dbWL{}, nil, []kvEvent{put(a, "e:a", 2, 2), put(dbReady, "", 3, 3)})
+		wantViolation(t, vs, "with 1 participants entered")
+	})
+	t.Run("round ended while working", func(t *testing.T) {
+		vs := runCheck(&dbWL{}, nil, []kvEvent{put(a, "e:a", 2, 2), put(b, "e:b", 3, 3), put(dbReady, "", 4, 4), put(a, "l:a", 2, 5), del(dbReady, 4, 6)})
+		wantViolation(t, vs, "still working")
+	})
+	t.Run("passed Enter without a ready round", func(t *testing.T) {
+		vs := runCheck(&dbWL{}, []op{{proc: "x", kind: "entered-read", out: ok, rev: 7, note: "own=true ready=false"}}, good)
+		wantViolation(t, vs, "was not ready")
+	})
+}
+
+func TestCheckCounter(t *testing.T) {
+	add := func(n, rev int64, out outcome) op {
+		return op{recipe: "counter", kind: "add", out: out, rev: rev, note: strconv.FormatInt(n, 10)}
+	}
+	seen := func(n, rev int64, resync bool) op {
+		o := op{recipe: "counter", kind: "seen", out: ok, rev: rev, note: strconv.FormatInt(n, 10)}
+		if resync {
+			o.note += " resync"
+		}
+		return o
+	}
+	good := []kvEvent{put(ctKey, "1", 2, 2), put(ctKey, "2", 2, 3), put(ctKey, "3", 2, 4)}
+	ops := []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, unknown), seen(0, 0, false), seen(1, 2, false), seen(2, 3, false), seen(3, 4, false)}
+	wantNone(t, runCheck(&ctWL{}, ops, good))
+	t.Run("lost update", func(t *testing.T) {
+		ev := []kvEvent{put(ctKey, "1", 2, 2), put(ctKey, "1", 2, 3)}
+		wantViolation(t, runCheck(&ctWL{}, []op{add(1, 2, ok), add(1, 3, ok)}, ev), "a lost or repeated update")
+	})
+	t.Run("acknowledged add missing", func(t *testing.T) {
+		wantViolation(t, runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), add(4, 9, ok)}, good), "not in etcd's record")
+	})
+	t.Run("watcher skipped a value", func(t *testing.T) {
+		vs := runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), seen(1, 2, false), seen(3, 4, false)}, good)
+		wantViolation(t, vs, "skipped or repeated")
+	})
+	t.Run("watcher repeated a value", func(t *testing.T) {
+		vs := runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), seen(1, 2, false), seen(2, 3, false), seen(2, 3, false)}, good)
+		wantViolation(t, vs, "skipped or repeated")
+	})
+	t.Run("a resync may skip", func(t *testing.T) {
+		wantNone(t, runCheck(&ctWL{}, []op{add(1, 2, ok), add(2, 3, ok), add(3, 4, ok), seen(1, 2, false), seen(3, 4, true)}, good))
+	})
+}
+
+func TestCheckMultiLock(t *testing.T) {
+	a0, b0 := mlLinePrefix(0)+"a", mlLinePrefix(0)+"b"
+	a1 := mlLinePrefix(1) + "a"
+	good := []kvEvent{
+		put(a0, "", 2, 2), put(a1, "", 3, 3), put(b0, "", 4, 4),
+		put(mlResKey(mlName(0)), "2", 5, 5), put(mlResKey(mlName(1)), "3", 6, 5),
+		del(a0, 2, 6), del(a1, 3, 6), put(mlResKey(mlName(0)), "4", 5, 7),
+	}
+	wantNone(t, runCheck(&mlWL{}, nil, good))
+	t.Run("stale holder writes", func(t *testing.T) {
+		ev := append(good[:len(good):len(good)], put(mlResKey(mlName(0)), "2", 5, 8))
+		wantViolation(t, runCheck(&mlWL{}, nil, ev), "did not hold the lock")
+	})
+}
+
+func TestCheckRollout(t *testing.T) {
+	claim := roClaims + "h000/.lock/a"
+	claim2 := roClaims + "h000/.lock/b"
+	cp := "ro/rollout/progress/h000/.checkpoint"
+	data := func(step int, tok, rev int64) kvEvent {
+		return put(roData+"h000/"+strconv.Itoa(step), strconv.FormatInt(tok, 10), rev, rev)
+	}
+	doneRec := func(tok, rev int64) kvEvent {
+		return put(roCtlT+"h000", `{"state":"done","wave":0,"token":`+strconv.FormatInt(tok, 10)+`}`, 1, rev)
+	}
+	good := []kvEvent{
+		put(roWaveKey, "0", 1, 1),
+		put(claim, "", 2, 2), data(0, 2, 3), put(cp, "0", 4, 4),
+		data(1, 2, 5), // lost before its checkpoint: the step runs again
+		del(claim, 2, 6), put(claim2, "", 7, 7), data(1, 7, 8), put(cp, "1", 4, 9),
+		doneRec(7, 10), del(cp, 4, 10), put(roWaveKey, "1", 1, 11),
+	}
+	wantNone(t, runCheck(&roWL{}, nil, good))
+	t.Run("completed step repeated", func(t *testing.T) {
+		ev := []kvEvent{put(claim, "", 2, 2), data(0, 2, 3), put(cp, "0", 4, 4), data(0, 2, 5)}
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "a completed step repeated")
+	})
+	t.Run("stale worker writes", func(t *testing.T) {
+		ev := []kvEvent{put(claim, "", 2, 2), del(claim, 2, 3), put(claim2, "", 4, 4), data(0, 2, 5)}
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "did not hold the target")
+	})
+	t.Run("done twice", func(t *testing.T) {
+		ev := append(good[:len(good):len(good)], put(claim2+"x", "", 12, 12), doneRec(12, 13))
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "recorded done 2 times")
+	})
+	t.Run("target taken while paused", func(t *testing.T) {
+		ev := []kvEvent{put(roState, `{"state":"paused"}`, 1, 1), put(claim, "", 2, 2), data(0, 2, 3)}
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "taken while paused")
+		ev = []kvEvent{put(roState, `{"state":"paused"}`, 1, 1), put(claim, "", 2, 2), put(roState, `{"state":"running"}`, 1, 3), data(0, 2, 4)}
+		wantNone(t, runCheck(&roWL{}, nil, ev))
+	})
+	t.Run("wave opened twice", func(t *testing.T) {
+		ev := append(good[:len(good):len(good)], put(roWaveKey, "1", 1, 12))
+		wantViolation(t, runCheck(&roWL{}, nil, ev), "not once each")
+	})
+	t.Run("more than K in flight", func(t *testing.T) {
+		var ev []kvEvent
+		for i := range 3 {
+			id := fmt.Sprintf("h%03d", i)
+			ev = append(ev, put(roClaims+id+"/.lock/a", "", int64(10+i), int64(10+i)))
+		}
+		for i := range 3 {
+			id := fmt.Sprintf("h%03d", i)
+			ev = append(ev, put(roData+id+"/0", strconv.Itoa(10+i), int64(20+i), int64(20+i)))
+		}
+		for i := range 3 {
+			id := fmt.Sprintf("h%03d", i)
+			ev = append(ev, put(roData+id+"/1", strconv.Itoa(10+i), int64(30+i), int64(30+i)))
+		}
+		vs := runCheck(&roWL{}, nil, ev)
+		wantViolation(t, vs, "targets in flight")
 	})
 }

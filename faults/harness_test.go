@@ -22,6 +22,7 @@ const (
 	envSeed  = "CONCORD_FAULT_SEED"
 	envRun   = "CONCORD_FAULT_RUN"
 	envSoak  = "CONCORD_SOAK"
+	envAll   = "CONCORD_FAULT_ALL"
 )
 
 // timeScale is CONCORD_TIME_SCALE (default 1): every timeout, TTL and fault

@@ -224,10 +224,11 @@ func (e *env) stall(ctx context.Context, f fault, in *injected) bool {
 }
 
 // revoke revokes the lease of a key some process holds (a lock, a permit,
-// a candidacy, a queue claim, a checkpoint lock, a registered instance).
+// a candidacy, a queue claim, a checkpoint lock, a registered instance, a
+// rollout worker's claim or slot, a rollout coordinator's candidacy).
 func (e *env) revoke(ctx context.Context, f fault, in *injected) bool {
 	var held []string
-	for _, pfx := range []string{lockPrefix, semPrefix, electionPrefix, claimPrefix, ckLockPrefix, discPrefix} {
+	for _, pfx := range []string{lockPrefix, semPrefix, electionPrefix, claimPrefix, ckLockPrefix, discPrefix, roClaims, roElection, roSlots} {
 		octx, cancel := opCtx(ctx)
 		resp, err := e.admin.Get(octx, pfx, clientv3.WithPrefix(),
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))

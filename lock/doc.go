@@ -1,4 +1,5 @@
-// Package lock provides distributed locks over etcd: Mutex, RWMutex and Do.
+// Package lock provides distributed locks over etcd: Mutex, RWMutex, Multi
+// (several locks held as one) and Do.
 //
 // Guarantees. At most one Mutex holder at a time as judged by etcd; holders
 // are granted in request order; each hold carries a fencing token (its key's
@@ -10,6 +11,13 @@
 // whose session is lost stops waiting at once. A cancelled or failed Lock
 // leaves no key behind. RWMutex readers share the lock, writers hold it
 // alone, and a waiting writer holds back later readers.
+//
+// A Multi holds several Mutex locks as one: it takes them in one global
+// order (sorted by name), so Multis over overlapping sets (and Mutexes)
+// cannot deadlock; its hold is lost when any lock is lost, and the others
+// are then released at once (Multi.Do releases them only after its function
+// returns); one Guard covers every lock, and each lock keeps its own
+// fencing token (TokenOf).
 //
 // Not guaranteed: mutual exclusion for work outside etcd when a holder
 // pauses past its lease; fence that work with Token. Failover after a holder

@@ -71,3 +71,36 @@ func ExampleMutex_Do() {
 	// migrating under the lock
 	// err: <nil>
 }
+
+func ExampleMulti() {
+	srv, err := embedtest.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	s, err := concurrency.NewSession(ctx, srv.Client)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close(ctx)
+
+	// Move stock between two warehouses: hold both locks as one. Any order
+	// of names is fine: every Multi takes its locks in the same order.
+	m, err := lock.NewMulti(s, []string{"stock/berlin", "stock/austin"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := m.Lock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// One guard covers both locks: the write lands only while both are held.
+	_, err = m.Guard().Do(ctx,
+		clientv3.OpPut("stock/austin/count", "9"),
+		clientv3.OpPut("stock/berlin/count", "11"))
+	fmt.Println("moved:", err == nil, "locks:", m.Names(), "one token each:", m.TokenOf("stock/austin") != m.TokenOf("stock/berlin"))
+	if err := m.Unlock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output: moved: true locks: [stock/austin stock/berlin] one token each: true
+}

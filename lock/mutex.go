@@ -249,3 +249,5 @@ var (
 	_ concurrency.Held = (*Mutex)(nil)
 	_ concurrency.Held = (*RWMutex)(nil)
 )
+
+func validateValue(v string) error { return names.ValidateValue(v) }

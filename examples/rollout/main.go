@@ -1,8 +1,10 @@
-// Command rollout shows a rollout limiter with semaphore: eight hosts
-// upgrade with at most two in progress at once; once two are done, an
-// operator raises the limit to three and a waiting host is admitted at
-// once. Each host records its progress with writes fenced by its permit.
-// With ETCD_ENDPOINTS unset it runs an embedded etcd.
+// Command rollout shows package rollout on a step function of its own:
+// eight hosts upgrade in three steps, with at most two in progress at once,
+// the canary first and then waves of four. Three workers and two
+// coordinators run it; one worker stops in the middle of a host's upgrade,
+// and another worker resumes that host at the step after the last one
+// saved. An operator pauses the rollout and resumes it. With
+// ETCD_ENDPOINTS unset it runs an embedded etcd.
 package main
 
 import (
@@ -10,12 +12,10 @@ import (
 	"fmt"
 	"log"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
-	"github.com/concordkit/concord/semaphore"
+	"github.com/concordkit/concord/rollout"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -26,10 +26,7 @@ func main() {
 	}
 }
 
-const (
-	name  = "demo/rollout/v2"
-	hosts = 8
-)
+const name = "demo/upgrade-v2"
 
 func runTo(ctx context.Context, say func(string, ...any)) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -40,116 +37,150 @@ func runTo(ctx context.Context, say func(string, ...any)) error {
 	}
 	defer closeFn()
 
-	// The limit is stored in etcd and outlives this run: a run before this
-	// one left 3. Start from this rollout's own limit, as an operator
-	// configuring a rollout would.
-	if err := setLimit(ctx, c, 2); err != nil {
-		return err
-	}
-	var inFlight, maxSeen, finished atomic.Int64
-	var limit atomic.Int64
-	limit.Store(2)
-	errs := make(chan error, hosts)
-	var wg sync.WaitGroup
-	for i := range hosts {
-		host := fmt.Sprintf("web-%d", i+1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- upgrade(ctx, c, host, func(ctx context.Context, p *semaphore.Permit) error {
-				n := inFlight.Add(1)
-				defer inFlight.Add(-1)
-				if n > limit.Load() {
-					return fmt.Errorf("%d hosts in flight, limit %d", n, limit.Load())
-				}
-				maxSeen.Store(max(maxSeen.Load(), n))
-				say("%s upgrading (%d in flight)", host, n)
-				for step := 1; step <= 3; step++ {
-					time.Sleep(30 * time.Millisecond) // the upgrade's work
-					// Progress lands only while the permit is held.
-					if _, err := p.Guard().Do(ctx, clientv3.OpPut(name+"/hosts/"+host, fmt.Sprintf("step %d/3", step))); err != nil {
-						return err
-					}
-				}
-				say("%s done", host)
-				finished.Add(1)
-				return nil
-			})
-		}()
-	}
-
-	allDone := make(chan struct{})
-	go func() { wg.Wait(); close(errs); close(allDone) }()
-
-	// Once two hosts are done, an operator raises the limit (as `concord
-	// sem` or a dashboard would): a waiting host is admitted at once,
-	// without anyone releasing.
-	raised := false
-	for !raised {
-		select {
-		case <-allDone:
-			raised = true // everything ended early (an error): report it
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-			if finished.Load() >= 2 {
-				limit.Store(3)
-				if err := setLimit(ctx, c, 3); err != nil {
-					return err
-				}
-				say("limit raised to 3")
-				raised = true
-			}
-		}
-	}
-	<-allDone
-	for err := range errs {
-		if err != nil {
+	// Against a shared cluster a previous run's rollout (and the
+	// example's host records) would still be there: start afresh. Only
+	// the example's own keys are touched.
+	for _, prefix := range []string{name + "/", name + "-hosts/"} {
+		if _, err := c.Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
 			return err
 		}
 	}
-	st, err := semaphore.Inspect(ctx, c, name)
+
+	plan := rollout.Plan{Steps: []string{"drain", "upgrade", "undrain"}, MaxInFlight: 2, WaveSize: 4, FailureBudget: 1}
+	for i := range 8 {
+		plan.Targets = append(plan.Targets, rollout.Target{ID: fmt.Sprintf("web-%d", i+1), Canary: i == 0})
+	}
+	if err := rollout.Create(ctx, c, name, plan); err != nil {
+		return err
+	}
+	ectx, stopEvents := context.WithCancel(ctx)
+	events, err := rollout.Watch(ectx, c, name)
+	if err != nil {
+		stopEvents()
+		return err
+	}
+	defer func() {
+		stopEvents()
+		for range events.C() {
+		}
+	}()
+
+	// The user's step function: here it records each step with a write
+	// fenced by the worker's claim (a stale worker's write fails). The
+	// first worker to reach the middle step of a host after the canary
+	// stops there, as a crashed process would.
+	var mu sync.Mutex
+	active := map[string]bool{}
+	maxSeen := 0
+	ran := map[string][]int{}
+	stops := make([]context.CancelFunc, 3)
+	var stopOnce sync.Once
+	step := func(worker int) rollout.StepFunc {
+		return func(ctx context.Context, s rollout.Step) error {
+			mu.Lock()
+			active[s.Target.ID] = true
+			maxSeen = max(maxSeen, len(active))
+			ran[s.Target.ID] = append(ran[s.Target.ID], s.Index)
+			mu.Unlock()
+			crash := false
+			if s.Index == 1 && !s.Target.Canary {
+				stopOnce.Do(func() { crash = true })
+			}
+			if crash {
+				say("worker-%d stops during %s of %s", worker, s.Name, s.Target.ID)
+				mu.Lock()
+				delete(active, s.Target.ID) // in flight again once resumed
+				mu.Unlock()
+				stops[worker]()
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			time.Sleep(20 * time.Millisecond) // the step's work
+			if _, err := s.Guard.Do(ctx, clientv3.OpPut(name+"-hosts/"+s.Target.ID, s.Name)); err != nil {
+				return err
+			}
+			if s.Index == len(plan.Steps)-1 {
+				mu.Lock()
+				delete(active, s.Target.ID)
+				mu.Unlock()
+			}
+			return nil
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 3 {
+		w, err := rollout.NewWorker(c, name, step(i), rollout.WithValue(fmt.Sprint("worker-", i)))
+		if err != nil {
+			return err
+		}
+		wctx, stop := context.WithCancel(ctx)
+		stops[i] = stop
+		wg.Go(func() {
+			defer stop()
+			if err := w.Run(wctx); err != nil && wctx.Err() == nil {
+				errs <- err
+			}
+		})
+	}
+	for i := range 2 {
+		co, err := rollout.NewCoordinator(c, name, rollout.WithValue(fmt.Sprint("coordinator-", i)))
+		if err != nil {
+			return err
+		}
+		wg.Go(func() {
+			if err := co.Run(ctx); err != nil {
+				errs <- err
+			}
+		})
+	}
+
+	// An operator follows the events, pauses once the first wave after the
+	// canary is done, and resumes.
+	paused := false
+	for ev := range events.C() {
+		st := ev.Status
+		switch {
+		case ev.Kind == "wave":
+			say("wave %d opened", st.Wave)
+		case ev.Kind == "state" && st.State == rollout.Paused:
+			say("paused: %s", st.Reason)
+			if err := rollout.Resume(ctx, c, name); err != nil {
+				return err
+			}
+		case ev.Kind == "state":
+			say("rollout %s", st.State)
+		}
+		if !paused && st.Wave == 2 {
+			paused = true
+			if err := rollout.Pause(ctx, c, name, "operator checks the dashboards"); err != nil {
+				return err
+			}
+		}
+		if st.State == rollout.Done {
+			break
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return err
+	}
+	st, err := rollout.Inspect(ctx, c, name)
 	if err != nil {
 		return err
 	}
-	say("all %d hosts upgraded; at most %d at once; %d permits left held", finished.Load(), maxSeen.Load(), len(st.Holders))
+	mu.Lock()
+	defer mu.Unlock()
+	for _, t := range st.Targets {
+		if steps := ran[t.ID]; len(steps) > 3 {
+			say("%s ran steps %v: resumed at the step that was not saved", t.ID, steps)
+		}
+	}
+	done := 0
+	for _, w := range st.Waves {
+		done += w.Done
+	}
+	say("%d of %d hosts done in %d waves; at most %d at once", done, len(st.Targets), len(st.Waves), maxSeen)
 	return nil
-}
-
-// upgrade is one host: its own session (its process's lease), a permit
-// for the duration of fn.
-func upgrade(ctx context.Context, c *clientv3.Client, host string, fn func(context.Context, *semaphore.Permit) error) error {
-	s, err := concurrency.NewSession(ctx, c, concurrency.WithTTL(5*time.Second))
-	if err != nil {
-		return err
-	}
-	defer s.Close(context.Background())
-	// WithFollowLimit: take the limit stored in etcd, which may have been
-	// changed since this host was configured.
-	sem, err := semaphore.New(s, name, 2, semaphore.WithValue(host), semaphore.WithFollowLimit())
-	if err != nil {
-		return err
-	}
-	defer sem.Close(context.Background())
-	p, err := sem.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer p.Release(context.Background())
-	return fn(ctx, p)
-}
-
-// setLimit stores the semaphore's limit, whatever it was.
-func setLimit(ctx context.Context, c *clientv3.Client, n int) error {
-	s, err := concurrency.NewSession(ctx, c)
-	if err != nil {
-		return err
-	}
-	defer s.Close(context.Background())
-	sem, err := semaphore.New(s, name, n, semaphore.WithFollowLimit())
-	if err != nil {
-		return err
-	}
-	defer sem.Close(context.Background())
-	return sem.SetLimit(ctx, n)
 }

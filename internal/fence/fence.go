@@ -7,12 +7,39 @@ package fence
 
 import clientv3 "go.etcd.io/etcd/client/v3"
 
-// Guard is a held key at its holder's create revision.
+// Guard is a held key at its holder's create revision, and for a combined
+// guard (Combine) further held keys.
 type Guard struct {
 	client *clientv3.Client
 	key    string
 	rev    int64
+	more   []cond // the further resources of a combined guard
 }
+
+// cond is one further held key of a combined guard.
+type cond struct {
+	key string
+	rev int64
+}
+
+// Combine returns a guard that holds only while every one of gs holds (a
+// multi-lock's locks, say). Its Key, Rev and client are the first guard's;
+// with no guards it returns the zero Guard.
+func Combine(gs ...Guard) Guard {
+	if len(gs) == 0 {
+		return Guard{}
+	}
+	g := gs[0]
+	g.more = append([]cond(nil), g.more...)
+	for _, o := range gs[1:] {
+		g.more = append(g.more, cond{o.key, o.rev})
+		g.more = append(g.more, o.more...)
+	}
+	return g
+}
+
+// More is how many further keys a combined guard covers.
+func (g Guard) More() int { return len(g.more) }
 
 // New returns the guard of key held at create revision rev.
 func New(client *clientv3.Client, key string, rev int64) Guard {
@@ -28,7 +55,12 @@ func (g Guard) Key() string { return g.key }
 // Rev is the holder's create revision.
 func (g Guard) Rev() int64 { return g.rev }
 
-// Cmps are the comparisons that hold exactly while the key is held.
+// Cmps are the comparisons that hold exactly while the key (every key, for
+// a combined guard) is held.
 func (g Guard) Cmps() []clientv3.Cmp {
-	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(g.key), "=", g.rev)}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(g.key), "=", g.rev)}
+	for _, c := range g.more {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(c.key), "=", c.rev))
+	}
+	return cmps
 }

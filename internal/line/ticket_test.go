@@ -10,6 +10,8 @@ import (
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/internal/errs"
+	"github.com/concordkit/concord/internal/fence"
+	"github.com/concordkit/concord/internal/hold"
 	"github.com/concordkit/concord/internal/line"
 	"github.com/concordkit/concord/internal/names"
 )
@@ -118,5 +120,44 @@ func TestWaitCountsLine(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("fourth not admitted after a holder left")
+	}
+}
+
+// A combined guard holds only while every one of its resources is held; a
+// single guard is unchanged by combining it.
+func TestCombineGuards(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	s := newSession(t, srv.Client, concurrency.WithTTL(5*time.Second))
+	var hs []*hold.Hold
+	for _, k := range []string{"res/a", "res/b", "res/c"} {
+		tk, err := line.Join(ctx, s, k, "me", k+"/", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, tk.Hold())
+	}
+	f := func(g concurrency.Guard) fence.Guard { return fence.Guard(g) }
+	g := concurrency.Guard(fence.Combine(fence.Combine(f(hs[0].Guard()), f(hs[1].Guard())), f(hs[2].Guard())))
+	if fence.Guard(g).Key() != "res/a" || g.Token() != hs[0].Token() || len(g.Cmps()) != 3 {
+		t.Fatalf("combined guard: key %q token %d, %d cmps", fence.Guard(g).Key(), g.Token(), len(g.Cmps()))
+	}
+	if one := fence.Combine(f(hs[1].Guard())); len(one.Cmps()) != 1 || one.Key() != "res/b" {
+		t.Fatal("a guard combined alone changed")
+	}
+	if _, err := g.Do(ctx, clientv3.OpPut("data", "1")); err != nil {
+		t.Fatalf("guarded write while all held: %v", err)
+	}
+	if err := hs[2].Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Do(ctx, clientv3.OpPut("data", "2")); !errors.Is(err, errs.NotHeld) {
+		t.Fatalf("guarded write with the last resource gone: %v, want NotHeld", err)
+	}
+	if _, err := hs[0].Guard().Do(ctx, clientv3.OpPut("data", "3")); err != nil {
+		t.Fatalf("the first resource's own guard: %v", err)
+	}
+	for _, h := range hs {
+		_ = h.Release(ctx)
 	}
 }

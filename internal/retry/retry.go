@@ -28,6 +28,9 @@ var (
 	Watch = Policy{Initial: 25 * time.Millisecond, Max: 2 * time.Second}
 	// Write retries a write that must land eventually (a registration).
 	Write = Policy{Initial: 50 * time.Millisecond, Max: time.Second}
+	// Conflict retries a compare-and-swap that lost a race: at once, then
+	// briefly apart.
+	Conflict = Policy{Initial: time.Millisecond, Max: 50 * time.Millisecond}
 	// Session replaces a lost session (Supervise, a campaign's retry).
 	Session = Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
 )

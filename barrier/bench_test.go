@@ -1,0 +1,189 @@
+package barrier_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/barrier"
+	"github.com/concordkit/concord/embedtest"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	recipe "go.etcd.io/etcd/client/v3/experimental/recipes"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// The wake-up benchmark holds a barrier, starts 100 waiters (10 clients, 10
+// waiters each), waits until the server has created all their watches, then
+// releases the barrier and measures, for each waiter, the time from the
+// Release call to its Wait returning. It runs concord's Barrier and etcd's
+// own recipe (client/v3/experimental/recipes Barrier) on the same embedded
+// server in the same run; "busy" adds a writer putting an unrelated key
+// every 2 ms, as other tenants of a cluster would:
+//
+//	go test -run '^$' -bench BenchmarkBarrierWake -benchtime 20x ./barrier
+//
+// Figures: p50 and p99 of the wake-up latency, in ms.
+
+const (
+	benchWaiters = 100
+	benchClients = 10
+)
+
+type benchBarrier interface {
+	hold(ctx context.Context) error
+	release(ctx context.Context) error
+	wait(ctx context.Context) error
+}
+
+type concordBarrier struct{ b *barrier.Barrier }
+
+func (c concordBarrier) hold(ctx context.Context) error    { return c.b.Hold(ctx) }
+func (c concordBarrier) release(ctx context.Context) error { return c.b.Release(ctx) }
+func (c concordBarrier) wait(ctx context.Context) error    { return c.b.Wait(ctx) }
+
+// etcdBarrier is etcd's recipe; it takes no context.
+type etcdBarrier struct{ b *recipe.Barrier }
+
+func (e etcdBarrier) hold(context.Context) error    { return e.b.Hold() }
+func (e etcdBarrier) release(context.Context) error { return e.b.Release() }
+func (e etcdBarrier) wait(context.Context) error    { return e.b.Wait() }
+
+var benchImpls = []struct {
+	name string
+	open func(c *clientv3.Client, name string) benchBarrier
+}{
+	{"concord", func(c *clientv3.Client, name string) benchBarrier {
+		b, _ := barrier.New(c, name)
+		return concordBarrier{b}
+	}},
+	{"etcd", func(c *clientv3.Client, name string) benchBarrier {
+		return etcdBarrier{recipe.NewBarrier(c, name+"/.barrier")}
+	}},
+}
+
+// createdCounter counts watch-created responses received by the clients it
+// instruments: a waiter is waiting once its watch is created.
+type createdCounter struct{ n atomic.Int64 }
+
+type countingStream struct {
+	grpc.ClientStream
+	cc *createdCounter
+}
+
+func (s countingStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if wr, ok := m.(*pb.WatchResponse); ok && err == nil && wr.Created {
+		s.cc.n.Add(1)
+	}
+	return err
+}
+
+func (cc *createdCounter) dialOption() grpc.DialOption {
+	return grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, conn *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		st, err := streamer(ctx, desc, conn, method, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return countingStream{st, cc}, nil
+	})
+}
+
+func BenchmarkBarrierWake(b *testing.B) {
+	srv := embedtest.Start(b)
+	for _, load := range []string{"quiet", "busy"} {
+		for _, impl := range benchImpls {
+			b.Run(impl.name+"/"+load, func(b *testing.B) {
+				benchWake(b, srv, load == "busy", impl.open)
+			})
+		}
+	}
+}
+
+func benchWake(b *testing.B, srv *embedtest.Server, busy bool, open func(*clientv3.Client, string) benchBarrier) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cc := &createdCounter{}
+	var clients []*clientv3.Client
+	for range benchClients {
+		c, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints, Logger: zap.NewNop(), DialOptions: []grpc.DialOption{cc.dialOption()}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	if busy {
+		bctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer stop()
+		wg.Go(func() {
+			t := time.NewTicker(2 * time.Millisecond)
+			defer t.Stop()
+			for bctx.Err() == nil {
+				_, _ = srv.Client.Put(bctx, "bench/noise", "x")
+				select {
+				case <-t.C:
+				case <-bctx.Done():
+				}
+			}
+		})
+	}
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		name := fmt.Sprintf("bench/wake/%s/%d", b.Name(), i)
+		holder := open(srv.Client, name)
+		if err := holder.hold(ctx); err != nil {
+			b.Fatal(err)
+		}
+		before := cc.n.Load()
+		ends := make(chan time.Time, benchWaiters)
+		errs := make(chan error, benchWaiters)
+		var wg sync.WaitGroup
+		for w := range benchWaiters {
+			wb := open(clients[w%benchClients], name)
+			wg.Go(func() {
+				if err := wb.wait(ctx); err != nil {
+					errs <- err
+					return
+				}
+				ends <- time.Now()
+			})
+		}
+		deadline := time.Now().Add(time.Minute)
+		for cc.n.Load()-before < benchWaiters {
+			if time.Now().After(deadline) {
+				b.Fatalf("only %d of %d waiters' watches were created", cc.n.Load()-before, benchWaiters)
+			}
+			time.Sleep(time.Millisecond) // polling a counter with a deadline
+		}
+		start := time.Now()
+		if err := holder.release(ctx); err != nil {
+			b.Fatal(err)
+		}
+		wg.Wait()
+		close(ends)
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		for e := range ends {
+			lat = append(lat, e.Sub(start))
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	q := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(q(1), "max-ms")
+}
