@@ -20,6 +20,8 @@
 //	concord status [PREFIX]               locks, elections, semaphores, queues, checkpoints and services under PREFIX
 //	concord ui [--listen ADDR] [--prefix P] [--allow-actions]
 //	                                      the operator console in the browser (dev --ui starts it too)
+//	concord rollout status|pause|resume|abort NAME
+//	                                      see and steer a rollout (package rollout)
 //	concord completion bash|zsh|fish      a shell completion script
 //
 // services register keeps the instance registered under a lease of --ttl
