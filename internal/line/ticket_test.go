@@ -12,6 +12,7 @@ import (
 	"github.com/concordkit/concord/internal/errs"
 	"github.com/concordkit/concord/internal/line"
 	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 func TestGuardFencesStaleHolder(t *testing.T) {
@@ -25,7 +26,7 @@ func TestGuardFencesStaleHolder(t *testing.T) {
 	if !tk.Admitted(1) {
 		t.Fatal("first ticket not admitted")
 	}
-	h := tk.Hold()
+	h := tk.Hold(telemetry.Lock)
 	defer h.Release(ctx)
 	if _, err := h.Guard().Do(ctx, clientv3.OpPut("data", "1")); err != nil {
 		t.Fatalf("guarded write while held: %v", err)

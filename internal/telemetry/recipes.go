@@ -1,0 +1,66 @@
+package telemetry
+
+import "go.opentelemetry.io/otel/metric"
+
+// QueueInstruments are the queue's own figures.
+type QueueInstruments struct {
+	Enqueued      metric.Int64Counter
+	Delivered     metric.Int64Counter
+	Acked         metric.Int64Counter
+	Nacked        metric.Int64Counter
+	Redelivered   metric.Int64Counter
+	DeadLettered  metric.Int64Counter
+	DeliveryDelay metric.Float64Histogram // enqueue to claim
+	ClaimToAck    metric.Float64Histogram
+}
+
+func (q *QueueInstruments) init(m metric.Meter) {
+	c := func(name, desc string) metric.Int64Counter {
+		i, _ := m.Int64Counter(name, metric.WithUnit("{item}"), metric.WithDescription(desc))
+		return i
+	}
+	q.Enqueued = c("concord.queue.enqueued", "Items enqueued by this process.")
+	q.Delivered = c("concord.queue.delivered", "Items claimed by this process's consumers.")
+	q.Acked = c("concord.queue.acked", "Items acknowledged (done) by this process.")
+	q.Nacked = c("concord.queue.nacked", "Items handed back for redelivery by this process.")
+	q.Redelivered = c("concord.queue.redelivered", "Claims of items delivered before (a nack or a lost claim).")
+	q.DeadLettered = c("concord.queue.dead_lettered", "Items moved to the dead-letter line after too many deliveries.")
+	q.DeliveryDelay, _ = m.Float64Histogram("concord.queue.delivery.delay", metric.WithUnit("s"),
+		metric.WithDescription("Time from enqueue to claim."))
+	q.ClaimToAck, _ = m.Float64Histogram("concord.queue.claim.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from claim to ack."))
+}
+
+// DiscoveryInstruments are discovery's own figures. The watcher gauges are
+// observed from callbacks each watcher registers on Meter.
+type DiscoveryInstruments struct {
+	Registered      metric.Int64UpDownCounter
+	Reregistrations metric.Int64Counter
+	Instances       metric.Int64ObservableGauge
+	Staleness       metric.Float64ObservableGauge
+	ServingCache    metric.Int64ObservableGauge
+}
+
+func (d *DiscoveryInstruments) init(m metric.Meter) {
+	d.Registered, _ = m.Int64UpDownCounter("concord.discovery.registered", metric.WithUnit("{instance}"),
+		metric.WithDescription("Instances this process has registered."))
+	d.Reregistrations, _ = m.Int64Counter("concord.discovery.reregistrations", metric.WithUnit("{registration}"),
+		metric.WithDescription("Registrations made again after their lease was lost."))
+	d.Instances, _ = m.Int64ObservableGauge("concord.discovery.instances", metric.WithUnit("{instance}"),
+		metric.WithDescription("Instances a watcher of this process sees."))
+	d.Staleness, _ = m.Float64ObservableGauge("concord.discovery.staleness", metric.WithUnit("s"),
+		metric.WithDescription("Seconds since a watcher last heard from etcd."))
+	d.ServingCache, _ = m.Int64ObservableGauge("concord.discovery.serving_cache", metric.WithUnit("1"),
+		metric.WithDescription("1 while a watcher serves its cache through an outage of etcd."))
+}
+
+// ElectionInstruments are the election's own figures (time as leader and
+// "is leader" are the election's hold duration and holders).
+type ElectionInstruments struct {
+	TermsWon metric.Int64Counter
+}
+
+func (e *ElectionInstruments) init(m metric.Meter) {
+	e.TermsWon, _ = m.Int64Counter("concord.election.terms_won", metric.WithUnit("{term}"),
+		metric.WithDescription("Terms this process won."))
+}
