@@ -34,7 +34,7 @@ func (q *QueueInstruments) init(m metric.Meter) {
 // DiscoveryInstruments are discovery's own figures. The watcher gauges are
 // observed from callbacks each watcher registers on Meter.
 type DiscoveryInstruments struct {
-	Registered      metric.Int64UpDownCounter
+	Registered      metric.Int64ObservableGauge
 	Reregistrations metric.Int64Counter
 	Instances       metric.Int64ObservableGauge
 	Staleness       metric.Float64ObservableGauge
@@ -42,7 +42,7 @@ type DiscoveryInstruments struct {
 }
 
 func (d *DiscoveryInstruments) init(m metric.Meter) {
-	d.Registered, _ = m.Int64UpDownCounter("concord.discovery.registered", metric.WithUnit("{instance}"),
+	d.Registered, _ = m.Int64ObservableGauge("concord.discovery.registered", metric.WithUnit("{instance}"),
 		metric.WithDescription("Instances this process has registered."))
 	d.Reregistrations, _ = m.Int64Counter("concord.discovery.reregistrations", metric.WithUnit("{registration}"),
 		metric.WithDescription("Registrations made again after their lease was lost."))
