@@ -50,7 +50,7 @@ func (d *DiscoveryInstruments) init(m metric.Meter) {
 		metric.WithDescription("Instances a watcher of this process sees."))
 	d.Staleness, _ = m.Float64ObservableGauge("concord.discovery.staleness", metric.WithUnit("s"),
 		metric.WithDescription("Seconds since a watcher last heard from etcd."))
-	d.ServingCache, _ = m.Int64ObservableGauge("concord.discovery.serving_cache", metric.WithUnit("1"),
+	d.ServingCache, _ = m.Int64ObservableGauge("concord.discovery.serving_cache",
 		metric.WithDescription("1 while a watcher serves its cache through an outage of etcd."))
 }
 
