@@ -111,7 +111,11 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
 	}
 	// Read the head of the queue along with the write: the consumer's next
 	// claim then needs no read of its own.
+	c.held.Settling(true)
 	resp, err := c.held.Guard().Do(ctx, append(ops, c.q.readyOp(), c.q.delayedOp())...)
+	if err != nil {
+		c.held.Settling(false)
+	}
 	if errors.Is(err, concurrency.ErrNotHeld) {
 		return fmt.Errorf("%w: item %s: %w", ErrClaimLost, c.m.ID, c.held.Err())
 	}

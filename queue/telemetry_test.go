@@ -69,3 +69,36 @@ func TestMetricsQueueFlow(t *testing.T) {
 		t.Fatalf("claim waits: %d recorded, want 3", p.Count)
 	}
 }
+
+// Acking a claim whose loss is being watched is not a loss: the claim's own
+// transaction deletes its key, which the watch may see before Ack returns.
+func TestMetricsAckIsNotALoss(t *testing.T) {
+	srv := embedtest.Start(t)
+	ctx := testCtx(t)
+	r := telemetrytest.New(t)
+	s, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithTTL(5*time.Second), concurrency.WithMeterProvider(r.Provider))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close(ctx) }()
+	q := newQueue(t, srv.Client)
+	const n = 20
+	for range n {
+		enqueue(t, q, "x")
+	}
+	for range n {
+		c, err := q.Consumer(s).Claim(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Done() // watch for loss, as a worker does
+		if err := c.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantMetric(t, r, 0, "concord.hold.lost")
+	wantMetric(t, r, 0, "concord.holders", "recipe", "queue")
+	if p := r.Get("concord.hold.duration", "recipe", "queue"); p.Count != n {
+		t.Fatalf("queue holds ended: %d, want %d", p.Count, n)
+	}
+}

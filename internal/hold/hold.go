@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -34,6 +35,7 @@ type Hold struct {
 	seenAt   int64 // a revision at which the key was seen to exist
 	recipe   telemetry.Recipe
 	since    time.Time
+	settling atomic.Bool // the holder is deleting the key itself; see Settling
 	done     chan struct{}
 	stop     chan struct{}
 	loopDone chan struct{}
@@ -130,6 +132,8 @@ func (h *Hold) end(err error) {
 func (h *Hold) record(err error) {
 	why, lost := h.s.LossReason()
 	switch {
+	case errors.Is(err, errs.KeyDeleted) && h.settling.Load():
+		why, lost = 0, false // the holder's own transaction deleted it
 	case errors.Is(err, errs.KeyDeleted):
 		why, lost = telemetry.Deleted, true
 	case err != errs.Released && !lost:
@@ -180,6 +184,11 @@ func (h *Hold) Released() bool {
 	defer h.mu.Unlock()
 	return h.released
 }
+
+// Settling marks (on) or unmarks the key as being deleted by the holder's
+// own transaction (a queue ack), so its deletion, if the watch sees it
+// before Drop, is not counted as a loss in the metrics.
+func (h *Hold) Settling(on bool) { h.settling.Store(on) }
 
 // Drop stops watching without deleting the key, for a holder whose key was
 // already removed by its own transaction (a queue ack): Done closes with
