@@ -48,7 +48,7 @@ type Op struct {
 func (s *Set) Begin(ctx context.Context, r Recipe, name string) (context.Context, Op) {
 	op := Op{s: s, r: r, start: time.Now()}
 	if t := s.tracer(); t != nil {
-		ctx, op.span = t.Start(ctx, name, trace.WithAttributes(attribute.String("concord.recipe", r.String())))
+		ctx, op.span = t.Start(ctx, name, spanStart[r]...)
 	}
 	return ctx, op
 }
@@ -85,9 +85,10 @@ func (o *Op) End(err error, try bool, token int64) {
 	}
 	o.s.waitDuration.Record(bg, time.Since(o.start).Seconds(), o.s.byRecipeOutcome[o.r][out]...)
 	if o.span != nil {
-		o.span.SetAttributes(attribute.String("concord.outcome", out.String()))
 		if token != 0 {
-			o.span.SetAttributes(attribute.Int64("concord.token", token))
+			o.span.SetAttributes(attribute.String("concord.outcome", out.String()), attribute.Int64("concord.token", token))
+		} else {
+			o.span.SetAttributes(attribute.String("concord.outcome", out.String()))
 		}
 		if err != nil && out != TryFailed {
 			o.span.SetStatus(codes.Error, err.Error())
@@ -96,6 +97,14 @@ func (o *Op) End(err error, try bool, token int64) {
 	}
 	o.s = nil
 }
+
+// spanStart are the start options of each recipe's spans.
+var spanStart = func() (o [numRecipes][]trace.SpanStartOption) {
+	for r := range numRecipes {
+		o[r] = []trace.SpanStartOption{trace.WithAttributes(attribute.String("concord.recipe", r.String()))}
+	}
+	return o
+}()
 
 // OutcomeOf classifies an acquire's error.
 func OutcomeOf(err error) Outcome {
