@@ -44,6 +44,8 @@ func exportedNames(t *testing.T) map[string]bool {
 		c.Add(ctx, 1)
 	}
 	q.DeliveryDelay.Record(ctx, 1)
+	set.Supervisor.Restarts.Add(ctx, 1)
+	set.Supervisor.Backoff.Record(ctx, 1)
 	q.ClaimToAck.Record(ctx, 1)
 	d := set.Discovery
 	r, err := set.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {

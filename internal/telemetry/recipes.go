@@ -54,6 +54,19 @@ func (d *DiscoveryInstruments) init(m metric.Meter) {
 		metric.WithDescription("1 while a watcher serves its cache through an outage of etcd."))
 }
 
+// SupervisorInstruments are Supervise's figures.
+type SupervisorInstruments struct {
+	Restarts metric.Int64Counter
+	Backoff  metric.Float64Histogram
+}
+
+func (s *SupervisorInstruments) init(m metric.Meter) {
+	s.Restarts, _ = m.Int64Counter("concord.supervisor.restarts", metric.WithUnit("{restart}"),
+		metric.WithDescription("Runs Supervise started again after their session was lost."))
+	s.Backoff, _ = m.Float64Histogram("concord.supervisor.backoff", metric.WithUnit("s"),
+		metric.WithDescription("Pauses Supervise made before a new session."))
+}
+
 // ElectionInstruments are the election's own figures (time as leader and
 // "is leader" are the election's hold duration and holders).
 type ElectionInstruments struct {

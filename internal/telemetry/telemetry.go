@@ -94,9 +94,10 @@ type Set struct {
 	byRecipeOutcome [numRecipes][numOutcomes][]metric.RecordOption
 	byRecipeReason  [numRecipes][numReasons][]metric.AddOption
 
-	Queue     QueueInstruments
-	Discovery DiscoveryInstruments
-	Election  ElectionInstruments
+	Queue      QueueInstruments
+	Discovery  DiscoveryInstruments
+	Election   ElectionInstruments
+	Supervisor SupervisorInstruments
 }
 
 type key struct {
@@ -163,6 +164,7 @@ func newSet(mp metric.MeterProvider, tp trace.TracerProvider) *Set {
 	s.Queue.init(m)
 	s.Discovery.init(m)
 	s.Election.init(m)
+	s.Supervisor.init(m)
 	return s
 }
 
