@@ -107,7 +107,7 @@ func (a *app) holdAndRun(ctx context.Context, res resource, h *holdFlags, argv [
 		return err
 	}
 	defer client.Close()
-	ms, err := h.metrics.start(a)
+	ms, err := h.metrics.start(a.std.err)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -35,7 +36,7 @@ type metricsServer struct {
 
 // start serves the metrics, if --metrics-addr was given, and says where on
 // w. The provider is nil (the global one is used) when it was not.
-func (m *metricsFlags) start(a *app) (*metricsServer, error) {
+func (m *metricsFlags) start(w io.Writer) (*metricsServer, error) {
 	if m.addr == "" {
 		return &metricsServer{}, nil
 	}
@@ -56,10 +57,10 @@ func (m *metricsFlags) start(a *app) (*metricsServer, error) {
 	go func() {
 		defer close(ms.served)
 		if err := ms.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintf(a.std.err, "concord: metrics server: %v\n", err)
+			fmt.Fprintf(w, "concord: metrics server: %v\n", err)
 		}
 	}()
-	fmt.Fprintf(a.std.err, "concord: metrics at http://%s/metrics\n", ln.Addr())
+	fmt.Fprintf(w, "concord: metrics at http://%s/metrics\n", ln.Addr())
 	return ms, nil
 }
 

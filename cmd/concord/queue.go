@@ -185,7 +185,7 @@ func (a *app) queueClaim(ctx context.Context, name string, argv []string, f *cla
 	if len(argv) > 0 && killAfter <= 0 {
 		return usagef("--kill-after must be positive")
 	}
-	ms, err := f.metrics.start(a)
+	ms, err := f.metrics.start(a.std.err)
 	if err != nil {
 		return err
 	}

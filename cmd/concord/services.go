@@ -167,7 +167,7 @@ func (a *app) servicesRegister(ctx context.Context, pos []string, f *registerFla
 		return err
 	}
 	defer client.Close()
-	ms, err := f.metrics.start(a)
+	ms, err := f.metrics.start(a.std.err)
 	if err != nil {
 		return err
 	}
@@ -400,7 +400,7 @@ func (a *app) servicesWatch(ctx context.Context, pos []string, count int, mf *me
 		return err
 	}
 	defer client.Close()
-	ms, err := mf.start(a)
+	ms, err := mf.start(a.std.err)
 	if err != nil {
 		return err
 	}

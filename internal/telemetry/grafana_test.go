@@ -45,6 +45,9 @@ func exportedNames(t *testing.T) map[string]bool {
 	}
 	q.DeliveryDelay.Record(ctx, 1)
 	set.Supervisor.Restarts.Add(ctx, 1)
+	set.Pubsub.Published.Add(ctx, 1)
+	set.Pubsub.Delivered.Add(ctx, 1)
+	set.Pubsub.Gaps.Add(ctx, 1)
 	set.Supervisor.Backoff.Record(ctx, 1)
 	q.ClaimToAck.Record(ctx, 1)
 	d := set.Discovery

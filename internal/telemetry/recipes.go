@@ -54,6 +54,22 @@ func (d *DiscoveryInstruments) init(m metric.Meter) {
 		metric.WithDescription("1 while a watcher serves its cache through an outage of etcd."))
 }
 
+// PubsubInstruments are pubsub's figures.
+type PubsubInstruments struct {
+	Published metric.Int64Counter
+	Delivered metric.Int64Counter
+	Gaps      metric.Int64Counter
+}
+
+func (p *PubsubInstruments) init(m metric.Meter) {
+	p.Published, _ = m.Int64Counter("concord.pubsub.published", metric.WithUnit("{message}"),
+		metric.WithDescription("Messages this process published."))
+	p.Delivered, _ = m.Int64Counter("concord.pubsub.delivered", metric.WithUnit("{message}"),
+		metric.WithDescription("Messages delivered to this process's subscriptions."))
+	p.Gaps, _ = m.Int64Counter("concord.pubsub.gaps", metric.WithUnit("{gap}"),
+		metric.WithDescription("Gaps signalled to subscriptions: messages retention removed before they were read."))
+}
+
 // SupervisorInstruments are Supervise's figures.
 type SupervisorInstruments struct {
 	Restarts metric.Int64Counter

@@ -98,6 +98,7 @@ type Set struct {
 	Discovery  DiscoveryInstruments
 	Election   ElectionInstruments
 	Supervisor SupervisorInstruments
+	Pubsub     PubsubInstruments
 }
 
 type key struct {
@@ -165,6 +166,7 @@ func newSet(mp metric.MeterProvider, tp trace.TracerProvider) *Set {
 	s.Discovery.init(m)
 	s.Election.init(m)
 	s.Supervisor.init(m)
+	s.Pubsub.init(m)
 	return s
 }
 
