@@ -12,6 +12,7 @@ import (
 	"github.com/concordkit/concord/internal/line"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 	"github.com/concordkit/concord/internal/watch"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -115,7 +116,7 @@ func (d *DoubleBarrier) enter(parent context.Context) (*hold.Hold, *roundView, e
 	if err != nil {
 		return nil, nil, d.failure(parent, err)
 	}
-	h := t.Hold()
+	h := t.Hold(telemetry.Barrier)
 	v := &roundView{d: d, held: h, own: t.Key(), ownRev: int64(t.Token())}
 	read := func(ctx context.Context) (int64, bool, error) {
 		rev, err := v.read(ctx)

@@ -36,4 +36,12 @@
 // was lost may still land later, so the session deletes it then (one
 // watcher per session for all such keys), and the lease removes whatever is
 // left when the session ends.
+//
+// Telemetry. A Session, and every recipe built on it, reports OpenTelemetry
+// metrics (sessions active and lost by reason, keepalive round trip and
+// renew margin; per recipe: wait to acquire by outcome, waiters, holders,
+// hold time, losses by reason) and a span per blocking acquire, to the
+// global providers unless WithMeterProvider and WithTracerProvider name
+// others. With no SDK installed they cost no allocation. The README's
+// Observability section lists every metric.
 package concurrency

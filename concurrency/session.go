@@ -6,6 +6,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/concordkit/concord/internal/session"
 )
@@ -54,6 +56,19 @@ func WithLease(id clientv3.LeaseID) SessionOption {
 // WithLogger logs lease loss and keepalive trouble to lg. Default: silent.
 func WithLogger(lg *slog.Logger) SessionOption {
 	return sessionOption(func(c *session.Config) { c.Logger = lg })
+}
+
+// WithMeterProvider records the session's metrics, and those of every
+// recipe built on it, with mp. Default: the global provider (a no-op until
+// the application installs an SDK).
+func WithMeterProvider(mp metric.MeterProvider) SessionOption {
+	return sessionOption(func(c *session.Config) { c.MeterProvider = mp })
+}
+
+// WithTracerProvider starts the spans of the blocking calls of every recipe
+// built on the session with tp. Default: the global provider.
+func WithTracerProvider(tp trace.TracerProvider) SessionOption {
+	return sessionOption(func(c *session.Config) { c.TracerProvider = tp })
 }
 
 // NewSession grants a lease (or resumes one, see WithLease) and starts

@@ -9,6 +9,7 @@ import (
 
 	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 // Supervise runs fn with a fresh session and runs it again, with a new
@@ -24,6 +25,16 @@ import (
 // until ctx ends.
 func Supervise(ctx context.Context, client *clientv3.Client, fn func(ctx context.Context, s *Session) error, opts ...SessionOption) error {
 	b := retry.Session.New()
+	var cfg session.Config
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	sup := &telemetry.For(cfg.MeterProvider, cfg.TracerProvider).Supervisor
+	pause := func() bool {
+		d := b.NextBackOff()
+		sup.Backoff.Record(ctx, d.Seconds())
+		return retry.Sleep(ctx, d)
+	}
 	for {
 		s, err := NewSession(ctx, client, opts...)
 		if err != nil {
@@ -33,7 +44,7 @@ func Supervise(ctx context.Context, client *clientv3.Client, fn func(ctx context
 			if errors.Is(err, ErrInvalidTTL) {
 				return err
 			}
-			if !retry.Sleep(ctx, b.NextBackOff()) {
+			if !pause() {
 				return ctx.Err()
 			}
 			continue
@@ -57,9 +68,10 @@ func Supervise(ctx context.Context, client *clientv3.Client, fn func(ctx context
 		if time.Since(started) > 2*s.TTL() {
 			b.Reset()
 		}
-		if !retry.Sleep(ctx, b.NextBackOff()) {
+		if !pause() {
 			return ctx.Err()
 		}
+		sup.Restarts.Add(ctx, 1)
 	}
 }
 

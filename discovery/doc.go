@@ -37,4 +37,10 @@
 // Key layout: service + "/.instances/" + instance ID; the value is a JSON
 // record. Service names and instance IDs are single key segments (no "/").
 // Use etcd's client/v3/namespace for multi-tenant prefixes.
+//
+// Telemetry (WithMeterProvider, else the global provider): a Registry
+// reports its registered instances and re-registrations (and its session's
+// metrics); a Watcher, by service, the instances it sees, the seconds since
+// it last heard from etcd, and whether it is serving its cache through an
+// outage.
 package discovery

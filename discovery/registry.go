@@ -13,15 +13,53 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 type registryConfig struct {
 	ttl    time.Duration
 	logger *slog.Logger
+	mp     metric.MeterProvider
+	tp     trace.TracerProvider
+}
+
+// SharedOption configures a Registry (and Register) and a Watcher (and the
+// resolver's watchers) alike.
+type SharedOption interface {
+	Option
+	WatchOption
+}
+
+type sharedOption struct {
+	reg   func(*registryConfig)
+	watch func(*watcherConfig)
+}
+
+func (o sharedOption) apply(c *registryConfig)     { o.reg(c) }
+func (o sharedOption) applyWatch(c *watcherConfig) { o.watch(c) }
+
+// WithMeterProvider records discovery's metrics with mp: a Registry's
+// session, registered instances and re-registrations; a Watcher's
+// instances, staleness and whether it serves its cache through an outage.
+// Default: the global provider (a no-op until the application installs an
+// SDK).
+func WithMeterProvider(mp metric.MeterProvider) SharedOption {
+	return sharedOption{
+		reg:   func(c *registryConfig) { c.mp = mp },
+		watch: func(c *watcherConfig) { c.mp = mp },
+	}
+}
+
+// WithTracerProvider starts a Registry's session's spans with tp. Default:
+// the global provider.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *registryConfig) { c.tp = tp })
 }
 
 // Option configures a Registry (and Register).
@@ -64,6 +102,10 @@ type Registry struct {
 	ready  chan struct{}            // closed while sess is set
 	closed bool
 	err    error // why supervision stopped, once done is closed
+
+	tel     *telemetry.Set
+	metrics metric.Registration
+	served  bool // a session has been served: later ones re-register
 }
 
 // NewRegistry starts a Registry. It does not wait for etcd: the first lease
@@ -87,11 +129,20 @@ func NewRegistry(client *clientv3.Client, opts ...Option) (*Registry, error) {
 		done:   make(chan struct{}),
 		regs:   make(map[string]*Registration),
 		ready:  make(chan struct{}),
+		tel:    telemetry.For(cfg.mp, cfg.tp),
 	}
+	r.metrics, _ = r.tel.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		r.mu.Lock()
+		n := len(r.regs)
+		r.mu.Unlock()
+		o.ObserveInt64(r.tel.Discovery.Registered, int64(n))
+		return nil
+	}, r.tel.Discovery.Registered)
 	go func() {
 		defer close(r.done)
 		err := concurrency.Supervise(ctx, client, r.serve,
-			concurrency.WithTTL(cfg.ttl), concurrency.WithLogger(cfg.logger))
+			concurrency.WithTTL(cfg.ttl), concurrency.WithLogger(cfg.logger),
+			concurrency.WithMeterProvider(cfg.mp), concurrency.WithTracerProvider(cfg.tp))
 		r.mu.Lock()
 		r.err = err
 		r.mu.Unlock()
@@ -199,6 +250,9 @@ func (r *Registry) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	if first {
 		r.cancel()
+		if r.metrics != nil {
+			_ = r.metrics.Unregister()
+		}
 	}
 	select {
 	case <-r.done:
@@ -218,6 +272,8 @@ func (r *Registry) serve(ctx context.Context, s *concurrency.Session) error {
 	r.sess = s
 	close(r.ready)
 	regs := slices.Collect(maps.Values(r.regs))
+	again := r.served
+	r.served = true
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -226,29 +282,34 @@ func (r *Registry) serve(ctx context.Context, s *concurrency.Session) error {
 		r.mu.Unlock()
 	}()
 	for _, g := range regs {
-		r.reput(ctx, s, g)
+		if r.reput(ctx, s, g) && again {
+			r.tel.Discovery.Reregistrations.Add(ctx, 1)
+		}
 	}
 	<-ctx.Done()
 	return nil
 }
 
 // reput writes g under s, retrying transient failures until ctx ends.
-func (r *Registry) reput(ctx context.Context, s *concurrency.Session, g *Registration) {
+// It reports whether g was written.
+func (r *Registry) reput(ctx context.Context, s *concurrency.Session, g *Registration) bool {
 	b := retry.Write.UpTo(max(s.TTL()/3, 100*time.Millisecond)).New()
 	for {
 		err := g.write(ctx, s)
 		switch {
-		case err == nil || errors.Is(err, ErrDeregistered) || ctx.Err() != nil:
-			return
+		case err == nil:
+			return true
+		case errors.Is(err, ErrDeregistered) || ctx.Err() != nil:
+			return false
 		case errors.Is(err, ErrAlreadyRegistered):
 			r.log.Warn("concord discovery: instance id taken over", "key", g.key)
 			r.forget(g)
 			g.end(err)
-			return
+			return false
 		}
 		r.log.Debug("concord discovery: re-register failed", "key", g.key, "err", err)
 		if !retry.Sleep(ctx, b.NextBackOff()) {
-			return
+			return false
 		}
 	}
 }

@@ -9,13 +9,17 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
+	"github.com/concordkit/concord/internal/telemetry"
 	"github.com/concordkit/concord/internal/watch"
 )
 
 type watcherConfig struct {
 	probeInterval time.Duration
 	probeTimeout  time.Duration
+	mp            metric.MeterProvider
 }
 
 // WatchOption configures a Watcher (and the resolver's watchers).
@@ -65,6 +69,8 @@ type Watcher struct {
 	since   time.Time
 	target  probeResult
 	restart context.CancelFunc // ends the current Follow, which is then started again
+	heard   time.Time          // when etcd last answered the watch or a probe
+	metrics metric.Registration
 }
 
 type probeResult struct {
@@ -99,7 +105,9 @@ func NewWatcher(client *clientv3.Client, service string, opts ...WatchOption) (*
 		changes: make(chan struct{}, 1),
 		synced:  make(chan struct{}),
 		keys:    make(map[string]*Instance),
+		heard:   time.Now(),
 	}
+	w.metrics = w.observe(telemetry.For(cfg.mp, nil))
 	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
@@ -176,6 +184,12 @@ func (w *Watcher) Revision() int64 {
 // than once.
 func (w *Watcher) Close(ctx context.Context) error {
 	w.cancel()
+	w.mu.Lock()
+	if w.metrics != nil {
+		_ = w.metrics.Unregister()
+		w.metrics = nil
+	}
+	w.mu.Unlock()
 	stopped := make(chan struct{})
 	go func() {
 		w.wg.Wait()
@@ -227,6 +241,7 @@ func (w *Watcher) apply(u watch.Update) {
 	}
 	w.list = nil
 	w.rev = u.Revision
+	w.heard = time.Now()
 	if w.pending && w.caughtUp() {
 		w.fresh, w.pending = true, false
 	}
@@ -287,6 +302,7 @@ func (w *Watcher) probeLoop(ctx context.Context) {
 		if err != nil {
 			w.fresh, w.pending = false, false
 		} else {
+			w.heard = time.Now()
 			w.target = probeResult{rev: resp.Header.Revision, count: resp.Count}
 			if len(resp.Kvs) > 0 {
 				w.target.maxMod = resp.Kvs[0].ModRevision
@@ -310,4 +326,35 @@ func (w *Watcher) probeLoop(ctx context.Context) {
 			w.notify()
 		}
 	}
+}
+
+// observe registers the watcher's gauges: instances, seconds since etcd was
+// last heard from, and whether it serves its cache through an outage. They
+// carry the service's name: a process watches the services its code names.
+func (w *Watcher) observe(tel *telemetry.Set) metric.Registration {
+	d := &tel.Discovery
+	attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("service", w.service)))
+	reg, err := tel.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		w.mu.Lock()
+		n := 0
+		for _, in := range w.keys {
+			if in != nil {
+				n++
+			}
+		}
+		serving := int64(0)
+		if w.hasSnap && !w.fresh {
+			serving = 1
+		}
+		heard := w.heard
+		w.mu.Unlock()
+		o.ObserveInt64(d.Instances, int64(n), attrs)
+		o.ObserveFloat64(d.Staleness, time.Since(heard).Seconds(), attrs)
+		o.ObserveInt64(d.ServingCache, serving, attrs)
+		return nil
+	}, d.Instances, d.Staleness, d.ServingCache)
+	if err != nil {
+		return nil
+	}
+	return reg
 }

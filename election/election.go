@@ -12,6 +12,7 @@ import (
 	"github.com/concordkit/concord/internal/line"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -66,6 +67,18 @@ func leaderOf(kv *mvccpb.KeyValue, rev int64) Leader {
 // the session is lost (the session's error), and returns the leadership. A
 // campaign that fails leaves no key behind.
 func (e *Election) Campaign(ctx context.Context, value string) (*Leadership, error) {
+	ctx, op := e.s.Telemetry().Begin(ctx, telemetry.Election, "concord.election.Campaign")
+	l, err := e.campaign(ctx, &op, value)
+	var token int64
+	if err == nil {
+		token = int64(l.Token())
+		e.s.Telemetry().Election.TermsWon.Add(ctx, 1)
+	}
+	op.End(err, false, token)
+	return l, err
+}
+
+func (e *Election) campaign(ctx context.Context, op *telemetry.Op, value string) (*Leadership, error) {
 	if err := names.ValidateValue(value); err != nil {
 		return nil, err
 	}
@@ -77,6 +90,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Leadership, err
 		e.end(nil)
 		return nil, err
 	}
+	op.Joined(t.Ahead())
 	return e.await(ctx, t)
 }
 
@@ -105,7 +119,7 @@ func (e *Election) await(ctx context.Context, t *line.Ticket) (*Leadership, erro
 		e.end(nil)
 		return nil, err
 	}
-	l := &Leadership{e: e, held: t.Hold(), value: t.Value()}
+	l := &Leadership{e: e, held: t.Hold(telemetry.Election), value: t.Value()}
 	e.end(l)
 	return l, nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/concordkit/concord/internal/hold"
 	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 // Line is where a Mutex named name queues its keys.
@@ -19,5 +20,5 @@ func RWLine(name string) (readers, writers string) {
 // TryHead runs what TryLock runs once its ticket, joined behind others,
 // must name the holder.
 func TryHead(ctx context.Context, t *line.Ticket, rangePrefix string) (*hold.Hold, error) {
-	return tryHead(ctx, t, rangePrefix)
+	return tryHead(ctx, t, rangePrefix, telemetry.Lock)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/concordkit/concord/internal/fence"
 	"github.com/concordkit/concord/internal/hold"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 // Multi holds several named locks as one (Curator's InterProcessMultiLock).
@@ -112,9 +113,16 @@ func (m *Multi) lock(ctx context.Context, try, keep bool) error {
 func (m *Multi) acquire(ctx context.Context, try, keep bool) (*multiHold, error) {
 	var held []*hold.Hold
 	for _, name := range m.names {
-		hd := holder{s: (*session.Session)(m.s), value: m.value}
+		cs := (*session.Session)(m.s)
+		hd := holder{s: cs, value: m.value, recipe: telemetry.Lock}
 		p := mutexPrefix(name)
-		h, err := hd.join(ctx, p, p, try)
+		octx, op := cs.Telemetry().Begin(ctx, telemetry.Lock, "concord.lock.Multi")
+		h, err := hd.join(octx, &op, p, p, try)
+		var token int64
+		if h != nil {
+			token = int64(h.Token())
+		}
+		op.End(err, try, token)
 		if err != nil {
 			releaseAll(held)
 			return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/concordkit/concord/internal/line"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 // Option configures a Mutex or RWMutex.
@@ -51,7 +52,7 @@ func NewMutex(s *concurrency.Session, name string, opts ...Option) (*Mutex, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Mutex{holder: holder{s: (*session.Session)(s), value: v}, prefix: mutexPrefix(name)}, nil
+	return &Mutex{holder: holder{s: (*session.Session)(s), value: v, recipe: telemetry.Lock}, prefix: mutexPrefix(name)}, nil
 }
 
 func mutexPrefix(name string) string { return name + "/.lock/" }
@@ -59,20 +60,21 @@ func mutexPrefix(name string) string { return name + "/.lock/" }
 // Lock blocks until the lock is held, ctx ends (ctx.Err()) or the session is
 // lost (the session's error). A Lock that fails leaves no key behind.
 func (m *Mutex) Lock(ctx context.Context) error {
-	return m.acquire(ctx, m.prefix, m.prefix, false)
+	return m.acquire(ctx, "concord.lock.Lock", m.prefix, m.prefix, false)
 }
 
 // TryLock takes the lock if it is free, or returns a *LockedError (matching
 // ErrLocked) naming the holder, leaving no key behind.
 func (m *Mutex) TryLock(ctx context.Context) error {
-	return m.acquire(ctx, m.prefix, m.prefix, true)
+	return m.acquire(ctx, "concord.lock.TryLock", m.prefix, m.prefix, true)
 }
 
 // holder is the state shared by Mutex and RWMutex: at most one hold at a
 // time, and the held-resource methods over it.
 type holder struct {
-	s     *session.Session
-	value string
+	s      *session.Session
+	value  string
+	recipe telemetry.Recipe
 
 	mu      sync.Mutex
 	held    *hold.Hold
@@ -95,7 +97,19 @@ func validate(name string) error { return names.Validate(name) }
 
 // acquire joins the line with a new key under keyPrefix and waits until no
 // key under rangePrefix is ahead of it (or, with try, gives up at once).
-func (h *holder) acquire(ctx context.Context, keyPrefix, rangePrefix string, try bool) error {
+// The wait is measured, and traced as a span named span.
+func (h *holder) acquire(ctx context.Context, span, keyPrefix, rangePrefix string, try bool) error {
+	ctx, op := h.s.Telemetry().Begin(ctx, h.recipe, span)
+	err := h.acquireOp(ctx, &op, keyPrefix, rangePrefix, try)
+	var token int64
+	if err == nil {
+		token = int64(h.current().Token())
+	}
+	op.End(err, try, token)
+	return err
+}
+
+func (h *holder) acquireOp(ctx context.Context, op *telemetry.Op, keyPrefix, rangePrefix string, try bool) error {
 	h.mu.Lock()
 	prev := h.held
 	if h.locking || (prev != nil && prev.Err() == nil) {
@@ -108,7 +122,7 @@ func (h *holder) acquire(ctx context.Context, keyPrefix, rangePrefix string, try
 	// would queue this one behind it: delete it first.
 	held, err := h.clearPrevious(ctx, prev)
 	if err == nil {
-		held, err = h.join(ctx, keyPrefix, rangePrefix, try)
+		held, err = h.join(ctx, op, keyPrefix, rangePrefix, try)
 	}
 	h.mu.Lock()
 	h.locking = false
@@ -131,27 +145,30 @@ func (h *holder) clearPrevious(ctx context.Context, prev *hold.Hold) (*hold.Hold
 	return nil, nil
 }
 
-func (h *holder) join(ctx context.Context, keyPrefix, rangePrefix string, try bool) (*hold.Hold, error) {
+func (h *holder) join(ctx context.Context, op *telemetry.Op, keyPrefix, rangePrefix string, try bool) (*hold.Hold, error) {
 	t, err := line.Join(ctx, h.s, h.s.LineKey(keyPrefix), h.value, rangePrefix, 1)
 	if err != nil {
 		return nil, err
 	}
+	if !try {
+		op.Joined(t.Ahead())
+	}
 	if !t.Admitted(1) {
 		if try {
-			return tryHead(ctx, t, rangePrefix)
+			return tryHead(ctx, t, rangePrefix, h.recipe)
 		}
 		if err := t.Wait(ctx, 1); err != nil {
 			t.Abandon()
 			return nil, err
 		}
 	}
-	return t.Hold(), nil
+	return t.Hold(h.recipe), nil
 }
 
 // tryHead ends a TryLock whose ticket joined behind others: it reads the
 // head of the line to name the holder. If everyone ahead left meanwhile the
 // lock is free and the ticket first in line, so it is held.
-func tryHead(ctx context.Context, t *line.Ticket, rangePrefix string) (*hold.Hold, error) {
+func tryHead(ctx context.Context, t *line.Ticket, rangePrefix string, r telemetry.Recipe) (*hold.Hold, error) {
 	head, err := t.Head(ctx)
 	inRange := strings.HasPrefix(t.Key(), rangePrefix)
 	switch {
@@ -160,7 +177,7 @@ func tryHead(ctx context.Context, t *line.Ticket, rangePrefix string) (*hold.Hol
 		t.Abandon()
 		return nil, &LockedError{Holder: entryOf(head)}
 	case head != nil || !inRange:
-		return t.Hold(), nil // first in line, or (a reader) no writer left
+		return t.Hold(r), nil // first in line, or (a reader) no writer left
 	default:
 		// The ticket's own key is gone: its session was lost.
 		if err = t.Session().Err(); err == nil {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 // RWMutex is a distributed reader/writer lock: readers share it, a writer
@@ -24,29 +25,29 @@ func NewRWMutex(s *concurrency.Session, name string, opts ...Option) (*RWMutex, 
 	if err != nil {
 		return nil, err
 	}
-	return &RWMutex{holder: holder{s: (*session.Session)(s), value: v}, prefix: rwPrefix(name)}, nil
+	return &RWMutex{holder: holder{s: (*session.Session)(s), value: v, recipe: telemetry.RWLock}, prefix: rwPrefix(name)}, nil
 }
 
 func rwPrefix(name string) string { return name + "/.rw/" }
 
 // RLock blocks until a read hold is granted: no writer is ahead.
 func (rw *RWMutex) RLock(ctx context.Context) error {
-	return rw.acquire(ctx, rw.prefix+"r/", rw.prefix+"w/", false)
+	return rw.acquire(ctx, "concord.rwlock.RLock", rw.prefix+"r/", rw.prefix+"w/", false)
 }
 
 // TryRLock takes a read hold if no writer holds or waits, else ErrLocked.
 func (rw *RWMutex) TryRLock(ctx context.Context) error {
-	return rw.acquire(ctx, rw.prefix+"r/", rw.prefix+"w/", true)
+	return rw.acquire(ctx, "concord.rwlock.TryRLock", rw.prefix+"r/", rw.prefix+"w/", true)
 }
 
 // Lock blocks until a write hold is granted: nobody is ahead.
 func (rw *RWMutex) Lock(ctx context.Context) error {
-	return rw.acquire(ctx, rw.prefix+"w/", rw.prefix, false)
+	return rw.acquire(ctx, "concord.rwlock.Lock", rw.prefix+"w/", rw.prefix, false)
 }
 
 // TryLock takes a write hold if nobody holds or waits, else ErrLocked.
 func (rw *RWMutex) TryLock(ctx context.Context) error {
-	return rw.acquire(ctx, rw.prefix+"w/", rw.prefix, true)
+	return rw.acquire(ctx, "concord.rwlock.TryLock", rw.prefix+"w/", rw.prefix, true)
 }
 
 // RUnlock releases a read hold; it is Unlock under the name readers expect.

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
 
+	"github.com/concordkit/concord/internal/telemetry"
 	"github.com/concordkit/concord/internal/watch"
 )
 
@@ -26,6 +28,7 @@ type config struct {
 	untilCompaction bool
 	stall           time.Duration
 	logger          *slog.Logger
+	mp              metric.MeterProvider
 	err             error
 }
 
@@ -35,6 +38,13 @@ type Option interface{ apply(*config) }
 type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
+
+// WithMeterProvider records the Client's metrics (messages published,
+// delivered to its subscriptions, gaps signalled) with mp. Default: the
+// global provider (a no-op until the application installs an SDK).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) { c.mp = mp })
+}
 
 // WithKeepLast keeps the newest n messages of each topic (n >= 1). Default
 // DefaultKeepLast. With WithKeepFor as well, a message goes when either says so.
@@ -97,6 +107,7 @@ func WithLogger(lg *slog.Logger) Option {
 type Client struct {
 	etcd *clientv3.Client
 	cfg  config
+	tel  *telemetry.PubsubInstruments
 
 	mu    sync.Mutex
 	trims map[string]*trimState
@@ -123,5 +134,6 @@ func New(c *clientv3.Client, opts ...Option) (*Client, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
-	return &Client{etcd: c, cfg: cfg, trims: make(map[string]*trimState)}, nil
+	return &Client{etcd: c, cfg: cfg, trims: make(map[string]*trimState),
+		tel: &telemetry.For(cfg.mp, nil).Pubsub}, nil
 }

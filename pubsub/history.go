@@ -49,6 +49,7 @@ func (c *Client) publishLog(ctx context.Context, topic string, msg []byte) (int6
 	if !resp.Succeeded && !resp.Responses[0].GetResponseTxn().Succeeded {
 		return 0, fmt.Errorf("%w: %q keeps a key per message", ErrRetentionMode, topic)
 	}
+	c.tel.Published.Add(ctx, 1)
 	return resp.Header.Revision, nil
 }
 
@@ -122,6 +123,7 @@ func (sub *subscriber) skipTo(ctx context.Context, oldest int64, at *mvccpb.KeyV
 			if !sub.s.Send(ctx, Event{Gap: g, Seq: at.Version - 1}) {
 				return ctx.Err()
 			}
+			sub.c.tel.Gaps.Add(ctx, 1)
 		}
 		sub.rev, sub.count = at.ModRevision-1, at.Version-1
 		if !sub.deliver(ctx, []*mvccpb.KeyValue{at}) {

@@ -43,6 +43,7 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 			return 0, err
 		}
 		if resp.Succeeded {
+			c.tel.Published.Add(ctx, 1)
 			c.maybeTrim(ctx, topic)
 			return resp.Header.Revision, nil
 		}

@@ -280,6 +280,7 @@ func (sub *subscriber) reportTrimmed(ctx context.Context, resp *clientv3.TxnResp
 	if !sub.s.Send(ctx, Event{Gap: g, Seq: rec.count}) {
 		return ctx.Err()
 	}
+	sub.c.tel.Gaps.Add(ctx, 1)
 	sub.rev, sub.count = rec.rev, rec.count
 	return nil
 }
@@ -346,6 +347,7 @@ func (sub *subscriber) deliver(ctx context.Context, kvs []*mvccpb.KeyValue) bool
 		if !sub.s.Send(ctx, ev) {
 			return false
 		}
+		sub.c.tel.Delivered.Add(ctx, 1)
 		sub.rev = kv.ModRevision
 		if ev.Seq > 0 {
 			sub.count = ev.Seq

@@ -15,6 +15,7 @@ import (
 	"github.com/concordkit/concord/internal/hold"
 	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -38,6 +39,8 @@ type Claim struct {
 	m       meta
 	payload []byte
 	held    *hold.Hold
+	tel     *telemetry.Set
+	at      time.Time // when it was claimed
 
 	mu   sync.Mutex
 	done bool
@@ -75,7 +78,7 @@ func (c *Claim) Guard() concurrency.Guard { return c.held.Guard() }
 // checkpoint.DeleteOp of the task's checkpoint), in one transaction that
 // succeeds only while the claim is held. It is idempotent.
 func (c *Claim) Ack(ctx context.Context, ops ...clientv3.Op) error {
-	return c.settle(ctx, append([]clientv3.Op{
+	return c.settle(ctx, true, append([]clientv3.Op{
 		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
 		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
 	}, ops...))
@@ -93,14 +96,14 @@ func (c *Claim) Nack(ctx context.Context, delay time.Duration) error {
 	} else {
 		m.Due = 0
 	}
-	return c.settle(ctx, []clientv3.Op{
+	return c.settle(ctx, false, []clientv3.Op{
 		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
 		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
 		clientv3.OpPut(c.q.placeKey(m), encode(m, c.payload)),
 	})
 }
 
-func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
+func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done {
@@ -108,7 +111,11 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 	}
 	// Read the head of the queue along with the write: the consumer's next
 	// claim then needs no read of its own.
+	c.held.Settling(true)
 	resp, err := c.held.Guard().Do(ctx, append(ops, c.q.readyOp(), c.q.delayedOp())...)
+	if err != nil {
+		c.held.Settling(false)
+	}
 	if errors.Is(err, concurrency.ErrNotHeld) {
 		return fmt.Errorf("%w: item %s: %w", ErrClaimLost, c.m.ID, c.held.Err())
 	}
@@ -117,6 +124,12 @@ func (c *Claim) settle(ctx context.Context, ops []clientv3.Op) error {
 	}
 	c.done = true
 	c.held.Drop()
+	if ack {
+		c.tel.Queue.Acked.Add(ctx, 1)
+		c.tel.Queue.ClaimToAck.Record(ctx, time.Since(c.at).Seconds())
+	} else {
+		c.tel.Queue.Nacked.Add(ctx, 1)
+	}
 	c.q.keepView(viewOf(resp))
 	return nil
 }
@@ -128,11 +141,17 @@ func (c *Claim) Release(ctx context.Context) error { return c.Nack(ctx, 0) }
 var _ concurrency.Held = (*Claim)(nil)
 
 func (q *Queue) tryClaim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
+	ctx, op := q.telFor(s).Begin(ctx, telemetry.Queue, "concord.queue.TryClaim")
 	c, _, err := q.claimReady(ctx, s)
-	if err != nil || c != nil {
-		return c, err
+	if err == nil && c == nil {
+		err = ErrEmpty
 	}
-	return nil, ErrEmpty
+	var token int64
+	if c != nil {
+		token = int64(c.Token())
+	}
+	op.End(err, true, token)
+	return c, err
 }
 
 // sweepInterval is how often a Queue value looks for items of dead
@@ -383,6 +402,9 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		if err != nil {
 			return nil, nil, err
 		}
+		if resp.Succeeded {
+			q.telFor(s).Queue.DeadLettered.Add(ctx, 1)
+		}
 		return nil, &view{ready: resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs, rev: resp.Header.Revision}, nil
 	}
 	m.Attempts++
@@ -408,5 +430,13 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		return nil, &view{ready: resp.Responses[0].GetResponseRange().Kvs, rev: resp.Header.Revision}, nil
 	}
 	at := resp.Header.Revision
-	return &Claim{q: q, m: m, payload: payload, held: hold.New((*session.Session)(s), ck, "", at, at)}, nil, nil
+	tel := q.telFor(s)
+	tel.Queue.Delivered.Add(ctx, 1)
+	if m.Attempts > 1 {
+		tel.Queue.Redelivered.Add(ctx, 1)
+	}
+	now := time.Now()
+	tel.Queue.DeliveryDelay.Record(ctx, now.Sub(time.Unix(0, m.Enqueued)).Seconds())
+	return &Claim{q: q, m: m, payload: payload, tel: tel, at: now,
+		held: hold.New((*session.Session)(s), telemetry.Queue, ck, "", at, at)}, nil, nil
 }

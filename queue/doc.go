@@ -24,4 +24,9 @@
 //
 // Not guaranteed: exactly-once processing; strict FIFO across producers
 // whose clocks disagree.
+//
+// Telemetry: enqueued, delivered, acked, nacked, redelivered and
+// dead-lettered counters, delivery delay (enqueue to claim) and claim-to-ack
+// histograms, and a span per Claim, to WithMeterProvider's provider, else a
+// consumer's session's (Enqueue: the global one).
 package queue

@@ -8,8 +8,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/concordkit/concord/internal/names"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 // DefaultMaxDeliveries is how many times an item is delivered before it
@@ -27,6 +33,20 @@ func (f optionFunc) apply(q *Queue) { f(q) }
 // to the dead letters (0: never).
 func WithMaxDeliveries(n int) Option { return optionFunc(func(q *Queue) { q.maxDeliveries = n }) }
 
+// WithMeterProvider records the queue's figures (enqueued, delivered,
+// acked, nacked, redelivered, dead-lettered, delivery and claim times) with
+// mp. Default: the consumer's session's provider for what consumers do, the
+// global provider for Enqueue.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(q *Queue) { q.mp = mp })
+}
+
+// WithTracerProvider starts the spans of Claim with tp. Default: the
+// consumer's session's provider.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(q *Queue) { q.tp = tp })
+}
+
 // WithLogger logs what the queue cannot report to a caller (a background
 // undo that failed, an undecodable item). Default: silent.
 func WithLogger(lg *slog.Logger) Option { return optionFunc(func(q *Queue) { q.log = lg }) }
@@ -41,6 +61,9 @@ type Queue struct {
 	pfx           string
 	maxDeliveries int
 	log           *slog.Logger
+	mp            metric.MeterProvider
+	tp            trace.TracerProvider
+	tel           *telemetry.Set // of mp and tp; see telFor
 
 	mu        sync.Mutex
 	lastOrder int64
@@ -58,6 +81,7 @@ func New(client *clientv3.Client, name string, opts ...Option) (*Queue, error) {
 	for _, o := range opts {
 		o.apply(q)
 	}
+	q.tel = telemetry.For(q.mp, q.tp)
 	if q.maxDeliveries < 0 {
 		return nil, fmt.Errorf("%w: max deliveries %d", ErrInvalidOption, q.maxDeliveries)
 	}
@@ -129,5 +153,15 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if _, err := q.client.Put(ctx, q.placeKey(m), v); err != nil {
 		return "", err
 	}
+	q.tel.Queue.Enqueued.Add(ctx, 1)
 	return m.ID, nil
+}
+
+// telFor is the instruments for what a consumer on s does: the queue's if
+// it was given a provider, else the session's.
+func (q *Queue) telFor(s *concurrency.Session) *telemetry.Set {
+	if q.mp != nil || q.tp != nil {
+		return q.tel
+	}
+	return (*session.Session)(s).Telemetry()
 }

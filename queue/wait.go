@@ -11,6 +11,7 @@ import (
 	"github.com/concordkit/concord/internal/line"
 	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -40,6 +41,17 @@ func (c *Consumer) Claim(ctx context.Context) (*Claim, error) { return c.q.claim
 func (c *Consumer) TryClaim(ctx context.Context) (*Claim, error) { return c.q.tryClaim(ctx, c.s) }
 
 func (q *Queue) claim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
+	ctx, op := q.telFor(s).Begin(ctx, telemetry.Queue, "concord.queue.Claim")
+	c, err := q.claimOp(ctx, &op, s)
+	var token int64
+	if c != nil {
+		token = int64(c.Token())
+	}
+	op.End(err, false, token)
+	return c, err
+}
+
+func (q *Queue) claimOp(ctx context.Context, op *telemetry.Op, s *concurrency.Session) (*Claim, error) {
 	c, _, err := q.claimReady(ctx, s)
 	if err != nil || c != nil {
 		return c, err
@@ -50,7 +62,8 @@ func (q *Queue) claim(ctx context.Context, s *concurrency.Session) (*Claim, erro
 	if err != nil {
 		return nil, err
 	}
-	defer t.Abandon() // leave the line: the next consumer moves up
+	defer t.Abandon()            // leave the line: the next consumer moves up
+	op.Joined(max(t.Ahead(), 1)) // the queue is empty: waiting for an item
 	if err := t.Wait(ctx, 1); err != nil {
 		return nil, err
 	}

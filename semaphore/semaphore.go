@@ -13,6 +13,7 @@ import (
 	"github.com/concordkit/concord/internal/line"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -143,6 +144,21 @@ func (sem *Semaphore) TryAcquire(ctx context.Context) (*Permit, error) {
 }
 
 func (sem *Semaphore) acquire(parent context.Context, try bool) (*Permit, error) {
+	name := "concord.semaphore.Acquire"
+	if try {
+		name = "concord.semaphore.TryAcquire"
+	}
+	parent, op := sem.s.Telemetry().Begin(parent, telemetry.Semaphore, name)
+	p, err := sem.acquireOp(parent, &op, try)
+	var token int64
+	if err == nil {
+		token = int64(p.Token())
+	}
+	op.End(err, try, token)
+	return p, err
+}
+
+func (sem *Semaphore) acquireOp(parent context.Context, op *telemetry.Op, try bool) (*Permit, error) {
 	if sem.closeCtx.Err() != nil {
 		return nil, ErrClosed
 	}
@@ -150,7 +166,7 @@ func (sem *Semaphore) acquire(parent context.Context, try bool) (*Permit, error)
 	defer cancel(nil)
 	stop := context.AfterFunc(sem.closeCtx, func() { cancel(ErrClosed) })
 	defer stop()
-	h, err := sem.join(ctx, try)
+	h, err := sem.join(ctx, op, try)
 	if err != nil {
 		if parent.Err() == nil && errors.Is(context.Cause(ctx), ErrClosed) {
 			return nil, ErrClosed
@@ -160,7 +176,7 @@ func (sem *Semaphore) acquire(parent context.Context, try bool) (*Permit, error)
 	return &Permit{h: h}, nil
 }
 
-func (sem *Semaphore) join(ctx context.Context, try bool) (*hold.Hold, error) {
+func (sem *Semaphore) join(ctx context.Context, op *telemetry.Op, try bool) (*hold.Hold, error) {
 	n, err := sem.checkLimit(ctx)
 	if err != nil {
 		return nil, err
@@ -169,12 +185,15 @@ func (sem *Semaphore) join(ctx context.Context, try bool) (*hold.Hold, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !try {
+		op.Joined(max(t.Ahead()-n+1, 0))
+	}
 	w := &waiter{sem: sem, t: t, backoff: minRefresh}
 	if err := w.wait(ctx, try); err != nil {
 		t.Abandon()
 		return nil, err
 	}
-	return t.Hold(), nil
+	return t.Hold(telemetry.Semaphore), nil
 }
 
 // Bounds of the pause before a ticket whose count fell behind etcd's is

@@ -34,6 +34,7 @@ type holdFlags struct {
 	try       bool
 	value     string
 	verbose   bool
+	metrics   metricsFlags
 }
 
 func (h *holdFlags) register(fs *pflag.FlagSet, canTry bool) {
@@ -45,6 +46,7 @@ func (h *holdFlags) register(fs *pflag.FlagSet, canTry bool) {
 	}
 	fs.StringVar(&h.value, "value", "", "value stored with the holder's key, shown by status (default HOST:PID)")
 	fs.BoolVarP(&h.verbose, "verbose", "v", false, "report waiting, acquiring, releasing and CMD's exit on stderr")
+	h.metrics.register(fs)
 }
 
 // holdHelp is the part of lock's, elect's and sem's help they share.
@@ -105,7 +107,12 @@ func (a *app) holdAndRun(ctx context.Context, res resource, h *holdFlags, argv [
 		return err
 	}
 	defer client.Close()
-	s, err := concurrency.NewSession(ctx, client, concurrency.WithTTL(h.ttl))
+	ms, err := h.metrics.start(a.std.err)
+	if err != nil {
+		return err
+	}
+	defer ms.stop()
+	s, err := concurrency.NewSession(ctx, client, concurrency.WithTTL(h.ttl), concurrency.WithMeterProvider(ms.meterProvider()))
 	if err != nil {
 		if errors.Is(err, concurrency.ErrInvalidTTL) || errors.Is(err, concurrency.ErrInvalidTTL) {
 			return withCode(exitUsage, fmt.Errorf("--ttl %v: %w", h.ttl, err))

@@ -148,6 +148,7 @@ type claimJSON struct {
 type claimFlags struct {
 	noWait                  bool
 	ttl, timeout, killAfter time.Duration
+	metrics                 metricsFlags
 }
 
 func (a *app) queueClaimCmd() *cobra.Command {
@@ -174,6 +175,7 @@ for 'concord queue ack'.`,
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up waiting for an item after this long (exit 5)")
 	fs.DurationVar(&f.ttl, "ttl", 60*time.Second, "claim lease TTL: without CMD, how long the claim waits for 'queue ack'")
 	fs.DurationVar(&f.killAfter, "kill-after", 10*time.Second, "after the claim is lost, SIGKILL CMD this long after SIGTERM")
+	f.metrics.register(fs)
 	return cmd
 }
 
@@ -183,12 +185,17 @@ func (a *app) queueClaim(ctx context.Context, name string, argv []string, f *cla
 	if len(argv) > 0 && killAfter <= 0 {
 		return usagef("--kill-after must be positive")
 	}
+	ms, err := f.metrics.start(a.std.err)
+	if err != nil {
+		return err
+	}
+	defer ms.stop()
 	client, q, err := a.openQueue(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	s, err := concurrency.NewSession(ctx, client, concurrency.WithTTL(ttl))
+	s, err := concurrency.NewSession(ctx, client, concurrency.WithTTL(ttl), concurrency.WithMeterProvider(ms.meterProvider()))
 	if err != nil {
 		if errors.Is(err, concurrency.ErrInvalidTTL) || errors.Is(err, concurrency.ErrInvalidTTL) {
 			return withCode(exitUsage, fmt.Errorf("--ttl %v: %w", ttl, err))

@@ -120,6 +120,7 @@ type registerFlags struct {
 	weight   int
 	draining bool
 	ttl      time.Duration
+	metrics  metricsFlags
 }
 
 func (a *app) servicesRegisterCmd() *cobra.Command {
@@ -143,6 +144,7 @@ disappears when its lease expires.`,
 	fs.IntVar(&f.weight, "weight", 0, "weight for weighted balancers (0: the default, 1)")
 	fs.BoolVar(&f.draining, "draining", false, "register as draining: listed, but given no new calls")
 	fs.DurationVar(&f.ttl, "ttl", session.DefaultTTL, "lease TTL, whole seconds: how long the instance stays listed after this process dies")
+	f.metrics.register(fs)
 	return cmd
 }
 
@@ -165,7 +167,12 @@ func (a *app) servicesRegister(ctx context.Context, pos []string, f *registerFla
 		return err
 	}
 	defer client.Close()
-	reg, err := discovery.NewRegistry(client, discovery.WithTTL(ttl))
+	ms, err := f.metrics.start(a.std.err)
+	if err != nil {
+		return err
+	}
+	defer ms.stop()
+	reg, err := discovery.NewRegistry(client, discovery.WithTTL(ttl), discovery.WithMeterProvider(ms.meterProvider()))
 	if err != nil {
 		return classifyDiscovery(err)
 	}
@@ -365,6 +372,7 @@ func diffInstances(old, cur []discovery.Instance) []serviceChange {
 
 func (a *app) servicesWatchCmd() *cobra.Command {
 	var count int
+	var mf metricsFlags
 	cmd := &cobra.Command{
 		Use:   "watch SERVICE",
 		Short: "a service's instances, then every change",
@@ -376,14 +384,15 @@ answer (STALE: the set shown may be out of date).`,
 			if count < 0 {
 				return usagef("-n must be >= 0")
 			}
-			return a.servicesWatch(cmd.Context(), args, count)
+			return a.servicesWatch(cmd.Context(), args, count, &mf)
 		},
 	}
 	cmd.Flags().IntVarP(&count, "count", "n", 0, "exit after this many changes (an instance added, removed or updated; 0: run until interrupted)")
+	mf.register(cmd.Flags())
 	return cmd
 }
 
-func (a *app) servicesWatch(ctx context.Context, pos []string, count int) error {
+func (a *app) servicesWatch(ctx context.Context, pos []string, count int, mf *metricsFlags) error {
 	c, std := &a.conn, a.std
 	service := pos[0]
 	client, err := c.connect(ctx)
@@ -391,7 +400,12 @@ func (a *app) servicesWatch(ctx context.Context, pos []string, count int) error 
 		return err
 	}
 	defer client.Close()
-	w, err := discovery.NewWatcher(client, service)
+	ms, err := mf.start(a.std.err)
+	if err != nil {
+		return err
+	}
+	defer ms.stop()
+	w, err := discovery.NewWatcher(client, service, discovery.WithMeterProvider(ms.meterProvider()))
 	if err != nil {
 		return err
 	}

@@ -52,6 +52,9 @@ deleted before they were read are printed as a GAP line with their count.`,
 			if err := positional(args, 1, 1, "PREFIX (\"\" for every key), or --topic TOPIC"); err != nil {
 				return err
 			}
+			if t.metrics.addr != "" {
+				return usagef("--metrics-addr goes with --topic: a key prefix watch records no metrics")
+			}
 			return a.watchPrefix(ctx, args[0], count)
 		},
 	}

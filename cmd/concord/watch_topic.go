@@ -14,15 +14,17 @@ import (
 
 // topicFlags are watch's pub/sub flags.
 type topicFlags struct {
-	topic string
-	new   bool
-	after int64
+	topic   string
+	new     bool
+	after   int64
+	metrics metricsFlags
 }
 
 func (t *topicFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&t.topic, "topic", "", "follow this pub/sub topic instead of a key prefix")
 	fs.BoolVar(&t.new, "new", false, "with --topic: only messages published from now on (default: from the oldest retained)")
 	fs.Int64Var(&t.after, "after", -1, "with --topic: start after this revision (0: from the topic's first message, gaps included)")
+	t.metrics.register(fs)
 }
 
 // isSet reports whether a topic-only flag was given.
@@ -65,7 +67,12 @@ func watchTopic(ctx context.Context, c *connFlags, t *topicFlags, count int, std
 		return err
 	}
 	defer client.Close()
-	ps, err := pubsub.New(client)
+	ms, err := t.metrics.start(std.err)
+	if err != nil {
+		return err
+	}
+	defer ms.stop()
+	ps, err := pubsub.New(client, pubsub.WithMeterProvider(ms.meterProvider()))
 	if err != nil {
 		return err
 	}

@@ -5,8 +5,11 @@ package hold
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,6 +19,7 @@ import (
 	"github.com/concordkit/concord/internal/fence"
 	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 	"github.com/concordkit/concord/internal/watch"
 )
 
@@ -29,6 +33,9 @@ type Hold struct {
 	value    string
 	rev      int64
 	seenAt   int64 // a revision at which the key was seen to exist
+	recipe   telemetry.Recipe
+	since    time.Time
+	settling atomic.Bool // the holder is deleting the key itself; see Settling
 	done     chan struct{}
 	stop     chan struct{}
 	loopDone chan struct{}
@@ -47,9 +54,12 @@ type Hold struct {
 // revision rev and seen still existing at revision seenAt. The caller must
 // Release it (or Drop it). The key and session are watched from the first
 // call to Done or Err on: a holder that never asks costs no watch, and one
-// that asks late misses nothing (the watch starts at seenAt).
-func New(s *session.Session, key, value string, rev, seenAt int64) *Hold {
-	return &Hold{s: s, key: key, value: value, rev: rev, seenAt: seenAt,
+// that asks late misses nothing (the watch starts at seenAt). The hold
+// counts in the session's metrics as one of recipe r's holders until it
+// ends.
+func New(s *session.Session, r telemetry.Recipe, key, value string, rev, seenAt int64) *Hold {
+	s.Telemetry().HoldStarted(r)
+	return &Hold{s: s, key: key, value: value, rev: rev, seenAt: seenAt, recipe: r, since: time.Now(),
 		done: make(chan struct{}), stop: make(chan struct{}), loopDone: make(chan struct{})}
 }
 
@@ -113,7 +123,23 @@ func (h *Hold) end(err error) {
 	if h.err == nil {
 		h.err = err
 		close(h.done)
+		h.record(err)
 	}
+}
+
+// record counts the hold's end in the session's metrics. A hold released
+// after its session was lost (nobody was watching) counts as lost.
+func (h *Hold) record(err error) {
+	why, lost := h.s.LossReason()
+	switch {
+	case errors.Is(err, errs.KeyDeleted) && h.settling.Load():
+		why, lost = 0, false // the holder's own transaction deleted it
+	case errors.Is(err, errs.KeyDeleted):
+		why, lost = telemetry.Deleted, true
+	case err != errs.Released && !lost:
+		why, lost = telemetry.Expired, true // the session's error, not yet classified
+	}
+	h.s.Telemetry().HoldEnded(h.recipe, time.Since(h.since), lost, why)
 }
 
 // Release gives the resource up: Done closes (Err is errs.Released unless it
@@ -158,6 +184,11 @@ func (h *Hold) Released() bool {
 	defer h.mu.Unlock()
 	return h.released
 }
+
+// Settling marks (on) or unmarks the key as being deleted by the holder's
+// own transaction (a queue ack), so its deletion, if the watch sees it
+// before Drop, is not counted as a loss in the metrics.
+func (h *Hold) Settling(on bool) { h.settling.Store(on) }
 
 // Drop stops watching without deleting the key, for a holder whose key was
 // already removed by its own transaction (a queue ack): Done closes with

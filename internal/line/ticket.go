@@ -18,6 +18,7 @@ import (
 	"github.com/concordkit/concord/internal/hold"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/internal/session"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 // Ticket is a key in an ordered line. Its key lives under its session's
@@ -191,9 +192,15 @@ func (t *Ticket) Guard() concurrency.Guard {
 	return concurrency.Guard(fence.New(t.s.Client(), t.key, t.rev))
 }
 
-// Hold returns the admitted ticket as a held resource; the caller must
-// release it.
-func (t *Ticket) Hold() *hold.Hold { return hold.New(t.s, t.key, t.value, t.rev, t.readRev) }
+// Hold returns the admitted ticket as a held resource of recipe r; the
+// caller must release it.
+func (t *Ticket) Hold(r telemetry.Recipe) *hold.Hold {
+	return hold.New(t.s, r, t.key, t.value, t.rev, t.readRev)
+}
+
+// Ahead is how many keys of the line were ahead of the ticket at its last
+// read (for an n > 1 line read inexactly, at least this many).
+func (t *Ticket) Ahead() int { return t.lower }
 
 // DeleteOp deletes the ticket's key, for a caller that leaves the line in a
 // transaction of its own (one write instead of two); once that transaction

@@ -11,7 +11,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -19,6 +23,7 @@ import (
 
 	"github.com/concordkit/concord/internal/errs"
 	"github.com/concordkit/concord/internal/retry"
+	"github.com/concordkit/concord/internal/telemetry"
 )
 
 // DefaultTTL is the session TTL when none is given.
@@ -32,12 +37,15 @@ const revokeTimeout = 2 * time.Second
 const RequestTimeout = revokeTimeout
 
 // Config is a session's settings. TTL is required (DefaultTTL is the usual
-// one); a zero Margin means a fifth of the TTL, a nil Logger silence.
+// one); a zero Margin means a fifth of the TTL, a nil Logger silence, nil
+// providers the global ones.
 type Config struct {
-	TTL    time.Duration
-	Margin time.Duration
-	Lease  clientv3.LeaseID
-	Logger *slog.Logger
+	TTL            time.Duration
+	Margin         time.Duration
+	Lease          clientv3.LeaseID
+	Logger         *slog.Logger
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
 }
 
 // Session is a lease kept alive by one goroutine until Close or loss. Every
@@ -58,6 +66,10 @@ type Session struct {
 	ttl    time.Duration
 	margin time.Duration
 	log    *slog.Logger
+	tel    *telemetry.Set
+	// confirmed is the send time (unix ns) of the last acknowledged
+	// keepalive: a lease found gone before confirmed+TTL was revoked.
+	confirmed atomic.Int64
 
 	stop     chan struct{}
 	loopDone chan struct{}
@@ -70,6 +82,7 @@ type Session struct {
 
 	mu         sync.Mutex
 	err        error
+	why        telemetry.Reason // why the session was lost, once err is a loss
 	closed     bool
 	anchorDone chan struct{} // closed when the anchor watch's opener returns
 
@@ -154,6 +167,7 @@ func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, er
 		ttl:      cfg.TTL,
 		margin:   cfg.Margin,
 		log:      cfg.Logger,
+		tel:      telemetry.For(cfg.MeterProvider, cfg.TracerProvider),
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 		done:     make(chan struct{}),
@@ -164,6 +178,8 @@ func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, er
 		anchorDone:  make(chan struct{}),
 	}
 	s.ctx, s.cancelCtx = context.WithCancel(context.Background())
+	s.confirmed.Store(sent.UnixNano())
+	s.tel.SessionStarted()
 	go s.keepalive(sent)
 	go s.cleaner()
 	s.startAnchor()
@@ -263,9 +279,35 @@ func (s *Session) end(err error) {
 		return
 	}
 	s.err = err
+	lost := err != errs.SessionClosed
+	s.why = s.reason(err)
 	s.mu.Unlock()
+	s.tel.SessionEnded(lost, s.why)
 	close(s.done)
 	s.cancelCtx()
+}
+
+// reason classifies a loss: a lease the server no longer has while the last
+// acknowledged keepalive still promised it time to live was revoked.
+func (s *Session) reason(err error) telemetry.Reason {
+	switch {
+	case err == errs.RenewDeadline:
+		return telemetry.RenewDeadline
+	case time.Now().Before(time.Unix(0, s.confirmed.Load()).Add(s.ttl)):
+		return telemetry.Revoked
+	}
+	return telemetry.Expired
+}
+
+// Telemetry is the session's instruments.
+func (s *Session) Telemetry() *telemetry.Set { return s.tel }
+
+// LossReason says why the session was lost; ok is false while it is live
+// or when it was closed by its owner.
+func (s *Session) LossReason() (why telemetry.Reason, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.why, s.err != nil && s.err != errs.SessionClosed
 }
 
 // keepalive owns the lease's renewal: it sends a keepalive every TTL/3 on a
@@ -394,7 +436,10 @@ func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *tim
 			if r.TTL <= 0 {
 				return errs.LeaseExpired
 			}
+			now := time.Now()
+			s.tel.KeepaliveAcked(now.Sub(sent), confirmed.Add(s.ttl-s.margin).Sub(now))
 			if sent.After(*confirmed) {
+				s.confirmed.Store(sent.UnixNano())
 				*confirmed = sent
 				// A late answer still proves the lease lived until sent+TTL,
 				// so moving the deadline forward is right even if the old

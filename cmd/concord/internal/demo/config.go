@@ -1,6 +1,10 @@
 package demo
 
-import "time"
+import (
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+)
 
 // Config is one run of the rollout demo.
 type Config struct {
@@ -16,6 +20,7 @@ type Config struct {
 	Color   bool
 	Timeout time.Duration // fail if the rollout has not finished by then
 	hooks   fleetHooks
+	mp      metric.MeterProvider // every recipe's metrics; see metricsTable
 	// LeaveCrashed returns without waiting for crashed workers' goroutines
 	// (a session whose client is gone takes seconds to give up): for the
 	// CLI, whose process exits right after. Tests wait for them.

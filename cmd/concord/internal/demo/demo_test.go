@@ -43,6 +43,7 @@ func TestDemoWithFaults(t *testing.T) {
 		t.Errorf("max in flight %d", rep.maxFlight)
 	}
 	checkLinkInvariants(t, rep, out.String())
+	checkMetrics(t, rep, smallDemo(), out.String())
 	// Both dead workers' registrations went, each within its TTL and the
 	// slack; the live ones stayed.
 	cfg := smallDemo()
@@ -178,5 +179,32 @@ func TestDemoOneWorker(t *testing.T) {
 		if strings.Contains(got, bad) {
 			t.Errorf("output has %q:\n%s", bad, got)
 		}
+	}
+}
+
+// checkMetrics checks the demo's metrics table against what the demo did:
+// every host acked once, the crash redelivered, the coordinator's death
+// made a second term, every term an acquired Campaign.
+func checkMetrics(t *testing.T, rep *Report, cfg Config, out string) {
+	t.Helper()
+	m := rep.Metrics
+	if !strings.Contains(out, "What concord's metrics recorded") {
+		t.Errorf("no metrics table:\n%s", out)
+	}
+	if m.Queue["acked"] != cfg.Hosts || m.Queue["enqueued"] < cfg.Hosts || m.Queue["delivered"] < cfg.Hosts+1 || m.Queue["redelivered"] < 1 {
+		t.Errorf("queue metrics %v, want %d acked, at least %d enqueued, a redelivery", m.Queue, cfg.Hosts, cfg.Hosts)
+	}
+	if m.TermsWon < 2 || m.Acquired["election"] != m.TermsWon {
+		t.Errorf("terms won %d, Campaigns acquired %d: want at least 2 (the coordinator was killed), equal", m.TermsWon, m.Acquired["election"])
+	}
+	if m.Acquired["semaphore"] < cfg.Hosts || m.Acquired["queue"] < cfg.Hosts {
+		t.Errorf("acquired %v, want a permit and a claim per host at least", m.Acquired)
+	}
+	lost := 0
+	for _, n := range m.HoldsLost {
+		lost += n
+	}
+	if lost < 1 {
+		t.Errorf("holds lost %v: the crash and the kill lost none", m.HoldsLost)
 	}
 }

@@ -208,7 +208,7 @@ func (w *worker) start(ctx context.Context) error {
 		Name:           demoElection,
 		Value:          w.name,
 		OnElected:      w.coordinate,
-		SessionOptions: []concurrency.SessionOption{concurrency.WithTTL(w.f.cfg.ttl)},
+		SessionOptions: []concurrency.SessionOption{concurrency.WithTTL(w.f.cfg.ttl), concurrency.WithMeterProvider(w.f.cfg.mp)},
 	})
 	if err != nil {
 		return err
@@ -228,7 +228,7 @@ func (w *worker) start(ctx context.Context) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { _ = el.Run(ctx) })
 		wg.Go(func() {
-			_ = concurrency.Supervise(ctx, w.client, w.consume, concurrency.WithTTL(w.f.cfg.ttl))
+			_ = concurrency.Supervise(ctx, w.client, w.consume, concurrency.WithTTL(w.f.cfg.ttl), concurrency.WithMeterProvider(w.f.cfg.mp))
 		})
 		wg.Wait()
 		if stopHook != nil {
@@ -274,7 +274,7 @@ func (w *worker) consume(ctx context.Context, s *concurrency.Session) error {
 		return err
 	}
 	defer sem.Close(context.Background())
-	q, err := queue.New(w.client, demoQueue)
+	q, err := queue.New(w.client, demoQueue, queue.WithMeterProvider(w.f.cfg.mp))
 	if err != nil {
 		return err
 	}
@@ -391,7 +391,7 @@ func (w *worker) coordinate(ctx context.Context, term *election.Leadership) {
 	defer w.f.ledger.coordinator(-1)
 	w.status(ctx, workerStatus{State: "coordinating"})
 	w.f.emit(ctx, fleetEvent{kind: evElected, worker: w.name, token: int64(term.Token())})
-	q, err := queue.New(w.client, demoQueue)
+	q, err := queue.New(w.client, demoQueue, queue.WithMeterProvider(w.f.cfg.mp))
 	if err != nil {
 		return
 	}

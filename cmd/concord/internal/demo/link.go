@@ -11,6 +11,7 @@ import (
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/pubsub"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // The demo's discovery service and status topic.
@@ -38,6 +39,8 @@ type statusMsg struct {
 type fleetLink struct {
 	ttl time.Duration
 
+	mp metric.MeterProvider
+
 	mu        sync.Mutex
 	pubs      map[string]*pubsub.Client // by worker
 	started   int
@@ -46,10 +49,10 @@ type fleetLink struct {
 	uncertain int            // publishes that failed: they may have landed or not
 }
 
-func newFleetLink(ttl time.Duration) *fleetLink {
+func newFleetLink(ttl time.Duration, mp metric.MeterProvider) *fleetLink {
 	// Discovery leases are whole seconds.
 	ttl = max(time.Second, (ttl+time.Second-1)/time.Second*time.Second)
-	return &fleetLink{ttl: ttl, pubs: map[string]*pubsub.Client{}, next: 1, acked: map[int64]bool{}}
+	return &fleetLink{ttl: ttl, mp: mp, pubs: map[string]*pubsub.Client{}, next: 1, acked: map[int64]bool{}}
 }
 
 func (l *fleetLink) hooks() fleetHooks {
@@ -68,7 +71,7 @@ func (l *fleetLink) workerStarted(ctx context.Context, client *clientv3.Client, 
 	addr := fmt.Sprintf("127.0.0.1:%d", 7000+l.started)
 	l.pubs[worker] = ps
 	l.mu.Unlock()
-	reg, err := discovery.NewRegistry(client, discovery.WithTTL(l.ttl))
+	reg, err := discovery.NewRegistry(client, discovery.WithTTL(l.ttl), discovery.WithMeterProvider(l.mp))
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/election"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/telemetry/telemetrytest"
 	"github.com/concordkit/concord/internal/watch"
 	"github.com/concordkit/concord/pubsub"
 	"github.com/concordkit/concord/queue"
@@ -96,6 +97,7 @@ type check struct {
 
 // Report is how a demo run went.
 type Report struct {
+	Metrics   Metrics // what the OpenTelemetry metrics recorded
 	checks    []check
 	elapsed   time.Duration
 	done      int
@@ -133,11 +135,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		return nil, fmt.Errorf("starting embedded etcd: %w", err)
 	}
 	defer srv.Close()
-	q, err := queue.New(srv.Client, demoQueue)
+	metrics := telemetrytest.NewReader()
+	defer func() { _ = metrics.Provider.Shutdown(context.Background()) }()
+	cfg.mp = metrics.Provider
+	q, err := queue.New(srv.Client, demoQueue, queue.WithMeterProvider(cfg.mp))
 	if err != nil {
 		return nil, err
 	}
-	link := newFleetLink(cfg.ttl)
+	link := newFleetLink(cfg.ttl, cfg.mp)
 	m := &monitor{cfg: cfg, mon: srv.Client, q: q, view: newView(cfg, out), link: link,
 		f: &fleet{cfg: cfg, ledger: newLedger(), events: make(chan fleetEvent, 256),
 			hooks: chainHooks(link.hooks(), cfg.hooks)},
@@ -151,7 +156,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 
 	// Follow discovery and the status topic from before the first worker
 	// starts, so that every registration and every event is seen.
-	m.dw, err = discovery.NewWatcher(m.mon, demoService)
+	m.dw, err = discovery.NewWatcher(m.mon, demoService, discovery.WithMeterProvider(cfg.mp))
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +220,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		case <-deadline.C:
 			m.view.clear()
 			m.violations = append(m.violations, fmt.Sprintf("the rollout did not finish within %v (%d/%d hosts done)", cfg.Timeout, len(m.done), cfg.Hosts))
-			return m.verdict(ctx), nil
+			rep := m.verdict(ctx)
+			rep.Metrics = metricsTable(out, metrics.Collect())
+			return rep, nil
 		case ev := <-m.f.events:
 			m.onEvent(ev)
 		case u := <-follow.C():
@@ -233,7 +240,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		m.injectFaults(ctx)
 	}
 	m.view.clear()
-	return m.verdict(ctx), nil
+	rep := m.verdict(ctx)
+	rep.Metrics = metricsTable(out, metrics.Collect())
+	return rep, nil
 }
 
 func (m *monitor) stopWorkers() {
