@@ -64,8 +64,14 @@ func Supervise(ctx context.Context, client *clientv3.Client, fn func(ctx context
 		case !lost:
 			return err
 		}
-		// A run that lasted a while was healthy: start the backoff afresh.
-		if time.Since(started) > 2*s.TTL() {
+		// A session that was established and kept alive for a keepalive
+		// interval was lost to the cluster, not to this client's retries:
+		// start the backoff afresh, so a role comes back promptly after
+		// each of a series of outages (a backoff grown over earlier losses
+		// once kept a discovery registration away for longer than TTL + 5 s
+		// in the fault suite). Only failures to create a session, and
+		// sessions lost at once, make it grow.
+		if time.Since(started) > s.TTL()/3 {
 			b.Reset()
 		}
 		if !pause() {

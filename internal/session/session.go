@@ -217,16 +217,19 @@ func (s *Session) Close(ctx context.Context) error {
 	if err := s.stopAll(ctx); err != nil {
 		return err
 	}
-	lost := s.Err() != errs.SessionClosed
+	if s.Err() != errs.SessionClosed {
+		// Lost: the lease is gone, or past its renew deadline with a
+		// revoke already tried by the keepalive loop. Another revoke would
+		// only hold the caller (a supervisor about to start the next
+		// session) while etcd is unreachable.
+		return nil
+	}
 	if err := s.client.Ctx().Err(); err != nil {
 		// The client was closed first (its requests would be retried
 		// until ctx ends): the lease expires after its TTL instead.
-		if lost {
-			return nil
-		}
 		return fmt.Errorf("concurrency: revoke lease: client closed; its keys go when the lease expires: %w", err)
 	}
-	if _, err := s.client.Revoke(ctx, s.id); err != nil && !lost {
+	if _, err := s.client.Revoke(ctx, s.id); err != nil {
 		return fmt.Errorf("concurrency: revoke lease: %w", err)
 	}
 	return nil
