@@ -301,16 +301,18 @@ func TestPermitGuardAndDo(t *testing.T) {
 	if _, err := p.Guard().Do(ctx, clientv3.OpPut("step", "2")); !errors.Is(err, semaphore.ErrNotHeld) {
 		t.Fatalf("guarded write after Release = %v", err)
 	}
-	// Do cancels fn's context when the permit is lost.
+	// Do cancels fn's context when the permit is lost. The key is deleted
+	// with the test's context, not fn's: the loss the Delete causes can
+	// cancel fn's context before the Delete's answer arrives.
 	var cause error
-	err := sem.Do(ctx, func(ctx context.Context) error {
+	err := sem.Do(ctx, func(fctx context.Context) error {
 		st := inspect(t, srv.Client, "deploy")
 		if _, err := srv.Client.Delete(ctx, st.Holders[0].Key); err != nil {
 			return err
 		}
-		<-ctx.Done()
-		cause = context.Cause(ctx)
-		return ctx.Err()
+		<-fctx.Done()
+		cause = context.Cause(fctx)
+		return fctx.Err()
 	})
 	if !errors.Is(err, context.Canceled) || !errors.Is(cause, semaphore.ErrKeyDeleted) {
 		t.Fatalf("Do = %v, cause %v", err, cause)
