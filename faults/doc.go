@@ -7,6 +7,12 @@
 // checks each recipe's guarantees afterwards, mostly from etcd's own record of
 // the keys (a watch on the whole keyspace that compaction never outruns).
 //
+// TestProcessFaults runs the same workloads and checks on a 3-member cluster
+// of etcd server processes started from a binary (CONCORD_ETCD_BIN), whose
+// members are lost as whole processes: SIGKILL and a restart on the data
+// dir, SIGSTOP past the election timeout with the sockets left open, every
+// member killed at once and the cluster restarted.
+//
 // The package holds tests only; see RELIABILITY.md at the repository root for
 // how to run it, what it checks and the figures measured.
 //
@@ -17,4 +23,6 @@
 //	CONCORD_FAULT_RUN=d    length of each short run's fault phase (default 16s)
 //	CONCORD_SOAK=d         run seed after seed for d and report totals
 //	CONCORD_FAULT_DUMP=1   log every recorded operation
+//	CONCORD_ETCD_BIN=path  the etcd binary of TestProcessFaults (skipped
+//	                       without it; scripts/etcd-bin.sh VERSION)
 package faults
