@@ -26,7 +26,7 @@ want=${1#v}
 cache=${CONCORD_ETCD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/concord/etcd}
 
 # version BIN prints the server version BIN reports, e.g. 3.5.36.
-version() { "$1" --version 2>/dev/null | sed -n 's/^etcd Version: *//p' | head -1; }
+version() { "$1" --version 2>/dev/null | sed -n 's/^etcd Version: *//p' || true; }
 
 case "$want" in
 3.4 | 3.4.*)

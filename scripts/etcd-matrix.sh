@@ -33,7 +33,7 @@ mkdir -p "$logs"
 rows=() status=0
 for want in "$@"; do
   bin=$(scripts/etcd-bin.sh "$want")
-  version=$("$bin" --version | sed -n 's/^etcd Version: *//p' | head -1)
+  version=$("$bin" --version | sed -n 's/^etcd Version: *//p')
   log=$logs/$version.log
   echo "== etcd $version ($bin), log in $log" >&2
   start=$(date +%s)
@@ -54,7 +54,7 @@ for want in "$@"; do
   fails="$failed tests"
   if [ "$pkgfail" -gt 0 ] || [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
     status=1
-    names=$(grep -E '^[[:space:]]*--- FAIL:' "$log" | awk '{print $3}' | sort -u | head -8 | paste -sd' ' -)
+    names=$(grep -E '^[[:space:]]*--- FAIL:' "$log" | awk '{print $3}' | sort -u | sed -n 1,8p | paste -sd' ' - || true)
     fails="$failed tests, $pkgfail packages (exit $rc)${names:+: $names}"
   fi
   rows+=("| $version | $pkgs/$((pkgs + pkgfail)) | $passed | $embedded | $((skipped - embedded)) | $fails | $((secs / 60))m$((secs % 60))s |")

@@ -20,7 +20,7 @@ if [ -z "$etcd_bin" ]; then
   echo "no etcd binary: set ETCD_BIN=\$(scripts/etcd-bin.sh 3.5.36), or apt-get install etcd-server" >&2
   exit 2
 fi
-"$etcd_bin" --version | head -1
+"$etcd_bin" --version | sed -n 1p # sed, not head: etcd must not get SIGPIPE
 
 base=${CONCORD_ETCD_PORT:-23790}
 dir=$(mktemp -d)
