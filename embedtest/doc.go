@@ -9,6 +9,13 @@
 // WithClientPort fixes a single member's client port instead (with
 // WithDataDir, a restart keeps its endpoint).
 //
+// StartProcessCluster runs a cluster of separate etcd server processes from
+// a binary (CONCORD_ETCD_BIN; scripts/etcd-bin.sh VERSION builds one of any
+// version from 3.5 on from the Go module proxy, or unpacks Debian's 3.4), so
+// a test meets a real cluster of that version and loses members the way
+// production does: SIGKILL and a restart on the data dir, SIGSTOP with the
+// sockets left open, the whole cluster killed and restarted.
+//
 // NewProxy puts a fault-injecting proxy (go.etcd.io/etcd/pkg/v3/proxy)
 // between one client and a member, so a test can blackhole, pause or delay
 // that client alone (DelayAnswers delays only etcd's answers: a request lands

@@ -354,7 +354,7 @@ func TestLockOneHolderWhileMembersCrash(t *testing.T) {
 // Proxy now ends the connections a blackhole cut (see RELIABILITY.md).
 func TestPubsubNoSilentSkipAfterPartition(t *testing.T) {
 	cl := embedtest.StartCluster(t, 3, embedtest.FastTicks())
-	e := &env{t: t, cl: cl, admin: cl.Client, ttl: sessionTTL(), hist: &history{}}
+	e := &env{t: t, cl: cl, mem: cl, admin: cl.Client, ttl: sessionTTL(), hist: &history{}}
 	p := e.newProc("pubsub", "sub")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

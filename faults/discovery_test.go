@@ -99,7 +99,7 @@ func (w *discWL) run(ctx context.Context, e *env, wg *sync.WaitGroup) {
 		wg.Go(func() { w.sample(ctx, e, p, wt) })
 	}
 	for i, p := range w.regs {
-		reg, err := discovery.NewRegistry(p.client, discovery.WithTTL(e.ttl))
+		reg, err := discovery.NewRegistry(p.client, discovery.WithTTL(e.ttl), discovery.WithLogger(newOpLog(e, p)))
 		if err != nil {
 			e.t.Errorf("discovery registry: %v", err)
 			return
@@ -456,6 +456,7 @@ func (w *discWL) check(c *checkIn) (string, []violation) {
 		return time.Time{}, false
 	}
 	lost, back := 0, 0
+	var slowest time.Duration // the longest a record lost with a lease was gone
 	for _, l := range ls {
 		if l.end == 0 {
 			continue
@@ -472,19 +473,34 @@ func (w *discWL) check(c *checkIn) (string, []violation) {
 			continue // deregistered, or being deregistered, by then
 		}
 		lost++
-		again := false
+		next := time.Duration(-1) // until the record was created again
 		for _, m := range ls {
 			if m.key == l.key && m.create > l.end {
-				if t, ok := stampOf(m.create); ok && !t.After(gone.Add(bound)) {
-					again = true
+				if t, ok := stampOf(m.create); ok && (next < 0 || t.Sub(gone) < next) {
+					next = t.Sub(gone)
 				}
 			}
 		}
-		if again {
+		if next >= 0 && next <= bound {
 			back++
+			slowest = max(slowest, next)
 			continue
 		}
-		vs = append(vs, violation{w.name(), fmt.Sprintf("%s's record was deleted at rev %d (lease lost) and not registered again within %v, though never deregistered", id, l.end, bound), nil})
+		later := "never"
+		if next >= 0 {
+			later = "only after " + next.Round(time.Millisecond).String()
+		}
+		// Show what the registry's process saw around then: its
+		// operations and its sessions counting themselves lost.
+		proc, _, _ := strings.Cut(id, "-")
+		var near []op
+		for _, o := range c.ops {
+			if o.proc == proc && o.start.After(gone.Add(-2*bound)) && o.start.Before(gone.Add(bound)) {
+				near = append(near, o)
+			}
+		}
+		vs = append(vs, violation{w.name(), fmt.Sprintf("%s's record was deleted at rev %d (lease lost) and not registered again within %v (%s; deleted at %s), though never deregistered",
+			id, l.end, bound, later, gone.Format("15:04:05.000")), near})
 	}
 	for _, o := range c.ops {
 		if o.kind == "converged" && o.out != ok {
@@ -499,8 +515,8 @@ func (w *discWL) check(c *checkIn) (string, []violation) {
 			expired++
 		}
 	}
-	stats := fmt.Sprintf("registrations ok=%d unknown=%d, deregistrations ok=%d unknown=%d, records created %d, deleted %d (deregistered, expired or revoked); records lost with a lease %d (registered again %d); views sampled %d, behind %d, never-registered %d, largest lag %v (bound %v); watcher stalls %d",
+	stats := fmt.Sprintf("registrations ok=%d unknown=%d, deregistrations ok=%d unknown=%d, records created %d, deleted %d (deregistered, expired or revoked); records lost with a lease %d (registered again %d, the slowest after %v); views sampled %d, behind %d, never-registered %d, largest lag %v (bound %v); watcher stalls %d",
 		n, countOps(c.ops, "register", unknown), countOps(c.ops, "deregister", ok), countOps(c.ops, "deregister", unknown),
-		len(ls), expired, lost, back, views, behind, never, maxLag.Round(time.Millisecond), bound, countOps(c.ops, "stall", ok))
+		len(ls), expired, lost, back, slowest.Round(time.Millisecond), views, behind, never, maxLag.Round(time.Millisecond), bound, countOps(c.ops, "stall", ok))
 	return stats, vs
 }

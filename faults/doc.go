@@ -7,6 +7,12 @@
 // checks each recipe's guarantees afterwards, mostly from etcd's own record of
 // the keys (a watch on the whole keyspace that compaction never outruns).
 //
+// TestProcessFaults runs the same workloads and checks on a 3-member cluster
+// of etcd server processes started from a binary (CONCORD_ETCD_BIN), whose
+// members are lost as whole processes: SIGKILL and a restart on the data
+// dir, SIGSTOP past the election timeout with the sockets left open, every
+// member killed at once and the cluster restarted.
+//
 // The package holds tests only; see RELIABILITY.md at the repository root for
 // how to run it, what it checks and the figures measured.
 //
@@ -20,4 +26,6 @@
 //	CONCORD_FAULT_ALL=1    run every workload in every run (by default a run
 //	                       has two of barrier, counter, multi-lock and
 //	                       rollout, by the seed's parity)
+//	CONCORD_ETCD_BIN=path  the etcd binary of TestProcessFaults (skipped
+//	                       without it; scripts/etcd-bin.sh VERSION)
 package faults

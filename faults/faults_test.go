@@ -29,13 +29,34 @@ func runLength() time.Duration {
 // checks their guarantees. By default it tries a few fresh seeds, each for a
 // short run; CONCORD_FAULT_SEED=n replays seed n; CONCORD_SOAK=30m runs seed
 // after seed for 30 minutes and reports the totals.
-func TestFaults(t *testing.T) {
+func TestFaults(t *testing.T) { runSeeds(t, "") }
+
+// TestProcessFaults is TestFaults on a 3-member cluster of etcd server
+// processes run from the binary CONCORD_ETCD_BIN names (scripts/etcd-bin.sh
+// VERSION prints one): whole processes are lost instead of embedded
+// members — a member SIGKILLed and restarted on its data dir, the leader
+// among them; a member SIGSTOPped past the election timeout, its sockets
+// left open, then SIGCONTed; every member killed at once and the cluster
+// restarted — while client processes are stalled and cut off and leases
+// revoked as in TestFaults. The workloads and checks are TestFaults' own;
+// the same seed, run-length and soak variables apply.
+func TestProcessFaults(t *testing.T) {
+	bin := embedtest.Binary()
+	if bin == "" {
+		t.Skipf("needs an etcd server binary: %s=$(scripts/etcd-bin.sh 3.5.36)", embedtest.BinaryEnv)
+	}
+	runSeeds(t, bin)
+}
+
+// runSeeds runs TestFaults' seeds, or its soak, on embedded members (bin
+// empty) or on processes of bin.
+func runSeeds(t *testing.T, bin string) {
 	if soak := os.Getenv(envSoak); soak != "" {
 		d, err := time.ParseDuration(soak)
 		if err != nil {
 			t.Fatalf("%s=%q: %v", envSoak, soak, err)
 		}
-		runSoak(t, d)
+		runSoak(t, d, bin)
 		return
 	}
 	var seeds []int64
@@ -53,12 +74,12 @@ func TestFaults(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			runSeed(t, seed, runLength())
+			runSeed(t, seed, runLength(), bin)
 		})
 	}
 }
 
-func runSoak(t *testing.T, d time.Duration) {
+func runSoak(t *testing.T, d time.Duration, bin string) {
 	var total result
 	deadline := time.Now().Add(d)
 	runLen := runLength()
@@ -69,7 +90,7 @@ func runSoak(t *testing.T, d time.Duration) {
 		seed := time.Now().UnixNano() % 1000000000
 		var r result
 		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			r = runSeed(t, seed, min(runLen, max(time.Until(deadline), 5*time.Second)))
+			r = runSeed(t, seed, min(runLen, max(time.Until(deadline), 5*time.Second)), bin)
 		})
 		r.runs = 1
 		if !ok && r.violations == 0 {
@@ -112,9 +133,18 @@ func (r result) kinds() string {
 	return strings.Join(out, ", ")
 }
 
-func runSeed(t *testing.T, seed int64, runLen time.Duration) result {
-	cl := embedtest.StartCluster(t, 3, embedtest.FastTicks())
-	e := &env{t: t, seed: seed, cl: cl, admin: cl.Client, ttl: sessionTTL(), hist: &history{}}
+// runSeed runs seed's schedule for runLen on 3 embedded members (bin
+// empty) or 3 processes of the etcd binary bin.
+func runSeed(t *testing.T, seed int64, runLen time.Duration, bin string) result {
+	e := &env{t: t, seed: seed, ttl: sessionTTL(), hist: &history{}}
+	if bin == "" {
+		e.cl = embedtest.StartCluster(t, 3, embedtest.FastTicks())
+		e.mem, e.admin, e.tracks = e.cl, e.cl.Client, tracks
+	} else {
+		e.pc = embedtest.StartProcessCluster(t, bin, 3, embedtest.FastTicks())
+		e.mem, e.admin, e.tracks = e.pc, e.pc.Client, processTracks
+		t.Logf("etcd %s, 3 processes", e.pc.Version())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), runLen+scaled(3*time.Minute))
 	defer cancel()
 
@@ -148,9 +178,9 @@ func runSeed(t *testing.T, seed int64, runLen time.Duration) result {
 
 	var mu sync.Mutex
 	var fwg sync.WaitGroup
-	for track := range tracks {
+	for track := range e.tracks {
 		fwg.Go(func() {
-			for _, f := range plan(seed, track, 1000, e.ttl) {
+			for _, f := range plan(seed, e.tracks, track, 1000, e.ttl) {
 				if time.Since(begin)+f.cost() > runLen {
 					break
 				}
@@ -199,7 +229,12 @@ func runSeed(t *testing.T, seed int64, runLen time.Duration) result {
 	ops := e.hist.all()
 	var res result
 	res.runs, res.ops, res.compactions = 1, len(ops), e.compactions.Load()
+	res.ops = 0
 	for _, o := range ops {
+		if o.kind == "log" {
+			continue // a library's warning, not an operation
+		}
+		res.ops++
 		if o.out == ok {
 			res.okOps++
 		}
@@ -230,7 +265,11 @@ func runSeed(t *testing.T, seed int64, runLen time.Duration) result {
 	}
 	if len(vs) > 0 {
 		var b strings.Builder
-		fmt.Fprintf(&b, "seed %d: %d violations (replay: %s=%d go test -race -run 'TestFaults' ./faults/)\nschedule:\n", seed, len(vs), envSeed, seed)
+		replay := fmt.Sprintf("%s=%d go test -race -run 'TestFaults$' ./faults/", envSeed, seed)
+		if bin != "" {
+			replay = fmt.Sprintf("%s=%s %s=%d go test -race -run 'TestProcessFaults$' ./faults/", embedtest.BinaryEnv, bin, envSeed, seed)
+		}
+		fmt.Fprintf(&b, "seed %d: %d violations (replay: %s)\nschedule:\n", seed, len(vs), replay)
 		for _, in := range done {
 			fmt.Fprintf(&b, "\t%s\n", in)
 		}

@@ -133,16 +133,25 @@ func (p *proc) mend() {
 	}
 }
 
+// members is the etcd cluster a run's faults act on.
+type members interface {
+	MemberEndpoint(i int) string
+	Leader(ctx context.Context) (int, error)
+}
+
 // env is one run: a cluster, its processes and their records.
 type env struct {
-	t     testing.TB
-	seed  int64
-	cl    *embedtest.Cluster
-	admin *clientv3.Client // direct to every member, never cut off
-	ttl   time.Duration
-	hist  *history
-	rec   *recorder
-	procs []*proc
+	t      testing.TB
+	seed   int64
+	mem    members
+	cl     *embedtest.Cluster        // embedded members (TestFaults), or
+	pc     *embedtest.ProcessCluster // server processes (TestProcessFaults)
+	tracks [][]faultKind
+	admin  *clientv3.Client // direct to every member, never cut off
+	ttl    time.Duration
+	hist   *history
+	rec    *recorder
+	procs  []*proc
 
 	compactions, compactFails atomic.Int64
 
@@ -162,7 +171,7 @@ func (e *env) newProc(recipe, name string) *proc {
 	p := &proc{name: name, recipe: recipe, stallable: true}
 	var eps []string
 	for i := range 3 {
-		px := embedtest.NewProxy(e.t, e.cl.MemberEndpoint(i))
+		px := embedtest.NewProxy(e.t, e.mem.MemberEndpoint(i))
 		p.proxies = append(p.proxies, px)
 		eps = append(eps, px.Endpoint())
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -149,3 +150,36 @@ func pollUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
 		}
 	}
 }
+
+// opLog is a slog.Handler that records a process's library warnings (a
+// session counting itself lost, say) in the history as "log" operations,
+// so a violation can be shown beside what the library saw.
+type opLog struct {
+	hist   *history
+	proc   string
+	recipe string
+	attrs  []slog.Attr
+}
+
+func newOpLog(e *env, p *proc) *slog.Logger {
+	return slog.New(&opLog{hist: e.hist, proc: p.name, recipe: p.recipe})
+}
+
+func (h *opLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h *opLog) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	for _, a := range h.attrs {
+		fmt.Fprintf(&b, " %s", a)
+	}
+	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s", a); return true })
+	h.hist.add(op{proc: h.proc, recipe: h.recipe, kind: "log", start: r.Time, out: ok, note: b.String()})
+	return nil
+}
+
+func (h *opLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return &opLog{hist: h.hist, proc: h.proc, recipe: h.recipe, attrs: append(slices.Clone(h.attrs), as...)}
+}
+
+func (h *opLog) WithGroup(string) slog.Handler { return h }

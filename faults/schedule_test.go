@@ -21,6 +21,12 @@ const (
 	stallBlackhole                   // stall a holding process, drop its traffic
 	stallPause                       // stall a holding process, hold its traffic
 	revokeLease                      // revoke the lease of a held key
+	// On a cluster of server processes (TestProcessFaults):
+	killLeader   // SIGKILL the leader's process, restart it on its data dir
+	killFollower // SIGKILL a follower's process, restart it on its data dir
+	stopLeader   // SIGSTOP the leader past the election timeout, SIGCONT
+	stopFollower // SIGSTOP a follower past the election timeout, SIGCONT
+	restartAll   // SIGKILL every member at once, restart them all
 	numFaultKinds
 )
 
@@ -29,7 +35,8 @@ func (k faultKind) String() string {
 		return "start"
 	}
 	return [...]string{"crash-leader", "crash-follower", "isolate-leader", "isolate-follower",
-		"stall+blackhole", "stall+pause", "revoke-lease"}[k]
+		"stall+blackhole", "stall+pause", "revoke-lease",
+		"kill-leader", "kill-follower", "sigstop-leader", "sigstop-follower", "restart-all"}[k]
 }
 
 // fault is one planned fault: after gap, inject it for dur (stalls: past
@@ -42,16 +49,23 @@ type fault struct {
 }
 
 // Faults run on two tracks at once: one for the cluster's members (one
-// member at a time, so a quorum always remains) and one for the client
-// processes.
+// member at a time, so a quorum always remains, except restart-all) and
+// one for the client processes.
 var tracks = [][]faultKind{
 	{crashLeader, crashFollower, isolateLeader, isolateFollower},
 	{stallBlackhole, stallPause, revokeLease},
 }
 
+// processTracks are the tracks on a cluster of server processes: whole
+// processes are lost instead of embedded members.
+var processTracks = [][]faultKind{
+	{killLeader, killFollower, stopLeader, stopFollower, restartAll},
+	{stallBlackhole, stallPause, revokeLease},
+}
+
 // plan draws a track's schedule from seed: rounds that each hold every kind
 // of the track once, in a random order, so even a short run mixes kinds.
-func plan(seed int64, track int, n int, ttl time.Duration) []fault {
+func plan(seed int64, tracks [][]faultKind, track int, n int, ttl time.Duration) []fault {
 	r := rand.New(rand.NewPCG(uint64(seed), uint64(track)))
 	kinds := tracks[track]
 	var out []fault
@@ -79,8 +93,10 @@ func plan(seed int64, track int, n int, ttl time.Duration) []fault {
 // member's Close waits about 5 s for its peer connections.
 func (f fault) cost() time.Duration {
 	switch f.kind {
-	case crashLeader, crashFollower:
+	case crashLeader, crashFollower, restartAll:
 		return f.gap + f.dur + 6*time.Second
+	case killLeader, killFollower:
+		return f.gap + f.dur + 3*time.Second
 	default:
 		return f.gap + f.dur + time.Second
 	}
@@ -118,14 +134,16 @@ func (f injected) String() string {
 func (e *env) inject(ctx context.Context, f fault, wls []workload) injected {
 	in := injected{fault: f, start: time.Now()}
 	switch f.kind {
-	case crashLeader, crashFollower, isolateLeader, isolateFollower:
-		leader, err := e.cl.Leader(ctx)
+	case crashLeader, crashFollower, isolateLeader, isolateFollower,
+		killLeader, killFollower, stopLeader, stopFollower:
+		leader, err := e.mem.Leader(ctx)
 		if err != nil {
 			in.skipped = err.Error()
 			return in
 		}
 		m := leader
-		if f.kind == crashFollower || f.kind == isolateFollower {
+		switch f.kind {
+		case crashFollower, isolateFollower, killFollower, stopFollower:
 			m = (leader + 1 + f.pick%2) % 3
 		}
 		in.target = fmt.Sprintf("member %d", m)
@@ -133,19 +151,44 @@ func (e *env) inject(ctx context.Context, f fault, wls []workload) injected {
 			in.target += " (leader)"
 		}
 		in.start = time.Now()
-		if f.kind == crashLeader || f.kind == crashFollower {
-			e.cl.HardStop(m)
+		switch f.kind {
+		case crashLeader, crashFollower, killLeader, killFollower:
+			if f.kind == killLeader || f.kind == killFollower {
+				e.pc.Kill(m)
+			} else {
+				e.cl.HardStop(m)
+			}
 			sleepCtx(ctx, f.dur)
 			t0 := time.Now()
 			if err := e.restart(ctx, m); err != nil {
 				in.skipped = fmt.Sprintf("restart member %d: %v", m, err)
 			}
 			in.note = fmt.Sprintf("down %v, restart took %v", f.dur.Round(time.Millisecond), since(t0))
-		} else {
+		case stopLeader, stopFollower:
+			e.pc.Pause(m)
+			sleepCtx(ctx, f.dur)
+			e.pc.Resume(m)
+		default:
 			e.cl.Isolate(m)
 			sleepCtx(ctx, f.dur)
 			e.cl.Heal(m)
 		}
+	case restartAll:
+		in.target = "every member"
+		e.pc.KillAll()
+		sleepCtx(ctx, f.dur)
+		t0 := time.Now()
+		var err error
+		for range 5 {
+			if err = e.pc.RestartAll(ctx); err == nil || ctx.Err() != nil {
+				break
+			}
+			sleepCtx(ctx, 200*time.Millisecond)
+		}
+		if err != nil {
+			in.skipped = fmt.Sprintf("restart: %v", err)
+		}
+		in.note = fmt.Sprintf("down %v, restart took %v", f.dur.Round(time.Millisecond), since(t0))
 	case stallBlackhole, stallPause:
 		if !e.stall(ctx, f, &in) {
 			return in
@@ -164,7 +207,12 @@ func (e *env) inject(ctx context.Context, f fault, wls []workload) injected {
 func (e *env) restart(ctx context.Context, m int) error {
 	var err error
 	for range 5 {
-		if err = e.cl.Restart(m); err == nil || ctx.Err() != nil {
+		if e.pc != nil {
+			err = e.pc.Restart(ctx, m)
+		} else {
+			err = e.cl.Restart(m)
+		}
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
 		sleepCtx(ctx, 200*time.Millisecond)

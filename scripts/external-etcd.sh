@@ -4,8 +4,10 @@
 #
 #   scripts/external-etcd.sh [go test args...]     (default: ./...)
 #
-# Needs an etcd binary: ETCD_BIN, or etcd on PATH (Debian/Ubuntu:
-# apt-get install etcd-server, which is 3.4). Ports 23790-23792 (clients)
+# Needs an etcd binary: ETCD_BIN (scripts/etcd-bin.sh VERSION prints one
+# of any version), or etcd on PATH (Debian/Ubuntu: apt-get install
+# etcd-server, which is 3.4). scripts/etcd-matrix.sh runs this for every
+# supported version. Ports 23790-23792 (clients)
 # and 23800-23802 (peers) on 127.0.0.1; CONCORD_ETCD_PORT moves them.
 # Tests that must stop, crash or reconfigure members are skipped there
 # (embedtest.RequireEmbedded); packages run one at a time (-p 1), since
@@ -15,10 +17,10 @@ cd "$(dirname "$0")/.."
 
 etcd_bin=${ETCD_BIN:-$(command -v etcd || true)}
 if [ -z "$etcd_bin" ]; then
-  echo "no etcd binary: apt-get install etcd-server, or set ETCD_BIN" >&2
+  echo "no etcd binary: set ETCD_BIN=\$(scripts/etcd-bin.sh 3.5.36), or apt-get install etcd-server" >&2
   exit 2
 fi
-"$etcd_bin" --version | head -1
+"$etcd_bin" --version | sed -n 1p # sed, not head: etcd must not get SIGPIPE
 
 base=${CONCORD_ETCD_PORT:-23790}
 dir=$(mktemp -d)
