@@ -88,6 +88,29 @@ func TestCheckLock(t *testing.T) {
 		vs := runCheck(&lockWL{}, []op{incr(2, 3, ok), incr(5, 7, ok)}, ev)
 		wantViolation(t, vs, "accepted stale token 2")
 	})
+	t.Run("lost after the next holder began", func(t *testing.T) {
+		t0 := time.Now()
+		ops := []op{incr(2, 3, ok), incr(5, 7, ok),
+			{recipe: "lock", kind: "acquire", out: ok, token: 5, start: t0, end: t0},
+			{recipe: "lock", kind: "lost", out: ok, token: 2, start: t0.Add(300 * time.Millisecond), valid: t0.Add(time.Second)}}
+		// An expiry: the next hold was granted before the holder knew.
+		e := &env{t: t, ttl: 2 * time.Second}
+		_, vs := (&lockWL{}).check(&checkIn{e: e, ops: ops, events: good, ctx: context.Background()})
+		wantViolation(t, vs, "hold 5 was granted 300ms before hold 2 learned it was lost")
+		// Granted before the lease's acknowledged TTL, just after a stopped
+		// leader resumed: etcd revoked it early, no fault of the client.
+		e.leaderResumes = []time.Time{t0.Add(-100 * time.Millisecond)}
+		_, vs = (&lockWL{}).check(&checkIn{e: e, ops: ops, events: good, ctx: context.Background()})
+		for _, v := range vs {
+			if strings.Contains(v.msg, "learned it was lost") {
+				t.Errorf("etcd's early revoke counted against the client: %s", v)
+			}
+		}
+		// The same, but granted after the acknowledged TTL: a violation.
+		ops[3].valid = t0.Add(-time.Millisecond)
+		_, vs = (&lockWL{}).check(&checkIn{e: e, ops: ops, events: good, ctx: context.Background()})
+		wantViolation(t, vs, "learned it was lost")
+	})
 }
 
 func TestCheckSemaphore(t *testing.T) {

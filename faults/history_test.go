@@ -39,6 +39,9 @@ type op struct {
 	token      int64 // fencing token it used or got
 	lease      int64 // the session's lease, where it matters
 	note       string
+	// valid is, for a lost hold, until when its lease was acknowledged
+	// (the last acknowledged keepalive's send time plus the TTL).
+	valid time.Time
 	// stale marks an operation a process made with the handle it kept
 	// through a stall past its lease: it must not take effect.
 	stale bool

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/internal/session"
 	"github.com/concordkit/concord/lock"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -89,7 +90,7 @@ func (w *lockWL) hold(ctx context.Context, e *env, p *proc, s *concurrency.Sessi
 		case <-done:
 			if !released.Load() {
 				e.hist.add(op{proc: p.name, recipe: w.name(), kind: "lost", start: time.Now(), out: ok, token: tok,
-					lease: int64(s.Lease()), note: fmt.Sprint(s.Err())})
+					lease: int64(s.Lease()), note: fmt.Sprint(s.Err()), valid: (*session.Session)(s).ValidUntil()})
 			}
 		case <-ctx.Done():
 		}
@@ -216,16 +217,16 @@ func (w *lockWL) check(c *checkIn) (string, []violation) {
 		high = max(high, tok)
 	}
 	vs = append(vs, tooFew(w.name(), "guarded increments", acked)...)
-	early, margin := lostBeforeTakeover(w.name(), c)
-	vs = append(vs, early...)
+	lostVs, margin, etcdEarly := lostBeforeTakeover(w.name(), c)
+	vs = append(vs, lostVs...)
 	staleRefused := 0
 	for _, o := range c.ops {
 		if o.kind == "fenced" && o.stale && o.out == failed {
 			staleRefused++
 		}
 	}
-	stats := fmt.Sprintf("holds=%d lost=%d (Done before the next holder began, by at least %s) increments ok=%d unknown=%d failed=%d counter=%d fenced ok=%d refused=%d; stale handles: increments tried=%d landed=%d (each checked against the record), fenced tried=%d refused=%d",
-		countOps(c.ops, "acquire", ok), countOps(c.ops, "lost", ok), fmtMargin(margin), acked, unk, countOps(c.ops, "incr", failed), last,
+	stats := fmt.Sprintf("holds=%d lost=%d (Done before the next holder began, by at least %s; ended early by etcd %d) increments ok=%d unknown=%d failed=%d counter=%d fenced ok=%d refused=%d; stale handles: increments tried=%d landed=%d (each checked against the record), fenced tried=%d refused=%d",
+		countOps(c.ops, "acquire", ok), countOps(c.ops, "lost", ok), fmtMargin(margin), etcdEarly, acked, unk, countOps(c.ops, "incr", failed), last,
 		countOps(c.ops, "fenced", ok), countOps(c.ops, "fenced", failed),
 		countStale(c.ops, "incr"), staleLanded(c.ops, "incr"), countStale(c.ops, "fenced"), staleRefused)
 	return stats, vs
@@ -234,13 +235,14 @@ func (w *lockWL) check(c *checkIn) (string, []violation) {
 // lostBeforeTakeover checks the design's bar: a holder's Done closes before
 // any newer holder can begin, when the hold is lost to an expired lease (a
 // revoked lease or a deleted key ends a hold at once on the server, so there
-// the holder can only learn of it afterwards). Both times are taken by the
-// observing goroutines, so scheduling delays only ever make a true ordering
-// look closer, never reversed by more than the delay. It also returns the
-// smallest margin seen.
-func lostBeforeTakeover(recipe string, c *checkIn) ([]violation, time.Duration) {
-	var vs []violation
-	margin := time.Duration(-1)
+// the holder can only learn of it afterwards: leases the schedule revoked,
+// and leases etcd revoked before their acknowledged TTL, are counted apart).
+// Both times are taken by the observing goroutines, so scheduling delays
+// only ever make a true ordering look closer, never reversed by more than
+// the delay. It also returns the smallest margin seen, and how many holds
+// etcd ended early.
+func lostBeforeTakeover(recipe string, c *checkIn) (vs []violation, margin time.Duration, early int) {
+	margin = time.Duration(-1)
 	for _, l := range c.ops {
 		if l.kind != "lost" || c.e.revokedLease(l.lease) {
 			continue
@@ -255,6 +257,12 @@ func lostBeforeTakeover(recipe string, c *checkIn) ([]violation, time.Duration) 
 			continue
 		}
 		d := next.end.Sub(l.start)
+		if d < 0 && c.e.serverRevokedEarly(l.valid, next.end) {
+			early++
+			c.e.t.Logf("%s: hold %d was granted %v before hold %d learned it was lost (%s), %v before its lease's acknowledged TTL ran out, %v after a stopped leader resumed: etcd revoked the lease early (etcd-io/etcd#15247)",
+				recipe, next.token, -d.Round(time.Millisecond), l.token, l.note, l.valid.Sub(next.end).Round(time.Millisecond), c.e.sinceLeaderResume(next.end).Round(time.Millisecond))
+			continue
+		}
 		if d < 0 {
 			vs = append(vs, violation{recipe, fmt.Sprintf("hold %d was granted %v before hold %d learned it was lost (%s)",
 				next.token, -d.Round(time.Millisecond), l.token, l.note), []op{l, *next}})
@@ -264,10 +272,10 @@ func lostBeforeTakeover(recipe string, c *checkIn) ([]violation, time.Duration) 
 			margin = d
 		}
 	}
-	if margin < 0 {
-		return vs, margin
+	if margin > 0 {
+		margin = margin.Round(time.Millisecond)
 	}
-	return vs, margin.Round(time.Millisecond)
+	return vs, margin, early
 }
 
 func fmtMargin(d time.Duration) string {

@@ -168,6 +168,11 @@ func (e *env) inject(ctx context.Context, f fault, wls []workload) injected {
 			e.pc.Pause(m)
 			sleepCtx(ctx, f.dur)
 			e.pc.Resume(m)
+			if f.kind == stopLeader {
+				e.mu.Lock()
+				e.leaderResumes = append(e.leaderResumes, time.Now())
+				e.mu.Unlock()
+			}
 		default:
 			e.cl.Isolate(m)
 			sleepCtx(ctx, f.dur)

@@ -195,6 +195,12 @@ func (s *Session) Lease() clientv3.LeaseID { return s.id }
 // TTL is the lease's TTL.
 func (s *Session) TTL() time.Duration { return s.ttl }
 
+// ValidUntil is the last acknowledged keepalive's send time plus the TTL:
+// the server cannot expire the lease before then (it can revoke it).
+func (s *Session) ValidUntil() time.Time {
+	return time.Unix(0, s.confirmed.Load()).Add(s.ttl)
+}
+
 // Done is closed when the session is lost or closed.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
