@@ -28,6 +28,7 @@ type config struct {
 	dir       string
 	tls       *TLSFiles
 	port      int // client port; 0 picks a free one
+	procBin   string
 }
 
 // Option configures an embedded server or cluster.
@@ -58,6 +59,12 @@ func WithDataDir(dir string) Option { return optionFunc(func(c *config) { c.dir 
 // if the port is taken. Single-member servers only (New, Start).
 func WithClientPort(port int) Option { return optionFunc(func(c *config) { c.port = port }) }
 
+// OwnProcess runs the single member (New, Start) in a process of its own, of
+// the etcd binary bin (see Binary) instead of inside the test's process, so
+// that what the server costs can be told from what its clients cost
+// (Server.Stats). FastTicks and NoFsync apply; the other options do not.
+func OwnProcess(bin string) Option { return optionFunc(func(c *config) { c.procBin = bin }) }
+
 func newConfig(opts []Option) config {
 	c := config{logger: zap.NewNop()}
 	for _, o := range opts {
@@ -75,6 +82,7 @@ type Server struct {
 	Client *clientv3.Client
 
 	m         *member
+	proc      *ProcessCluster // the member's process (OwnProcess)
 	ns        string // key prefix of every client, on an external cluster
 	clientTLS *tls.Config
 	tmp       string
@@ -103,6 +111,13 @@ func Start(t testing.TB, opts ...Option) *Server {
 // New runs a single member; the caller must Close it.
 func New(opts ...Option) (*Server, error) {
 	c := newConfig(opts)
+	if c.procBin != "" {
+		pc, err := NewProcessCluster(c.procBin, 1, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return &Server{Endpoints: pc.Endpoints(), Client: pc.Client, proc: pc}, nil
+	}
 	s := &Server{}
 	dir := c.dir
 	if dir == "" {
@@ -184,6 +199,9 @@ func (s *Server) Close() error {
 	if s.m != nil {
 		s.m.endClients()
 		s.m.stop()
+	}
+	if s.proc != nil {
+		_ = s.proc.Close()
 	}
 	s.cleanupDir()
 	return nil

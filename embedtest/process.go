@@ -74,9 +74,9 @@ type procMember struct {
 }
 
 // StartProcessCluster runs an n-member cluster of bin's processes for the
-// test and closes it in t.Cleanup. FastTicks is the only Option it honours
-// (10 ms heartbeat, 100 ms election timeout); without it members use
-// etcd's defaults (100 ms, 1 s).
+// test and closes it in t.Cleanup. FastTicks (10 ms heartbeat, 100 ms
+// election timeout; without it members use etcd's defaults, 100 ms and
+// 1 s) and NoFsync are the Options it honours.
 func StartProcessCluster(t testing.TB, bin string, n int, opts ...Option) *ProcessCluster {
 	t.Helper()
 	c, err := NewProcessCluster(bin, n, opts...)
@@ -109,6 +109,9 @@ func NewProcessCluster(bin string, n int, opts ...Option) (*ProcessCluster, erro
 	}
 	help, _ := exec.Command(bin, "--help").CombinedOutput()
 	reuse := bytes.Contains(help, []byte("--socket-reuse-port"))
+	if cfg.noFsync && !bytes.Contains(help, []byte("--unsafe-no-fsync")) {
+		return nil, fmt.Errorf("embedtest: etcd %s has no --unsafe-no-fsync (NoFsync)", m[1])
+	}
 
 	c := &ProcessCluster{bin: bin, version: string(m[1])}
 	tmp, err := os.MkdirTemp("", "concord-etcdproc-")
@@ -157,6 +160,9 @@ func NewProcessCluster(bin string, n int, opts ...Option) (*ProcessCluster, erro
 		}
 		if reuse && ps.reuse {
 			pm.args = append(pm.args, "--socket-reuse-port")
+		}
+		if cfg.noFsync {
+			pm.args = append(pm.args, "--unsafe-no-fsync")
 		}
 	}
 	ctx, cancel := contextWithTimeout(readyTimeout)

@@ -1,0 +1,127 @@
+package embedtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ServerStats are a server's own counters, read from its /metrics: what it
+// spent and what it was asked to do. Subtract two snapshots (Sub) to get
+// what happened between them.
+type ServerStats struct {
+	// CPU is the server process's CPU time (process_cpu_seconds_total, in
+	// 10 ms steps). For an embedded member it is the whole test process's,
+	// clients included; run the server OwnProcess to tell them apart.
+	CPU time.Duration
+	// Unary is how many unary gRPC requests the server began (Range, Txn,
+	// Put, LeaseGrant, ...; keepalives and watches are streams).
+	Unary int64
+	// WatchRequests are the messages received on Watch streams: watch
+	// creates, cancels and progress requests.
+	WatchRequests int64
+	// WatchResponses are the messages sent on Watch streams: created and
+	// cancelled confirmations, and responses carrying events.
+	WatchResponses int64
+	// Events are the key-value events the server's watchers sent
+	// (etcd_debugging_mvcc_events_total).
+	Events int64
+	// KeepAlives are the messages received on LeaseKeepAlive streams.
+	KeepAlives int64
+}
+
+// Sub is s minus o.
+func (s ServerStats) Sub(o ServerStats) ServerStats {
+	return ServerStats{CPU: s.CPU - o.CPU, Unary: s.Unary - o.Unary, WatchRequests: s.WatchRequests - o.WatchRequests,
+		WatchResponses: s.WatchResponses - o.WatchResponses, Events: s.Events - o.Events, KeepAlives: s.KeepAlives - o.KeepAlives}
+}
+
+// Report reports s per operation on b, for ops operations: the server's CPU
+// (server-cpu-ms/op when it runs OwnProcess, proc-cpu-ms/op when embedded,
+// where it counts the clients too), and its unary requests, watch requests,
+// watch responses and watch events per operation.
+func (s ServerStats) Report(b *testing.B, srv *Server, ops int, op string) {
+	if ops <= 0 {
+		return
+	}
+	n := float64(ops)
+	cpu := "proc-cpu-ms/"
+	if srv.proc != nil {
+		cpu = "server-cpu-ms/"
+	}
+	if !External() {
+		b.ReportMetric(float64(s.CPU)/float64(time.Millisecond)/n, cpu+op)
+	}
+	b.ReportMetric(float64(s.Unary)/n, "srv-unary/"+op)
+	b.ReportMetric(float64(s.WatchRequests)/n, "srv-watch-reqs/"+op)
+	b.ReportMetric(float64(s.WatchResponses)/n, "srv-watch-resps/"+op)
+	b.ReportMetric(float64(s.Events)/n, "srv-events/"+op)
+}
+
+// Stats reads the server's counters from its first endpoint's /metrics.
+// On an external cluster that is one member's share only.
+func (s *Server) Stats(ctx context.Context) (ServerStats, error) {
+	return ReadServerStats(ctx, s.Endpoints[0])
+}
+
+// ReadServerStats reads the counters of the etcd member serving endpoint
+// (http://host:port; etcd serves /metrics on its client URLs).
+func ReadServerStats(ctx context.Context, endpoint string) (ServerStats, error) {
+	var st ServerStats
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+"/metrics", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("embedtest: metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("embedtest: metrics: %s", resp.Status)
+	}
+	seen := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		name, v := line[:i], line[i+1:]
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case name == "process_cpu_seconds_total":
+			st.CPU, seen = time.Duration(f*float64(time.Second)), seen+1
+		case name == "etcd_debugging_mvcc_events_total":
+			st.Events = int64(f)
+		case strings.HasPrefix(name, "grpc_server_started_total{") && strings.Contains(name, `grpc_type="unary"`):
+			st.Unary += int64(f)
+		case strings.HasPrefix(name, "grpc_server_msg_received_total{") && strings.Contains(name, `grpc_service="etcdserverpb.Watch"`):
+			st.WatchRequests += int64(f)
+		case strings.HasPrefix(name, "grpc_server_msg_sent_total{") && strings.Contains(name, `grpc_service="etcdserverpb.Watch"`):
+			st.WatchResponses += int64(f)
+		case strings.HasPrefix(name, "grpc_server_msg_received_total{") && strings.Contains(name, `grpc_method="LeaseKeepAlive"`):
+			st.KeepAlives += int64(f)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return st, fmt.Errorf("embedtest: metrics: %w", err)
+	}
+	if seen == 0 {
+		return st, fmt.Errorf("embedtest: metrics of %s have no process_cpu_seconds_total", endpoint)
+	}
+	return st, nil
+}
