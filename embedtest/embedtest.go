@@ -83,7 +83,7 @@ type Server struct {
 
 	m         *member
 	proc      *ProcessCluster // the member's process (OwnProcess)
-	ns        string // key prefix of every client, on an external cluster
+	ns        string          // key prefix of every client, on an external cluster
 	clientTLS *tls.Config
 	tmp       string
 	ports     *ports
