@@ -33,29 +33,34 @@ type ServerStats struct {
 	Events int64
 	// KeepAlives are the messages received on LeaseKeepAlive streams.
 	KeepAlives int64
+	// Client is this (the test's) process's CPU time (OwnCPU), read with
+	// the server's counters.
+	Client time.Duration
 }
 
 // Sub is s minus o.
 func (s ServerStats) Sub(o ServerStats) ServerStats {
 	return ServerStats{CPU: s.CPU - o.CPU, Unary: s.Unary - o.Unary, WatchRequests: s.WatchRequests - o.WatchRequests,
-		WatchResponses: s.WatchResponses - o.WatchResponses, Events: s.Events - o.Events, KeepAlives: s.KeepAlives - o.KeepAlives}
+		WatchResponses: s.WatchResponses - o.WatchResponses, Events: s.Events - o.Events, KeepAlives: s.KeepAlives - o.KeepAlives, Client: s.Client - o.Client}
 }
 
 // Report reports s per operation on b, for ops operations: the server's CPU
-// (server-cpu-ms/op when it runs OwnProcess, proc-cpu-ms/op when embedded,
-// where it counts the clients too), and its unary requests, watch requests,
+// (server-cpu-ms/op, with the test process's as client-cpu-ms/op, when it
+// runs in its own process; proc-cpu-ms/op when embedded, where it counts
+// the clients too), and its unary requests, watch requests,
 // watch responses and watch events per operation.
 func (s ServerStats) Report(b *testing.B, srv *Server, ops int, op string) {
 	if ops <= 0 {
 		return
 	}
 	n := float64(ops)
-	cpu := "proc-cpu-ms/"
-	if srv.proc != nil {
-		cpu = "server-cpu-ms/"
-	}
-	if !External() {
-		b.ReportMetric(float64(s.CPU)/float64(time.Millisecond)/n, cpu+op)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / n }
+	switch {
+	case srv.proc != nil:
+		b.ReportMetric(ms(s.CPU), "server-cpu-ms/"+op)
+		b.ReportMetric(ms(s.Client), "client-cpu-ms/"+op)
+	case !External():
+		b.ReportMetric(ms(s.CPU), "proc-cpu-ms/"+op)
 	}
 	b.ReportMetric(float64(s.Unary)/n, "srv-unary/"+op)
 	b.ReportMetric(float64(s.WatchRequests)/n, "srv-watch-reqs/"+op)
@@ -66,7 +71,9 @@ func (s ServerStats) Report(b *testing.B, srv *Server, ops int, op string) {
 // Stats reads the server's counters from its first endpoint's /metrics.
 // On an external cluster that is one member's share only.
 func (s *Server) Stats(ctx context.Context) (ServerStats, error) {
-	return ReadServerStats(ctx, s.Endpoints[0])
+	st, err := ReadServerStats(ctx, s.Endpoints[0])
+	st.Client = OwnCPU()
+	return st, err
 }
 
 // ReadServerStats reads the counters of the etcd member serving endpoint

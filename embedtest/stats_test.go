@@ -66,8 +66,8 @@ func TestServerStatsOwnProcess(t *testing.T) {
 	bin := requireBinary(t)
 	srv := Start(t, OwnProcess(bin))
 	d := checkStats(t, srv)
-	if d.CPU <= 0 {
-		t.Errorf("server CPU = %v for 200 fsynced puts, want > 0", d.CPU)
+	if d.CPU <= 0 || d.Client <= 0 {
+		t.Errorf("server CPU = %v, client CPU = %v for 200 fsynced puts, want both > 0", d.CPU, d.Client)
 	}
 	if srv.proc == nil {
 		t.Fatal("OwnProcess server runs inside the test")

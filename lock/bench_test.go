@@ -190,6 +190,39 @@ func newBenchClient(b testing.TB, srv *embedtest.Server, rc *rpcCounter) *client
 	return srv.Confine(c)
 }
 
+// benchServers are where the benchmarks run etcd: first a server process of
+// its own (the binary named by CONCORD_ETCD_BIN, as production runs it),
+// when one is given, then embedded in the benchmark's process. On an
+// external cluster (CONCORD_TEST_ENDPOINTS) Start ignores both.
+func benchServers() []struct {
+	name string
+	opts []embedtest.Option
+} {
+	out := []struct {
+		name string
+		opts []embedtest.Option
+	}{{"server=embedded", nil}}
+	if bin := embedtest.Binary(); bin != "" && !embedtest.External() {
+		out = append([]struct {
+			name string
+			opts []embedtest.Option
+		}{{"server=process", []embedtest.Option{embedtest.OwnProcess(bin)}}}, out...)
+	}
+	return out
+}
+
+// benchStats reads srv's counters (the benchmark fails if it cannot).
+func benchStats(b *testing.B, srv *embedtest.Server) embedtest.ServerStats {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := srv.Stats(ctx)
+	if err != nil && !embedtest.External() {
+		b.Fatal(err)
+	}
+	return st
+}
+
 var benchFsync = []struct {
 	name string
 	opts []embedtest.Option
@@ -289,17 +322,19 @@ func benchUncontended(b *testing.B, srv *embedtest.Server) {
 // fencing tokens strictly increase.
 func BenchmarkLockContended(b *testing.B) {
 	for _, fs := range benchFsync {
-		b.Run(fs.name, func(b *testing.B) {
-			srv := embedtest.Start(b, fs.opts...)
-			for _, impl := range benchImpls {
-				for _, n := range []int{2, 8, 32} {
-					b.Run(fmt.Sprintf("%s/contenders=%d", impl.name, n), func(b *testing.B) {
-						benchContended(b, srv, impl, n)
-					})
+		for _, where := range benchServers() {
+			b.Run(fs.name+"/"+where.name, func(b *testing.B) {
+				srv := embedtest.Start(b, append(where.opts, fs.opts...)...)
+				for _, impl := range benchImpls {
+					for _, n := range []int{2, 8, 32} {
+						b.Run(fmt.Sprintf("%s/contenders=%d", impl.name, n), func(b *testing.B) {
+							benchContended(b, srv, impl, n)
+						})
+					}
 				}
-			}
-			b.Run("floor", func(b *testing.B) { benchFloor(b, srv) })
-		})
+				b.Run("floor", func(b *testing.B) { benchFloor(b, srv) })
+			})
+		}
 	}
 }
 
@@ -324,6 +359,7 @@ func benchFloor(b *testing.B, srv *embedtest.Server) {
 	}
 	n := b.N
 	errs := make(chan error, 2)
+	st0 := benchStats(b, srv)
 	b.ResetTimer()
 	start := time.Now()
 	for i := range 2 {
@@ -354,6 +390,7 @@ func benchFloor(b *testing.B, srv *embedtest.Server) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "handoffs/s")
+	benchStats(b, srv).Sub(st0).Report(b, srv, n, "handoff")
 }
 
 type benchContender struct {
@@ -470,6 +507,7 @@ func benchContended(b *testing.B, srv *embedtest.Server, impl benchImpl, contend
 			loop(c.l)
 		}()
 	}
+	st0 := benchStats(b, srv)
 	b.ResetTimer()
 	close(begin)
 	select {
@@ -479,6 +517,9 @@ func benchContended(b *testing.B, srv *embedtest.Server, impl benchImpl, contend
 	b.StopTimer()
 	stop() // the waiters give up
 	wg.Wait()
+	// From before the contenders' first Lock to after the last one gave
+	// up: their joins and cancelled waits (one each) are counted too.
+	srvStats := benchStats(b, srv).Sub(st0)
 	if len(errs) > 0 {
 		b.Fatalf("%s, %d contenders, N=%d: %v", impl.name, contenders, n, errors.Join(errs...))
 	}
@@ -495,6 +536,7 @@ func benchContended(b *testing.B, srv *embedtest.Server, impl benchImpl, contend
 	b.ReportMetric(quantileMs(unlockDur, 0.5), "unlock-p50-ms")
 	b.ReportMetric(float64(d.totalUnary())/float64(n), "unary/handoff")
 	b.ReportMetric(float64(d.streams[watchMethod])/float64(n), "streams/handoff")
+	srvStats.Report(b, srv, int(n), "handoff")
 	if testing.Verbose() {
 		b.Logf("N=%d elapsed=%v unlock p99=%.2fms rpcs: %v", n, elapsed, quantileMs(unlockDur, 0.99), d)
 	}

@@ -1,0 +1,9 @@
+//go:build !unix
+
+package embedtest
+
+import "time"
+
+// OwnCPU is the CPU time this process has used so far, or 0 where it cannot
+// be read (here).
+func OwnCPU() time.Duration { return 0 }
