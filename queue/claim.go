@@ -218,7 +218,7 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session, leave ..
 				}
 				return c, time.Time{}, nil
 			}
-			if !fresh.newerAhead(ready[i], rev) {
+			if !fresh.moved && !fresh.newerAhead(ready[i], rev) {
 				// Lost a race: spread the next claims of this Queue value
 				// too, until a few succeed without racing.
 				raced = true
@@ -233,6 +233,9 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session, leave ..
 type view struct {
 	ready, delayed []*mvccpb.KeyValue
 	rev            int64
+	// moved: the claim that read it moved the item it tried to the dead
+	// letters, which is no race lost to another consumer.
+	moved bool
 }
 
 // viewOf takes the view from a transaction whose last two responses are
@@ -405,7 +408,7 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		if resp.Succeeded {
 			q.telFor(s).Queue.DeadLettered.Add(ctx, 1)
 		}
-		return nil, &view{ready: resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs, rev: resp.Header.Revision}, nil
+		return nil, &view{ready: resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs, rev: resp.Header.Revision, moved: resp.Succeeded}, nil
 	}
 	m.Attempts++
 	ck := q.claimKey(m.ID)

@@ -81,3 +81,43 @@ func TestRequeueAndDeleteDeadLetters(t *testing.T) {
 		t.Fatalf("after DeleteDead: %+v %v, want an empty queue", st, err)
 	}
 }
+
+// TestDeadLetterKeepsOrder: a claim that dead-letters the item at the head
+// then takes the next item in order; moving an item to the dead letters is
+// not a race lost to another consumer (which would spread this Queue
+// value's claims over the first few items).
+func TestDeadLetterKeepsOrder(t *testing.T) {
+	srv := embedtest.Start(t)
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client, queue.WithMaxDeliveries(1))
+	s := newSession(t, srv.Client, 5*time.Second)
+	cons := q.Consumer(s)
+	for round := range 5 {
+		poison := enqueue(t, q, "poison", queue.WithPriority(9))
+		c, err := cons.TryClaim(ctx)
+		if err != nil || c.ID() != poison {
+			t.Fatalf("round %d: claim = %v, %v; want the poison item", round, c, err)
+		}
+		if err := c.Nack(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for i := range 8 {
+			want = append(want, enqueue(t, q, "item", queue.WithPriority(8-i)))
+		}
+		// The poison item is first, out of deliveries: this claim dead-letters
+		// it and must then take the highest priority left, and so on.
+		for i, id := range want {
+			c, err := cons.TryClaim(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ID() != id {
+				t.Fatalf("round %d: claim %d took %s (priority order: %v), want %s", round, i, c.ID(), want, id)
+			}
+			if err := c.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
