@@ -83,14 +83,13 @@ func (s *Saver) Save(ctx context.Context, data []byte) (Progress, error) {
 	key := Key(s.task)
 	resp, err := s.guard.Txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", s.rev)).
 		Then(clientv3.OpPut(key, string(data))).
-		Else(clientv3.OpGet(fence.Guard(s.guard).Key(), clientv3.WithKeysOnly())).
+		Else(fence.Guard(s.guard).Reads()...).
 		Commit()
 	if err != nil {
 		return Progress{}, err
 	}
 	if !resp.Succeeded {
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 || concurrency.Token(kvs[0].CreateRevision) != s.guard.Token() {
+		if !fence.Guard(s.guard).HeldIn(resp.Responses) {
 			return Progress{}, fmt.Errorf("%w: task %s", ErrNotHeld, s.task)
 		}
 		return Progress{}, fmt.Errorf("%w: task %s", ErrStale, s.task)

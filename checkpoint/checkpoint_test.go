@@ -13,6 +13,7 @@ import (
 	"github.com/concordkit/concord/checkpoint"
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/internal/fence"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/queue"
 )
@@ -217,4 +218,34 @@ func TestQueueWorkersResumeFromCheckpoint(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A save under a combined guard (a multi-lock's) whose second resource is
+// lost fails with ErrNotHeld, not ErrStale: every guarded key is checked.
+func TestSaveCombinedGuardNotHeld(t *testing.T) {
+	srv := embedtest.Start(t)
+	ctx := testCtx(t)
+	s1, s2 := newSession(t, srv.Client, 5*time.Second), newSession(t, srv.Client, 5*time.Second)
+	a, _ := lock.NewMutex(s1, "combined-a")
+	b, _ := lock.NewMutex(s2, "combined-b")
+	for _, m := range []*lock.Mutex{a, b} {
+		if err := m.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := concurrency.Guard(fence.Combine(fence.Guard(a.Guard()), fence.Guard(b.Guard())))
+	sv, _, err := checkpoint.Open(ctx, srv.Client, "combined", g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sv.Save(ctx, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Client.Revoke(ctx, s2.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sv.Save(ctx, []byte("2")); !errors.Is(err, checkpoint.ErrNotHeld) || errors.Is(err, checkpoint.ErrStale) {
+		t.Fatalf("save after the second resource was lost = %v, want ErrNotHeld", err)
+	}
+	_ = a.Unlock(ctx)
 }

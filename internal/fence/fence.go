@@ -5,7 +5,10 @@
 // held resources.
 package fence
 
-import clientv3 "go.etcd.io/etcd/client/v3"
+import (
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
 
 // Guard is a held key at its holder's create revision, and for a combined
 // guard (Combine) further held keys.
@@ -54,6 +57,33 @@ func (g Guard) Key() string { return g.key }
 
 // Rev is the holder's create revision.
 func (g Guard) Rev() int64 { return g.rev }
+
+// Reads are reads of every guarded key, in Cmps' order, for the Else of a
+// guarded transaction; HeldIn tells from their answers whether the guard
+// still held.
+func (g Guard) Reads() []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpGet(g.key, clientv3.WithKeysOnly())}
+	for _, c := range g.more {
+		ops = append(ops, clientv3.OpGet(c.key, clientv3.WithKeysOnly()))
+	}
+	return ops
+}
+
+// HeldIn reports whether the answers to Reads (the first len(Reads()) of
+// resps) show every guarded key held at its holder's create revision.
+func (g Guard) HeldIn(resps []*etcdserverpb.ResponseOp) bool {
+	conds := append([]cond{{g.key, g.rev}}, g.more...)
+	if len(resps) < len(conds) {
+		return false
+	}
+	for i, c := range conds {
+		kvs := resps[i].GetResponseRange().GetKvs()
+		if len(kvs) == 0 || kvs[0].CreateRevision != c.rev {
+			return false
+		}
+	}
+	return true
+}
 
 // Cmps are the comparisons that hold exactly while the key (every key, for
 // a combined guard) is held.
