@@ -44,6 +44,9 @@
 // that allows only its own script and styles, and never shows the etcd
 // credentials the client was made with.
 //
+// It is tested in real headless browsers: Chromium (driven by chromedp)
+// and Firefox (driven over WebDriver BiDi).
+//
 // No frontend toolchain: the HTML templates, the script (about 130 lines,
 // no library) and the stylesheet are embedded with package embed.
 package console
