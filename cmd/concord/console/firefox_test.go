@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concordkit/concord/cmd/concord/console"
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/lock"
+	"github.com/concordkit/concord/queue"
 	"github.com/gorilla/websocket"
 )
 
@@ -220,13 +221,15 @@ func (b *bidi) poll(t *testing.T, expr string, within time.Duration) time.Durati
 }
 
 // TestFirefox drives the console in a real headless Firefox over WebDriver
-// BiDi: a lock's holder and its waiter shown in order, and a release shown
-// within a second without a reload (the server-sent events reach Firefox).
+// BiDi: a lock's holder and its waiter shown in order, a release shown
+// within a second without a reload (the server-sent events reach
+// Firefox), and a dead letter requeued through the page's confirmation
+// dialog.
 func TestFirefox(t *testing.T) {
 	ff := startFirefox(t)
 	srv := embedtest.Start(t)
 	ctx := testCtx(t)
-	_, ts, _ := serve(t, srv.Client)
+	_, ts, _ := serve(t, srv.Client, console.WithActions())
 
 	holder, err := lock.NewMutex(newSession(t, srv.Client), "nightly", lock.WithValue("report-worker-1"))
 	if err != nil {
@@ -270,7 +273,24 @@ func TestFirefox(t *testing.T) {
 	if ff.eval(t, `window.__notReloaded === true`) != "true" {
 		t.Fatal("the page was reloaded")
 	}
-	if err := <-waited; err != nil && !errors.Is(err, context.Canceled) {
+	if err := <-waited; err != nil {
 		t.Fatalf("the waiter's Lock: %v", err)
+	}
+
+	// A dead letter, requeued from the page: the button opens the
+	// confirmation dialog, Requeue in it sends the action.
+	q, err := queue.New(srv.Client, "jobs", queue.WithMaxDeliveries(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := deadLetter(t, q, newSession(t, srv.Client), `{"shard": 7}`)
+	requeue := fmt.Sprintf(`document.querySelector('[data-queue="jobs"] .deadletters button[data-action="requeue"][data-id="%s"]')`, dead)
+	ff.poll(t, requeue+` !== null`, 5*time.Second)
+	ff.eval(t, requeue+`.click()`)
+	ff.poll(t, `document.getElementById('confirm').open`, 5*time.Second)
+	ff.eval(t, `document.getElementById('confirm-ok').click()`)
+	ff.poll(t, `document.querySelector('[data-queue="jobs"] .deadletters') === null && document.querySelector('[data-queue="jobs"] .ready').textContent === '1 ready'`, 5*time.Second)
+	if st, err := queue.Inspect(ctx, srv.Client, q.Name()); err != nil || len(st.Dead) != 0 || len(st.Ready) != 1 || st.Ready[0].ID != dead {
+		t.Fatalf("after the requeue from Firefox: %+v %v", st, err)
 	}
 }
