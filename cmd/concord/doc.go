@@ -18,7 +18,8 @@
 //	concord watch PREFIX                  print the keys under PREFIX, then every change
 //	concord watch --topic TOPIC           print a pub/sub topic's messages with their Seq, gaps included
 //	concord status [PREFIX]               locks, elections, semaphores, queues, checkpoints and services under PREFIX
-//	concord ui [--listen ADDR] [--prefix P] [--allow-actions]
+//	concord ui [--listen ADDR] [--prefix P] [--allow-actions] [--ui-token T]
+//	           [--ui-tls-cert F --ui-tls-key F [--ui-client-ca F]]
 //	                                      the operator console in the browser (dev --ui starts it too)
 //	concord rollout status|pause|resume|abort NAME
 //	                                      see and steer a rollout (package rollout)

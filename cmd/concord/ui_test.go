@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/concordkit/concord/embedtest"
 )
 
 // consoleURL reads the console's address from a ui or dev --ui run's output.
@@ -97,5 +103,97 @@ func TestDevUI(t *testing.T) {
 	cancel()
 	if code := waitCode(t, done, errOut); code != 0 {
 		t.Fatalf("dev --ui: exit %d, stderr:\n%s", code, errOut.String())
+	}
+}
+
+// TestUIClientCertificates: concord ui over HTTPS with client certificates
+// required, next to an etcd that itself needs TLS client certificates.
+// Client certificates stand in for --ui-token on every interface; a
+// browser without one, or with one from another CA, is refused in the
+// handshake; the page served to a good one shows nothing of the etcd
+// credentials the console was given.
+func TestUIClientCertificates(t *testing.T) {
+	etcdTLS, err := embedtest.GenerateTLS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	uiTLS, err := embedtest.GenerateTLS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := embedtest.GenerateTLS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.WithTLS(etcdTLS))
+	etcdFlags := []string{"--endpoints=" + strings.Join(srv.Endpoints, ","), "--cacert", etcdTLS.CAFile,
+		"--cert", etcdTLS.ClientCertFile, "--key", etcdTLS.ClientKeyFile}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ui := func(args ...string) []string { return append(append([]string{"ui"}, etcdFlags...), args...) }
+	serverOnly := []string{"--ui-tls-cert", uiTLS.ServerCertFile, "--ui-tls-key", uiTLS.ServerKeyFile}
+	for name, args := range map[string][]string{
+		"HTTPS on all interfaces without a client CA nor a token": append([]string{"--listen", "0.0.0.0:0"}, serverOnly...),
+		"--ui-client-ca without a server certificate":             {"--ui-client-ca", uiTLS.CAFile},
+		"--ui-tls-cert without its key":                           {"--ui-tls-cert", uiTLS.ServerCertFile},
+	} {
+		if r := cli(t, ctx, ui(args...)...); r.code != exitUsage {
+			t.Errorf("ui with %s: exit %d, want %d; stderr:\n%s", name, r.code, exitUsage, r.errOut)
+		}
+	}
+
+	out, errOut, done := cliAsync(ctx, ui(append([]string{"--listen", "0.0.0.0:0", "--ui-client-ca", uiTLS.CAFile}, serverOnly...)...)...)
+	url := consoleURL(t, out)
+	if !strings.HasPrefix(url, "https://") {
+		t.Fatalf("the console's URL %s is not https", url)
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimSuffix(strings.TrimPrefix(url, "https://"), "/"))
+	local := "https://127.0.0.1:" + port + "/"
+	client := func(certFile, keyFile string) *http.Client {
+		pem, err := os.ReadFile(uiTLS.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(pem)
+		cfg := &tls.Config{RootCAs: roots}
+		if certFile != "" {
+			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		t.Cleanup(c.CloseIdleConnections)
+		return c
+	}
+	for name, c := range map[string]*http.Client{
+		"no client certificate":         client("", ""),
+		"a certificate from another CA": client(other.ClientCertFile, other.ClientKeyFile),
+		"etcd's client certificate":     client(etcdTLS.ClientCertFile, etcdTLS.ClientKeyFile),
+	} {
+		if resp, err := c.Get(local); err == nil {
+			resp.Body.Close()
+			t.Fatalf("GET with %s = %d, want the TLS handshake refused", name, resp.StatusCode)
+		}
+	}
+	resp, err := client(uiTLS.ClientCertFile, uiTLS.ClientKeyFile).Get(local)
+	if err != nil {
+		t.Fatalf("GET with the UI CA's client certificate: %v", err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "connected to etcd") {
+		t.Fatalf("GET with a good client certificate = %d:\n%s", resp.StatusCode, page)
+	}
+	for _, secret := range []string{etcdTLS.ClientKeyFile, etcdTLS.ClientCertFile, etcdTLS.CAFile, uiTLS.ServerKeyFile, "PRIVATE KEY"} {
+		if strings.Contains(string(page), secret) {
+			t.Fatalf("the page shows %q", secret)
+		}
+	}
+	cancel()
+	if code := waitCode(t, done, errOut); code != 0 {
+		t.Fatalf("ui: exit %d, stderr:\n%s", code, errOut.String())
 	}
 }

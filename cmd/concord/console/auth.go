@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -18,19 +20,25 @@ import (
 // tokenCookie carries the UI token after a visit with ?token=.
 const tokenCookie = "concord_ui_token"
 
-// Listen opens addr for the console. An address that is not loopback (an
-// IP that is not 127.0.0.0/8 or ::1, a host name other than localhost, or
-// no host at all) is refused with ErrNeedToken unless token is set: the
-// page shows who holds what in the cluster, and its actions change it.
-func Listen(addr, token string) (net.Listener, error) {
+// Listen opens addr for the console, serving HTTPS when tlsCfg is not nil
+// (see TLSConfig). An address that is not loopback (an IP that is not
+// 127.0.0.0/8 or ::1, a host name other than localhost, or no host at all)
+// is refused with ErrNeedToken unless token is set (pass the same token to
+// WithToken) or tlsCfg requires and verifies client certificates: the page
+// shows who holds what in the cluster, and its actions change it.
+func Listen(addr, token string, tlsCfg *tls.Config) (net.Listener, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: listen address %q: %v", ErrInvalidOption, addr, err)
+		return nil, fmt.Errorf("%w: listen address %q: %w", ErrInvalidOption, addr, err)
 	}
-	if !loopback(host) && token == "" {
+	if !loopback(host) && token == "" && !verifiesClients(tlsCfg) {
 		return nil, fmt.Errorf("%w: %s", ErrNeedToken, addr)
 	}
-	return net.Listen("tcp", addr)
+	l, err := net.Listen("tcp", addr)
+	if err != nil || tlsCfg == nil {
+		return l, err
+	}
+	return tls.NewListener(l, tlsCfg), nil
 }
 
 func loopback(host string) bool {
@@ -45,7 +53,10 @@ func loopback(host string) bool {
 // event streams and shuts the server down (waiting at most 5s for
 // requests in flight). It does not close the Console.
 func (c *Console) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second}
+	// Refused TLS handshakes (no client certificate, an unknown authority)
+	// are logged with the console's logger.
+	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(c.cfg.logger.Handler(), slog.LevelWarn)}
 	srv.RegisterOnShutdown(c.hub.dropAll)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

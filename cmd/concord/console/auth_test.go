@@ -14,25 +14,25 @@ import (
 
 func TestListenLoopbackOnlyWithoutToken(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:0", "example.com:0"} {
-		if l, err := console.Listen(addr, ""); !errors.Is(err, console.ErrNeedToken) {
+		if l, err := console.Listen(addr, "", nil); !errors.Is(err, console.ErrNeedToken) {
 			if l != nil {
 				l.Close()
 			}
 			t.Fatalf("Listen(%q) without a token = %v, want ErrNeedToken", addr, err)
 		}
 	}
-	if _, err := console.Listen("no-port", ""); !errors.Is(err, console.ErrInvalidOption) {
+	if _, err := console.Listen("no-port", "", nil); !errors.Is(err, console.ErrInvalidOption) {
 		t.Fatalf("Listen of a malformed address = %v, want ErrInvalidOption", err)
 	}
 	for _, addr := range []string{"127.0.0.1:0", "localhost:0"} {
-		l, err := console.Listen(addr, "")
+		l, err := console.Listen(addr, "", nil)
 		if err != nil {
 			t.Fatalf("Listen(%q) = %v", addr, err)
 		}
 		l.Close()
 	}
 	// A token allows any interface (0.0.0.0 is bound, but only loopback is dialled here).
-	l, err := console.Listen("0.0.0.0:0", "s3cret")
+	l, err := console.Listen("0.0.0.0:0", "s3cret", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestServeAndSecurityHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := console.Listen("127.0.0.1:0", "")
+	l, err := console.Listen("127.0.0.1:0", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

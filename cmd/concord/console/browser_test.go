@@ -19,10 +19,6 @@ import (
 	"github.com/concordkit/concord/queue"
 )
 
-// screenshotEnv names the file TestBrowser writes the README's screenshot
-// to (PNG), e.g. CONCORD_CONSOLE_SCREENSHOT=$PWD/docs/console.png.
-const screenshotEnv = "CONCORD_CONSOLE_SCREENSHOT"
-
 // browserPath finds Chromium. Under CI (CI=true, as .ci/run sets it) a
 // missing browser fails the test; elsewhere the test is skipped, naming
 // the package to install.
@@ -230,10 +226,6 @@ func TestBrowser(t *testing.T) {
 	}
 	if st, err := queue.Inspect(ctx, srv.Client, intake.Name()); err != nil || len(st.Dead) != 1 {
 		t.Fatalf("a refused requeue changed the queue: %+v %v", st, err)
-	}
-
-	if path := os.Getenv(screenshotEnv); path != "" {
-		screenshot(t, tab, srv, ts.URL, path)
 	}
 }
 

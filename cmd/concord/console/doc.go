@@ -35,11 +35,17 @@
 // cross-site (Sec-Fetch-Site) or its Origin is another server.
 //
 // Safe by default: Listen refuses an address that is not loopback unless a
-// UI token is set (WithToken); the token is then needed on every request,
+// UI token is set (WithToken) or client certificates are required
+// (TLSConfig with a client CA). The token is then needed on every request,
 // as a bearer token or as an HttpOnly, SameSite=Strict cookie set by one
-// visit with ?token=. The page is served with a Content-Security-Policy
+// visit with ?token=; client certificates are checked in the TLS
+// handshake, so a browser without one signed by the client CA gets no
+// page at all (refused handshakes are logged). The page is served with a Content-Security-Policy
 // that allows only its own script and styles, and never shows the etcd
 // credentials the client was made with.
+//
+// It is tested in real headless browsers: Chromium (driven by chromedp)
+// and Firefox (driven over WebDriver BiDi).
 //
 // No frontend toolchain: the HTML templates, the script (about 130 lines,
 // no library) and the stylesheet are embedded with package embed.

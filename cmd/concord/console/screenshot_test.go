@@ -2,84 +2,92 @@ package console_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/concordkit/concord/discovery"
-	"github.com/concordkit/concord/election"
-	"github.com/concordkit/concord/embedtest"
-	"github.com/concordkit/concord/pubsub"
-	"github.com/concordkit/concord/queue"
-	"github.com/concordkit/concord/semaphore"
+	"github.com/concordkit/concord/cmd/concord/internal/demo"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// screenshot sets the scene of the demo's rollout beside the test's lock
-// and queue (a coordinator elected, upgrades under a semaphore, hosts in a
-// queue, services registered, a topic of events) and writes a PNG of the
-// page to path.
-func screenshot(t *testing.T, tab context.Context, srv *embedtest.Server, url, path string) {
-	t.Helper()
-	ctx := testCtx(t)
-	coord, err := election.New(newSession(t, srv.Client), "rollout/coordinator")
-	if err != nil {
-		t.Fatal(err)
+// screenshotEnv names the file TestDemoScreenshot writes the README's
+// screenshot to (PNG), e.g. CONCORD_CONSOLE_SCREENSHOT=$PWD/docs/console.png.
+const screenshotEnv = "CONCORD_CONSOLE_SCREENSHOT"
+
+// demoPopulated is true once the page shows the demo's fleet at work: an
+// elected coordinator, a permit or lock held while another worker waits,
+// a queue with hosts in it, every worker registered (%d is filled in
+// with the run's Config.Workers) and a host's progress checkpointed. It names no key of the demo's, only what the
+// console draws for each recipe.
+const demoPopulated = `(() => {
+	const all = s => Array.from(document.querySelectorAll(s));
+	const n = s => parseInt(s, 10) || 0;
+	return document.getElementById('page-state').textContent === 'page: live'
+		&& all('[data-election] .leader').length > 0
+		&& all('[data-semaphore] .holder, [data-lock] .holder').length > 0
+		&& all('[data-semaphore] .waiter, [data-lock] .waiter, [data-election] .waiter').length > 0
+		&& all('[data-queue]').some(q => n(q.querySelector('.ready').textContent) + n(q.querySelector('.claimed').textContent) > 0)
+		&& all('[data-service] [data-instance]').length >= %d
+		&& all('#checkpoints tbody tr').length > 0
+		&& !document.getElementById('sessions').textContent.includes('…');
+})()`
+
+// TestDemoScreenshot writes the README's picture of the console: it runs
+// the demo's fleet (package demo's Run, as `concord demo` does, on its
+// own embedded etcd), opens the console on that etcd in headless
+// Chromium while the rollout runs, waits until the page shows the fleet's
+// election, permits and queue populated, and writes a PNG of the whole
+// page to $CONCORD_CONSOLE_SCREENSHOT. It then lets the demo finish and
+// checks that its invariants held with the console watching.
+//
+// It runs only when that variable names a file, since it writes one:
+//
+//	CONCORD_CONSOLE_SCREENSHOT=$PWD/docs/console.png go test -run TestDemoScreenshot ./cmd/concord/console/
+func TestDemoScreenshot(t *testing.T) {
+	path := os.Getenv(screenshotEnv)
+	if path == "" {
+		t.Skipf("writes the README's screenshot: set %s to the PNG file to write", screenshotEnv)
 	}
-	if _, err := coord.Campaign(ctx, "coordinator-a (pid 4121)"); err != nil {
-		t.Fatal(err)
-	}
-	standby, _ := election.New(newSession(t, srv.Client), "rollout/coordinator")
-	go func() { _, _ = standby.Campaign(ctx, "coordinator-b (pid 4388)") }()
-	for i, host := range []string{"host-01", "host-02", "host-03", "host-04"} {
-		sem, err := semaphore.New(newSession(t, srv.Client), "rollout/upgrades", 3, semaphore.WithValue(host))
-		if err != nil {
-			t.Fatal(err)
-		}
-		closeAtEnd(t, sem)
-		if i < 3 {
-			if _, err := sem.Acquire(ctx); err != nil {
-				t.Fatal(err)
-			}
-		} else {
-			go func() { _, _ = sem.Acquire(ctx) }()
-		}
-	}
-	hosts, _ := queue.New(srv.Client, "rollout/hosts")
-	for i := 5; i <= 12; i++ {
-		opts := []queue.EnqueueOption{queue.WithPriority(i % 3)}
-		if i > 10 {
-			opts = append(opts, queue.WithDelay(10*time.Minute))
-		}
-		if _, err := hosts.Enqueue(ctx, []byte(`{"host": "host-`+twoDigits(i)+`", "version": "v42"}`), opts...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	worker := newSession(t, srv.Client)
-	if _, err := hosts.Consumer(worker).TryClaim(ctx); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := discovery.NewRegistry(srv.Client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = reg.Close(context.Background()) })
-	for i, zone := range []string{"eu-1", "eu-1", "eu-2"} {
-		in := discovery.Instance{ID: "payments-" + twoDigits(i+1), Addr: "10.0.0." + twoDigits(i+7) + ":7001", Metadata: map[string]string{"zone": zone, "version": "v41"}, Draining: i == 2}
-		if _, err := reg.Register(ctx, "payments", in); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ps, _ := pubsub.New(srv.Client, pubsub.WithKeepLast(100))
-	for _, m := range []string{"wave 1 started", "host-01 upgraded", "host-02 upgraded"} {
-		if _, err := ps.Publish(ctx, "rollout/events", []byte(m)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	do(t, tab, chromedp.Navigate(url+"/"))
-	poll(t, tab, `document.getElementById('page-state').textContent === 'page: live' && document.querySelectorAll('[data-semaphore] .waiter').length === 1 && document.querySelectorAll('[data-election] .waiter').length === 1 && document.querySelector('[data-service="payments"]') !== null && document.querySelectorAll('#sessions td:nth-child(2)').length > 0 && !document.querySelector('#sessions').textContent.includes('…')`, 10*time.Second)
-	sctx, cancel := context.WithTimeout(tab, 30*time.Second)
+	tab := newBrowser(t)
+
+	cfg := demo.DefaultConfig()
+	cfg.Quiet = true
+	cfg.Step = 400 * time.Millisecond // slow enough to catch the fleet mid-rollout
+	cfg.Timeout = 3 * time.Minute
+	endpoints := make(chan []string, 1)
+	cfg.EtcdStarted = func(eps []string) { endpoints <- eps }
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	type result struct {
+		rep *demo.Report
+		err error
+	}
+	ran := make(chan result, 1)
+	go func() {
+		rep, err := demo.Run(ctx, cfg, io.Discard)
+		ran <- result{rep, err}
+	}()
+	var eps []string
+	select {
+	case eps = <-endpoints:
+	case r := <-ran:
+		t.Fatalf("the demo ended before its etcd started: %v", r.err)
+	}
+	client, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, ts, _ := serve(t, client)
+
+	do(t, tab, chromedp.Navigate(ts.URL+"/"))
+	took := poll(t, tab, fmt.Sprintf(demoPopulated, cfg.Workers), time.Minute)
+	t.Logf("the page showed the fleet at work %v after it opened", took.Round(time.Millisecond))
+	sctx, scancel := context.WithTimeout(tab, 30*time.Second)
+	defer scancel()
 	png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +96,20 @@ func screenshot(t *testing.T, tab context.Context, srv *embedtest.Server, url, p
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s (%d bytes)", path, len(png))
-}
+	// The console stops before the demo's etcd does (serve's cleanup
+	// closes it again: Close is safe twice).
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	if err := c.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	ts.Close()
 
-func twoDigits(i int) string { return string([]byte{byte('0' + i/10), byte('0' + i%10)}) }
+	r := <-ran
+	if r.err != nil {
+		t.Fatalf("demo: %v", r.err)
+	}
+	if !r.rep.OK() {
+		t.Fatalf("the demo broke %d invariant(s) with the console watching", r.rep.Broken())
+	}
+}

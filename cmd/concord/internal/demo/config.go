@@ -25,6 +25,10 @@ type Config struct {
 	// (a session whose client is gone takes seconds to give up): for the
 	// CLI, whose process exits right after. Tests wait for them.
 	LeaveCrashed bool
+	// EtcdStarted, if set, is called once with the embedded etcd's client
+	// endpoints before any worker starts: a console or a probe can follow
+	// the run on the same etcd (the console's demo screenshot does).
+	EtcdStarted func(endpoints []string)
 }
 
 // DefaultConfig is the demo as `concord demo` runs it without flags.

@@ -135,6 +135,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		return nil, fmt.Errorf("starting embedded etcd: %w", err)
 	}
 	defer srv.Close()
+	if cfg.EtcdStarted != nil {
+		cfg.EtcdStarted(srv.Endpoints)
+	}
 	metrics := telemetrytest.NewReader()
 	defer func() { _ = metrics.Provider.Shutdown(context.Background()) }()
 	cfg.mp = metrics.Provider
