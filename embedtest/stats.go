@@ -132,3 +132,36 @@ func ReadServerStats(ctx context.Context, endpoint string) (ServerStats, error) 
 	}
 	return st, nil
 }
+
+// BenchServer is one place a benchmark runs etcd: Name for b.Run
+// ("server=process" or "server=embedded"), Opts for Start.
+type BenchServer struct {
+	Name string
+	Opts []Option
+}
+
+// BenchServers are where benchmarks run etcd: first a server process of its
+// own (the binary named by BinaryEnv, as production runs it) when one is
+// given, then embedded in the benchmark's process. On an external cluster
+// (ExternalEnv) Start ignores both.
+func BenchServers() []BenchServer {
+	out := []BenchServer{{Name: "server=embedded"}}
+	if bin := Binary(); bin != "" && !External() {
+		out = append([]BenchServer{{Name: "server=process", Opts: []Option{OwnProcess(bin)}}}, out...)
+	}
+	return out
+}
+
+// BenchStats reads srv's counters for a benchmark, failing it if they
+// cannot be read (on an external cluster they are one member's and not
+// required).
+func BenchStats(b testing.TB, srv *Server) ServerStats {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := srv.Stats(ctx)
+	if err != nil && !External() {
+		b.Fatal(err)
+	}
+	return st
+}

@@ -190,39 +190,6 @@ func newBenchClient(b testing.TB, srv *embedtest.Server, rc *rpcCounter) *client
 	return srv.Confine(c)
 }
 
-// benchServers are where the benchmarks run etcd: first a server process of
-// its own (the binary named by CONCORD_ETCD_BIN, as production runs it),
-// when one is given, then embedded in the benchmark's process. On an
-// external cluster (CONCORD_TEST_ENDPOINTS) Start ignores both.
-func benchServers() []struct {
-	name string
-	opts []embedtest.Option
-} {
-	out := []struct {
-		name string
-		opts []embedtest.Option
-	}{{"server=embedded", nil}}
-	if bin := embedtest.Binary(); bin != "" && !embedtest.External() {
-		out = append([]struct {
-			name string
-			opts []embedtest.Option
-		}{{"server=process", []embedtest.Option{embedtest.OwnProcess(bin)}}}, out...)
-	}
-	return out
-}
-
-// benchStats reads srv's counters (the benchmark fails if it cannot).
-func benchStats(b *testing.B, srv *embedtest.Server) embedtest.ServerStats {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := srv.Stats(ctx)
-	if err != nil && !embedtest.External() {
-		b.Fatal(err)
-	}
-	return st
-}
-
 var benchFsync = []struct {
 	name string
 	opts []embedtest.Option
@@ -322,9 +289,9 @@ func benchUncontended(b *testing.B, srv *embedtest.Server) {
 // fencing tokens strictly increase.
 func BenchmarkLockContended(b *testing.B) {
 	for _, fs := range benchFsync {
-		for _, where := range benchServers() {
-			b.Run(fs.name+"/"+where.name, func(b *testing.B) {
-				srv := embedtest.Start(b, append(where.opts, fs.opts...)...)
+		for _, where := range embedtest.BenchServers() {
+			b.Run(fs.name+"/"+where.Name, func(b *testing.B) {
+				srv := embedtest.Start(b, append(where.Opts, fs.opts...)...)
 				for _, impl := range benchImpls {
 					for _, n := range []int{2, 8, 32} {
 						b.Run(fmt.Sprintf("%s/contenders=%d", impl.name, n), func(b *testing.B) {
@@ -359,7 +326,7 @@ func benchFloor(b *testing.B, srv *embedtest.Server) {
 	}
 	n := b.N
 	errs := make(chan error, 2)
-	st0 := benchStats(b, srv)
+	st0 := embedtest.BenchStats(b, srv)
 	b.ResetTimer()
 	start := time.Now()
 	for i := range 2 {
@@ -390,7 +357,7 @@ func benchFloor(b *testing.B, srv *embedtest.Server) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "handoffs/s")
-	benchStats(b, srv).Sub(st0).Report(b, srv, n, "handoff")
+	embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, n, "handoff")
 }
 
 type benchContender struct {
@@ -507,7 +474,7 @@ func benchContended(b *testing.B, srv *embedtest.Server, impl benchImpl, contend
 			loop(c.l)
 		}()
 	}
-	st0 := benchStats(b, srv)
+	st0 := embedtest.BenchStats(b, srv)
 	b.ResetTimer()
 	close(begin)
 	select {
@@ -519,7 +486,7 @@ func benchContended(b *testing.B, srv *embedtest.Server, impl benchImpl, contend
 	wg.Wait()
 	// From before the contenders' first Lock to after the last one gave
 	// up: their joins and cancelled waits (one each) are counted too.
-	srvStats := benchStats(b, srv).Sub(st0)
+	srvStats := embedtest.BenchStats(b, srv).Sub(st0)
 	if len(errs) > 0 {
 		b.Fatalf("%s, %d contenders, N=%d: %v", impl.name, contenders, n, errors.Join(errs...))
 	}
