@@ -44,6 +44,7 @@ type DoubleBarrier struct {
 	prefix   string // participants and the ready key
 	parts    string // participants
 	readyKey string
+	scope    telemetry.Scope
 
 	mu    sync.Mutex
 	held  *hold.Hold
@@ -66,7 +67,9 @@ func NewDouble(s *concurrency.Session, name string, n int, opts ...Option) (*Dou
 		return nil, err
 	}
 	p := name + "/.dbarrier/"
-	return &DoubleBarrier{s: (*session.Session)(s), n: n, value: c.value, prefix: p, parts: p + "p/", readyKey: p + "ready"}, nil
+	cs := (*session.Session)(s)
+	return &DoubleBarrier{s: cs, n: n, value: c.value, prefix: p, parts: p + "p/", readyKey: p + "ready",
+		scope: cs.Scope(telemetry.Barrier, name)}, nil
 }
 
 // begin marks a call in progress; it fails if one is, or if entered is
@@ -116,7 +119,7 @@ func (d *DoubleBarrier) enter(parent context.Context) (*hold.Hold, *roundView, e
 	if err != nil {
 		return nil, nil, d.failure(parent, err)
 	}
-	h := t.Hold(telemetry.Barrier)
+	h := t.Hold(d.scope)
 	v := &roundView{d: d, held: h, own: t.Key(), ownRev: int64(t.Token())}
 	read := func(ctx context.Context) (int64, bool, error) {
 		rev, err := v.read(ctx)

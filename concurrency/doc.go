@@ -42,6 +42,9 @@
 // renew margin; per recipe: wait to acquire by outcome, waiters, holders,
 // hold time, losses by reason) and a span per blocking acquire, to the
 // global providers unless WithMeterProvider and WithTracerProvider name
-// others. With no SDK installed they cost no allocation. The README's
+// others. With no SDK installed they cost no allocation. Resource names (a
+// lock's, an election's...) are left off unless the session is made
+// WithNameAttribute, since names can be unbounded; with it they are
+// attribute concord.name on each recipe's metrics and spans. The README's
 // Observability section lists every metric.
 package concurrency

@@ -71,6 +71,14 @@ func WithTracerProvider(tp trace.TracerProvider) SessionOption {
 	return sessionOption(func(c *session.Config) { c.TracerProvider = tp })
 }
 
+// WithNameAttribute puts each resource's name (a lock's, an election's, a
+// semaphore's, a queue's) on the metrics and spans of the recipes built on
+// the session, as attribute concord.name. Off by default: names can be
+// unbounded, and every name is a time series of its own.
+func WithNameAttribute() SessionOption {
+	return sessionOption(func(c *session.Config) { c.NameAttribute = true })
+}
+
 // NewSession grants a lease (or resumes one, see WithLease) and starts
 // keeping it alive. A TTL or margin it cannot use (not whole seconds, below
 // the server's minimum, a margin not below the TTL) is ErrInvalidTTL.

@@ -42,5 +42,6 @@
 // reports its registered instances and re-registrations (and its session's
 // metrics); a Watcher, by service, the instances it sees, the seconds since
 // it last heard from etcd, and whether it is serving its cache through an
-// outage.
+// outage. Register is traced (WithTracerProvider) as a span with the
+// service, the outcome and the record's token.
 package discovery

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -161,7 +162,24 @@ func NewRegistry(client *clientv3.Client, opts ...Option) (*Registry, error) {
 // On failure nothing is left behind: a record whose write landed unanswered
 // is deleted, in the background if etcd cannot be reached for it at once
 // (the ID stays taken in this Registry until then).
+//
+// Register is traced as a span, concord.discovery.Register, a child of ctx's
+// span, with the service, the outcome and the record's token.
 func (r *Registry) Register(ctx context.Context, service string, inst Instance) (*Registration, error) {
+	sctx, span := r.tel.Span(ctx, "concord.discovery.Register", attribute.String("concord.service", service))
+	if span == nil {
+		return r.register(ctx, service, inst)
+	}
+	g, err := r.register(sctx, service, inst)
+	var token int64
+	if g != nil {
+		token = int64(g.Token())
+	}
+	telemetry.EndSpan(span, err, attribute.Int64("concord.token", token))
+	return g, err
+}
+
+func (r *Registry) register(ctx context.Context, service string, inst Instance) (*Registration, error) {
 	if err := ValidateService(service); err != nil {
 		return nil, err
 	}

@@ -2,9 +2,15 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/embedtest"
@@ -77,4 +83,55 @@ func TestMetricsWatcherCutOff(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Register's span is a child of the caller's span and carries the service,
+// the outcome and the record's token; a Register that fails (the ID is
+// taken) ends its span with an error.
+func TestRegisterSpan(t *testing.T) {
+	ctx := testCtx(t)
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	reg, err := discovery.NewRegistry(srv.Client, discovery.WithTTL(5*time.Second), discovery.WithTracerProvider(tp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reg.Close(context.Background()) }()
+	pctx, parent := tp.Tracer("test").Start(ctx, "caller")
+	g := register(t, pctx, reg, "api", "a", "127.0.0.1:7001")
+	if _, err := reg.Register(pctx, "api", discovery.Instance{ID: "a", Addr: "127.0.0.1:7002"}); !errors.Is(err, discovery.ErrAlreadyRegistered) {
+		t.Fatalf("second Register of a = %v, want ErrAlreadyRegistered", err)
+	}
+	parent.End()
+	var outcomes []string
+	for _, sp := range rec.Ended() {
+		if sp.Name() != "concord.discovery.Register" {
+			continue
+		}
+		if sp.Parent().SpanID() != parent.SpanContext().SpanID() {
+			t.Fatalf("Register span's parent %v, want the caller's %v", sp.Parent().SpanID(), parent.SpanContext().SpanID())
+		}
+		attrs := attribute.NewSet(sp.Attributes()...)
+		if v, _ := attrs.Value("concord.service"); v.AsString() != "api" {
+			t.Fatalf("span service %q", v.Emit())
+		}
+		out, _ := attrs.Value("concord.outcome")
+		outcomes = append(outcomes, out.AsString())
+		tok, _ := attrs.Value("concord.token")
+		switch out.AsString() {
+		case "ok":
+			if tok.AsInt64() != int64(g.Token()) || g.Token() == 0 {
+				t.Fatalf("span token %v, want %d", tok.Emit(), g.Token())
+			}
+		default:
+			if sp.Status().Code != codes.Error {
+				t.Fatalf("failed Register's span status %v, want Error", sp.Status())
+			}
+		}
+	}
+	if len(outcomes) != 2 || outcomes[0] != "ok" || outcomes[1] != "error" {
+		t.Fatalf("Register spans' outcomes %v, want [ok error]", outcomes)
+	}
 }

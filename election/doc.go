@@ -19,4 +19,11 @@
 // next leader starts, when the old leader is paused or cut off; fence such
 // work with the term's Token. Failover after a crash takes the session TTL;
 // after Resign the next candidate is elected in about one round trip.
+//
+// Telemetry (the session's providers): a span and the wait metrics per
+// Campaign; terms won; time as leader (hold duration) and the elections
+// this process leads (holders, recipe=election); leader changes seen by
+// Observe streams (source=observe) and by won campaigns (source=campaign);
+// and, with concurrency.WithNameAttribute, concord.election.leader, 1 while
+// this process leads the named election and 0 while it campaigns.
 package election

@@ -24,6 +24,7 @@ import (
 type Election struct {
 	s      *session.Session
 	prefix string
+	scope  telemetry.Scope // recipe, and name with the name attribute
 
 	mu          sync.Mutex
 	campaigning bool
@@ -35,7 +36,8 @@ func New(s *concurrency.Session, name string) (*Election, error) {
 	if err := names.Validate(name); err != nil {
 		return nil, err
 	}
-	return &Election{s: (*session.Session)(s), prefix: prefixOf(name)}, nil
+	cs := (*session.Session)(s)
+	return &Election{s: cs, prefix: prefixOf(name), scope: cs.Scope(telemetry.Election, name)}, nil
 }
 
 func prefixOf(name string) string { return name + "/.election/" }
@@ -67,12 +69,18 @@ func leaderOf(kv *mvccpb.KeyValue, rev int64) Leader {
 // the session is lost (the session's error), and returns the leadership. A
 // campaign that fails leaves no key behind.
 func (e *Election) Campaign(ctx context.Context, value string) (*Leadership, error) {
-	ctx, op := e.s.Telemetry().Begin(ctx, telemetry.Election, "concord.election.Campaign")
+	tel := e.s.Telemetry()
+	ctx, op := tel.Begin(ctx, e.scope, "concord.election.Campaign")
+	if e.scope.Name != "" {
+		// A candidate not (yet) leading is 0 on the "is leader" gauge.
+		tel.Election.Leader.Record(ctx, 0, telemetry.NameOpt(e.scope.Name))
+	}
 	l, err := e.campaign(ctx, &op, value)
 	var token int64
 	if err == nil {
 		token = int64(l.Token())
-		e.s.Telemetry().Election.TermsWon.Add(ctx, 1)
+		tel.Election.TermsWon.Add(ctx, 1, telemetry.Named(e.scope.Name)...)
+		tel.Election.LeaderChanged(ctx, telemetry.SourceCampaign, e.scope.Name)
 	}
 	op.End(err, false, token)
 	return l, err
@@ -119,7 +127,7 @@ func (e *Election) await(ctx context.Context, t *line.Ticket) (*Leadership, erro
 		e.end(nil)
 		return nil, err
 	}
-	l := &Leadership{e: e, held: t.Hold(telemetry.Election), value: t.Value()}
+	l := &Leadership{e: e, held: t.Hold(e.scope), value: t.Value()}
 	e.end(l)
 	return l, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/internal/stream"
+	"github.com/concordkit/concord/internal/telemetry"
 	"github.com/concordkit/concord/internal/watch"
 )
 
@@ -23,16 +24,18 @@ func Observe(ctx context.Context, client *clientv3.Client, name string) (*concur
 	if err := names.Validate(name); err != nil {
 		return nil, err
 	}
-	return observe(ctx, client, prefixOf(name)), nil
+	return observe(ctx, client, prefixOf(name), &telemetry.For(nil, nil).Election, ""), nil
 }
 
 // Observe is the package-level Observe on this election.
 func (e *Election) Observe(ctx context.Context) (*concurrency.Stream[Leader], error) {
-	return observe(ctx, e.s.Client(), e.prefix), nil
+	return observe(ctx, e.s.Client(), e.prefix, &e.s.Telemetry().Election, e.scope.Name), nil
 }
 
-func observe(ctx context.Context, client *clientv3.Client, prefix string) *concurrency.Stream[Leader] {
-	o := &observer{out: stream.New[Leader](), cands: map[string]*mvccpb.KeyValue{}}
+// observe follows the election under prefix; each new leader it sees after
+// the first state counts in tel's leader changes (named name, "" for none).
+func observe(ctx context.Context, client *clientv3.Client, prefix string, tel *telemetry.ElectionInstruments, name string) *concurrency.Stream[Leader] {
+	o := &observer{out: stream.New[Leader](), cands: map[string]*mvccpb.KeyValue{}, tel: tel, name: name}
 	go o.run(ctx, watch.Follow(ctx, client, prefix, watch.Options{}))
 	return (*concurrency.Stream[Leader])(o.out)
 }
@@ -42,6 +45,9 @@ type observer struct {
 	out   *stream.Stream[Leader]
 	cands map[string]*mvccpb.KeyValue
 	last  *Leader
+	term  concurrency.Token // the last leader's token (0: none seen yet)
+	tel   *telemetry.ElectionInstruments
+	name  string
 }
 
 func (o *observer) run(ctx context.Context, st *stream.Stream[watch.Update]) {
@@ -90,6 +96,12 @@ func (o *observer) emit(ctx context.Context, rev int64) bool {
 	}
 	if !o.out.Send(ctx, cur) {
 		return false
+	}
+	if o.last != nil && !cur.None() && cur.Token != o.term {
+		o.tel.LeaderChanged(ctx, telemetry.SourceObserve, o.name)
+	}
+	if !cur.None() {
+		o.term = cur.Token
 	}
 	o.last = &cur
 	return true

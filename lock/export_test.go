@@ -20,5 +20,5 @@ func RWLine(name string) (readers, writers string) {
 // TryHead runs what TryLock runs once its ticket, joined behind others,
 // must name the holder.
 func TryHead(ctx context.Context, t *line.Ticket, rangePrefix string) (*hold.Hold, error) {
-	return tryHead(ctx, t, rangePrefix, telemetry.Lock)
+	return tryHead(ctx, t, rangePrefix, telemetry.Of(telemetry.Lock))
 }

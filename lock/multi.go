@@ -114,9 +114,9 @@ func (m *Multi) acquire(ctx context.Context, try, keep bool) (*multiHold, error)
 	var held []*hold.Hold
 	for _, name := range m.names {
 		cs := (*session.Session)(m.s)
-		hd := holder{s: cs, value: m.value, recipe: telemetry.Lock}
+		hd := holder{s: cs, value: m.value, scope: cs.Scope(telemetry.Lock, name)}
 		p := mutexPrefix(name)
-		octx, op := cs.Telemetry().Begin(ctx, telemetry.Lock, "concord.lock.Multi")
+		octx, op := cs.Telemetry().Begin(ctx, hd.scope, "concord.lock.Multi")
 		h, err := hd.join(octx, &op, p, p, try)
 		var token int64
 		if h != nil {

@@ -52,7 +52,8 @@ func NewMutex(s *concurrency.Session, name string, opts ...Option) (*Mutex, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Mutex{holder: holder{s: (*session.Session)(s), value: v, recipe: telemetry.Lock}, prefix: mutexPrefix(name)}, nil
+	cs := (*session.Session)(s)
+	return &Mutex{holder: holder{s: cs, value: v, scope: cs.Scope(telemetry.Lock, name)}, prefix: mutexPrefix(name)}, nil
 }
 
 func mutexPrefix(name string) string { return name + "/.lock/" }
@@ -72,9 +73,9 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 // holder is the state shared by Mutex and RWMutex: at most one hold at a
 // time, and the held-resource methods over it.
 type holder struct {
-	s      *session.Session
-	value  string
-	recipe telemetry.Recipe
+	s     *session.Session
+	value string
+	scope telemetry.Scope // recipe, and name with the name attribute
 
 	mu      sync.Mutex
 	held    *hold.Hold
@@ -99,7 +100,7 @@ func validate(name string) error { return names.Validate(name) }
 // key under rangePrefix is ahead of it (or, with try, gives up at once).
 // The wait is measured, and traced as a span named span.
 func (h *holder) acquire(ctx context.Context, span, keyPrefix, rangePrefix string, try bool) error {
-	ctx, op := h.s.Telemetry().Begin(ctx, h.recipe, span)
+	ctx, op := h.s.Telemetry().Begin(ctx, h.scope, span)
 	err := h.acquireOp(ctx, &op, keyPrefix, rangePrefix, try)
 	var token int64
 	if err == nil {
@@ -155,20 +156,20 @@ func (h *holder) join(ctx context.Context, op *telemetry.Op, keyPrefix, rangePre
 	}
 	if !t.Admitted(1) {
 		if try {
-			return tryHead(ctx, t, rangePrefix, h.recipe)
+			return tryHead(ctx, t, rangePrefix, h.scope)
 		}
 		if err := t.Wait(ctx, 1); err != nil {
 			t.Abandon()
 			return nil, err
 		}
 	}
-	return t.Hold(h.recipe), nil
+	return t.Hold(h.scope), nil
 }
 
 // tryHead ends a TryLock whose ticket joined behind others: it reads the
 // head of the line to name the holder. If everyone ahead left meanwhile the
 // lock is free and the ticket first in line, so it is held.
-func tryHead(ctx context.Context, t *line.Ticket, rangePrefix string, r telemetry.Recipe) (*hold.Hold, error) {
+func tryHead(ctx context.Context, t *line.Ticket, rangePrefix string, sc telemetry.Scope) (*hold.Hold, error) {
 	head, err := t.Head(ctx)
 	inRange := strings.HasPrefix(t.Key(), rangePrefix)
 	switch {
@@ -177,7 +178,7 @@ func tryHead(ctx context.Context, t *line.Ticket, rangePrefix string, r telemetr
 		t.Abandon()
 		return nil, &LockedError{Holder: entryOf(head)}
 	case head != nil || !inRange:
-		return t.Hold(r), nil // first in line, or (a reader) no writer left
+		return t.Hold(sc), nil // first in line, or (a reader) no writer left
 	default:
 		// The ticket's own key is gone: its session was lost.
 		if err = t.Session().Err(); err == nil {

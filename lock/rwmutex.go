@@ -25,7 +25,8 @@ func NewRWMutex(s *concurrency.Session, name string, opts ...Option) (*RWMutex, 
 	if err != nil {
 		return nil, err
 	}
-	return &RWMutex{holder: holder{s: (*session.Session)(s), value: v, recipe: telemetry.RWLock}, prefix: rwPrefix(name)}, nil
+	cs := (*session.Session)(s)
+	return &RWMutex{holder: holder{s: cs, value: v, scope: cs.Scope(telemetry.RWLock, name)}, prefix: rwPrefix(name)}, nil
 }
 
 func rwPrefix(name string) string { return name + "/.rw/" }

@@ -8,6 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/concordkit/concord/internal/telemetry"
 	"github.com/concordkit/concord/internal/watch"
@@ -29,6 +30,7 @@ type config struct {
 	stall           time.Duration
 	logger          *slog.Logger
 	mp              metric.MeterProvider
+	tp              trace.TracerProvider
 	err             error
 }
 
@@ -40,10 +42,18 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 // WithMeterProvider records the Client's metrics (messages published,
-// delivered to its subscriptions, gaps signalled) with mp. Default: the
-// global provider (a no-op until the application installs an SDK).
+// delivered to its subscriptions, gaps signalled, subscribers' lag) with
+// mp. Default: the global provider (a no-op until the application installs
+// an SDK).
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(c *config) { c.mp = mp })
+}
+
+// WithTracerProvider starts the spans of the Client's subscriptions'
+// catch-ups (concord.pubsub.CatchUp, children of the context given to
+// Subscribe) with tp. Default: the global provider.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) { c.tp = tp })
 }
 
 // WithKeepLast keeps the newest n messages of each topic (n >= 1). Default
@@ -108,6 +118,7 @@ type Client struct {
 	etcd *clientv3.Client
 	cfg  config
 	tel  *telemetry.PubsubInstruments
+	set  *telemetry.Set // for spans
 
 	mu    sync.Mutex
 	trims map[string]*trimState
@@ -134,6 +145,6 @@ func New(c *clientv3.Client, opts ...Option) (*Client, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
-	return &Client{etcd: c, cfg: cfg, trims: make(map[string]*trimState),
-		tel: &telemetry.For(cfg.mp, nil).Pubsub}, nil
+	set := telemetry.For(cfg.mp, cfg.tp)
+	return &Client{etcd: c, cfg: cfg, trims: make(map[string]*trimState), tel: &set.Pubsub, set: set}, nil
 }

@@ -62,4 +62,12 @@
 // silent connection (a partition, a stalled peer) is noticed within that
 // timeout rather than gRPC's keepalive; reads then retry with backoff until
 // the connection recovers or the client replaces it.
+//
+// Telemetry (WithMeterProvider and WithTracerProvider, else the global
+// providers): messages published, delivered and gaps signalled; at each
+// delivery, the subscriber's lag in revisions (how far the message is
+// behind the latest revision its subscription has seen from etcd: a
+// catch-up's read, or the last event of a watch response); and a span,
+// concord.pubsub.CatchUp, for each read of the retained messages, a child
+// of the context given to Subscribe.
 package pubsub

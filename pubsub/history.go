@@ -124,6 +124,7 @@ func (sub *subscriber) skipTo(ctx context.Context, oldest int64, at *mvccpb.KeyV
 				return ctx.Err()
 			}
 			sub.c.tel.Gaps.Add(ctx, 1)
+			sub.gaps++
 		}
 		sub.rev, sub.count = at.ModRevision-1, at.Version-1
 		if !sub.deliver(ctx, []*mvccpb.KeyValue{at}) {

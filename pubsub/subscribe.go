@@ -12,9 +12,12 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/stream"
+	"github.com/concordkit/concord/internal/telemetry"
 	"github.com/concordkit/concord/internal/watch"
 )
 
@@ -164,6 +167,12 @@ type subscriber struct {
 	// (-1 when not known).
 	rev, count int64
 	oldest     bool // the start position, until the first listing
+	// seen is the latest revision the subscription has seen from etcd:
+	// a catch-up's read revision, or the last event of a watch response.
+	// A delivered message's lag is seen minus its revision.
+	seen int64
+	// delivered and gaps count the events sent (for the catch-up's span).
+	delivered, gaps int64
 }
 
 func (sub *subscriber) run(ctx context.Context) {
@@ -171,10 +180,13 @@ func (sub *subscriber) run(ctx context.Context) {
 	backoff := retry.Watch.New()
 	stall := sub.c.cfg.stall
 	for ctx.Err() == nil {
-		err := sub.catchUp(ctx)
+		err := sub.tracedCatchUp(ctx)
 		if err == nil {
 			var healthy bool
-			deliver := func(evs []*clientv3.Event) bool { return sub.deliver(ctx, putKVs(evs)) }
+			deliver := func(evs []*clientv3.Event) bool {
+				sub.seen = max(sub.seen, evs[len(evs)-1].Kv.ModRevision)
+				return sub.deliver(ctx, putKVs(evs))
+			}
 			// The whole topic, not only its message keys: a topic that
 			// has no message yet may turn out kept until compaction.
 			healthy, err = watch.From(ctx, sub.c.etcd, topicPrefix(sub.topic), sub.rev+1, stall, deliver,
@@ -194,6 +206,21 @@ func (sub *subscriber) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// tracedCatchUp is catchUp in a span (concord.pubsub.CatchUp, a child of
+// the context given to Subscribe) that records its outcome, the revision
+// the subscription reached and the messages and gaps it delivered.
+func (sub *subscriber) tracedCatchUp(ctx context.Context) error {
+	cctx, span := sub.c.set.Span(ctx, "concord.pubsub.CatchUp")
+	if span == nil {
+		return sub.catchUp(ctx)
+	}
+	delivered, gaps := sub.delivered, sub.gaps
+	err := sub.catchUp(cctx)
+	telemetry.EndSpan(span, err, attribute.Int64("concord.revision", sub.rev),
+		attribute.Int64("concord.delivered", sub.delivered-delivered), attribute.Int64("concord.gaps", sub.gaps-gaps))
+	return err
 }
 
 // catchUp reads, at one revision H, the topic's trim record and its
@@ -223,6 +250,7 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		return err
 	}
 	head := resp.Header.Revision
+	sub.seen = max(sub.seen, head)
 	if resp.Responses[2].GetResponseRange().Count > 0 {
 		var cur *mvccpb.KeyValue
 		if kvs := resp.Responses[3].GetResponseRange().Kvs; len(kvs) > 0 {
@@ -281,6 +309,7 @@ func (sub *subscriber) reportTrimmed(ctx context.Context, resp *clientv3.TxnResp
 		return ctx.Err()
 	}
 	sub.c.tel.Gaps.Add(ctx, 1)
+	sub.gaps++
 	sub.rev, sub.count = rec.rev, rec.count
 	return nil
 }
@@ -348,6 +377,8 @@ func (sub *subscriber) deliver(ctx context.Context, kvs []*mvccpb.KeyValue) bool
 			return false
 		}
 		sub.c.tel.Delivered.Add(ctx, 1)
+		sub.c.tel.Lag.Record(ctx, max(sub.seen-kv.ModRevision, 0))
+		sub.delivered++
 		sub.rev = kv.ModRevision
 		if ev.Seq > 0 {
 			sub.count = ev.Seq

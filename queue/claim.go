@@ -40,6 +40,7 @@ type Claim struct {
 	payload []byte
 	held    *hold.Hold
 	tel     *telemetry.Set
+	name    string    // the queue's name attribute ("" without it)
 	at      time.Time // when it was claimed
 
 	mu   sync.Mutex
@@ -125,10 +126,10 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
 	c.done = true
 	c.held.Drop()
 	if ack {
-		c.tel.Queue.Acked.Add(ctx, 1)
-		c.tel.Queue.ClaimToAck.Record(ctx, time.Since(c.at).Seconds())
+		c.tel.Queue.Acked.Add(ctx, 1, telemetry.Named(c.name)...)
+		c.tel.Queue.ClaimToAck.Record(ctx, time.Since(c.at).Seconds(), telemetry.NamedRec(c.name)...)
 	} else {
-		c.tel.Queue.Nacked.Add(ctx, 1)
+		c.tel.Queue.Nacked.Add(ctx, 1, telemetry.Named(c.name)...)
 	}
 	c.q.keepView(viewOf(resp))
 	return nil
@@ -141,7 +142,7 @@ func (c *Claim) Release(ctx context.Context) error { return c.Nack(ctx, 0) }
 var _ concurrency.Held = (*Claim)(nil)
 
 func (q *Queue) tryClaim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
-	ctx, op := q.telFor(s).Begin(ctx, telemetry.Queue, "concord.queue.TryClaim")
+	ctx, op := q.telFor(s).Begin(ctx, q.scopeFor(s), "concord.queue.TryClaim")
 	c, _, err := q.claimReady(ctx, s)
 	if err == nil && c == nil {
 		err = ErrEmpty
@@ -406,7 +407,7 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 			return nil, nil, err
 		}
 		if resp.Succeeded {
-			q.telFor(s).Queue.DeadLettered.Add(ctx, 1)
+			q.telFor(s).Queue.DeadLettered.Add(ctx, 1, telemetry.Named(q.scopeFor(s).Name)...)
 		}
 		return nil, &view{ready: resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs, rev: resp.Header.Revision, moved: resp.Succeeded}, nil
 	}
@@ -433,13 +434,13 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		return nil, &view{ready: resp.Responses[0].GetResponseRange().Kvs, rev: resp.Header.Revision}, nil
 	}
 	at := resp.Header.Revision
-	tel := q.telFor(s)
-	tel.Queue.Delivered.Add(ctx, 1)
+	tel, sc := q.telFor(s), q.scopeFor(s)
+	tel.Queue.Delivered.Add(ctx, 1, telemetry.Named(sc.Name)...)
 	if m.Attempts > 1 {
-		tel.Queue.Redelivered.Add(ctx, 1)
+		tel.Queue.Redelivered.Add(ctx, 1, telemetry.Named(sc.Name)...)
 	}
 	now := time.Now()
-	tel.Queue.DeliveryDelay.Record(ctx, now.Sub(time.Unix(0, m.Enqueued)).Seconds())
-	return &Claim{q: q, m: m, payload: payload, tel: tel, at: now,
-		held: hold.New((*session.Session)(s), telemetry.Queue, ck, "", at, at)}, nil, nil
+	tel.Queue.DeliveryDelay.Record(ctx, now.Sub(time.Unix(0, m.Enqueued)).Seconds(), telemetry.NamedRec(sc.Name)...)
+	return &Claim{q: q, m: m, payload: payload, tel: tel, name: sc.Name, at: now,
+		held: hold.New((*session.Session)(s), sc, ck, "", at, at)}, nil, nil
 }

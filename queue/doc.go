@@ -28,5 +28,7 @@
 // Telemetry: enqueued, delivered, acked, nacked, redelivered and
 // dead-lettered counters, delivery delay (enqueue to claim) and claim-to-ack
 // histograms, and a span per Claim, to WithMeterProvider's provider, else a
-// consumer's session's (Enqueue: the global one).
+// consumer's session's (Enqueue: the global one). A consumer whose session
+// was made with concurrency.WithNameAttribute puts the queue's name on what
+// it records (Enqueue, which has no session, never does).
 package queue

@@ -157,6 +157,12 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	return m.ID, nil
 }
 
+// scopeFor is the telemetry scope of what a consumer on s does: the
+// queue's name is on it if s was made with concurrency.WithNameAttribute.
+func (q *Queue) scopeFor(s *concurrency.Session) telemetry.Scope {
+	return (*session.Session)(s).Scope(telemetry.Queue, q.name)
+}
+
 // telFor is the instruments for what a consumer on s does: the queue's if
 // it was given a provider, else the session's.
 func (q *Queue) telFor(s *concurrency.Session) *telemetry.Set {

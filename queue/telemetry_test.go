@@ -102,3 +102,54 @@ func TestMetricsAckIsNotALoss(t *testing.T) {
 		t.Fatalf("queue holds ended: %d, want %d", p.Count, n)
 	}
 }
+
+// A consumer whose session has the name attribute puts the queue's name on
+// its wait, hold and flow figures; Enqueue (no session) does not.
+func TestMetricsQueueNameAttribute(t *testing.T) {
+	srv := embedtest.Start(t)
+	ctx := testCtx(t)
+	r := telemetrytest.New(t)
+	q := newQueue(t, srv.Client, queue.WithMaxDeliveries(1), queue.WithMeterProvider(r.Provider))
+	s, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithTTL(5*time.Second), concurrency.WithNameAttribute())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close(ctx) }()
+	cons := q.Consumer(s)
+	name := q.Name()
+	enqueue(t, q, "one")
+	enqueue(t, q, "two")
+	c, err := cons.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err = cons.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Nack(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cons.TryClaim(ctx); err == nil { // "two" goes to the dead letters
+		t.Fatal("TryClaim found an item after the last was nacked past its deliveries")
+	}
+	wantMetric(t, r, 2, "concord.queue.delivered", "concord.name", name)
+	for _, m := range []string{"concord.queue.acked", "concord.queue.nacked", "concord.queue.dead_lettered"} {
+		wantMetric(t, r, 1, m, "concord.name", name)
+	}
+	if got := r.Get("concord.queue.delivery.delay", "concord.name", name); got.Count != 2 {
+		t.Fatalf("delivery delay with the name: %d recorded, want 2", got.Count)
+	}
+	if got := r.Get("concord.wait.duration", "recipe", "queue", "outcome", "acquired", "concord.name", name); got.Count != 2 {
+		t.Fatalf("claim waits with the name: %d recorded, want 2", got.Count)
+	}
+	if got := r.Get("concord.queue.enqueued"); got.Value != 2 {
+		t.Fatalf("enqueued = %v, want 2", got.Value)
+	}
+	if got := r.Get("concord.queue.enqueued", "concord.name", name); got.Found {
+		t.Fatalf("enqueued carries the name: %+v", got)
+	}
+}

@@ -41,7 +41,7 @@ func (c *Consumer) Claim(ctx context.Context) (*Claim, error) { return c.q.claim
 func (c *Consumer) TryClaim(ctx context.Context) (*Claim, error) { return c.q.tryClaim(ctx, c.s) }
 
 func (q *Queue) claim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
-	ctx, op := q.telFor(s).Begin(ctx, telemetry.Queue, "concord.queue.Claim")
+	ctx, op := q.telFor(s).Begin(ctx, q.scopeFor(s), "concord.queue.Claim")
 	c, err := q.claimOp(ctx, &op, s)
 	var token int64
 	if c != nil {

@@ -27,4 +27,11 @@
 // the stored limit and the line at one revision (the grant). Waiters that stay waiting make no requests, whatever their number;
 // every waiter receives each deletion's watch event. Raising the limit
 // wakes every waiter, and each re-reads the line once.
+//
+// Telemetry (the session's providers): a span and the wait metrics per
+// Acquire; permits in use and waiters are the holders and waiters with
+// recipe=semaphore; concord.semaphore.limit is the stored limit last seen.
+// Per semaphore (attribute concord.name) only with
+// concurrency.WithNameAttribute; without it the limit gauge is that of the
+// semaphore that saw one last.
 package semaphore

@@ -20,6 +20,7 @@ type storedLimit struct {
 	rev     int64 // revision of the view: mod revision, or read revision when absent
 	present bool  // the key is known to exist
 	raised  chan struct{}
+	report  func(n int) // records each stored limit seen (the limit gauge); set before use
 }
 
 func newStoredLimit(n int) *storedLimit {
@@ -42,6 +43,9 @@ func (l *storedLimit) observe(n int, present bool, rev int64) {
 		l.raised = make(chan struct{})
 	}
 	l.n = n
+	if l.report != nil {
+		l.report(n)
+	}
 }
 
 // current is the limit to wait with and a channel closed when it next rises.

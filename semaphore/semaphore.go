@@ -106,6 +106,8 @@ func New(s *concurrency.Session, name string, limit int, opts ...Option) (*Semap
 		want:        limit,
 		followLimit: c.follow,
 	}
+	tel, attrs := sem.s.Telemetry(), telemetry.NamedRec(sem.s.NameAttr(name))
+	sem.lim.report = func(n int) { tel.Semaphore.Limit.Record(context.Background(), int64(n), attrs...) }
 	followCtx, stopFollow := context.WithCancel(closeCtx)
 	go sem.follow(followCtx, stopFollow)
 	return sem, nil
@@ -148,7 +150,7 @@ func (sem *Semaphore) acquire(parent context.Context, try bool) (*Permit, error)
 	if try {
 		name = "concord.semaphore.TryAcquire"
 	}
-	parent, op := sem.s.Telemetry().Begin(parent, telemetry.Semaphore, name)
+	parent, op := sem.s.Telemetry().Begin(parent, sem.s.Scope(telemetry.Semaphore, sem.name), name)
 	p, err := sem.acquireOp(parent, &op, try)
 	var token int64
 	if err == nil {
@@ -193,7 +195,7 @@ func (sem *Semaphore) join(ctx context.Context, op *telemetry.Op, try bool) (*ho
 		t.Abandon()
 		return nil, err
 	}
-	return t.Hold(telemetry.Semaphore), nil
+	return t.Hold(sem.s.Scope(telemetry.Semaphore, sem.name)), nil
 }
 
 // Bounds of the pause before a ticket whose count fell behind etcd's is

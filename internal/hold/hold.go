@@ -33,7 +33,7 @@ type Hold struct {
 	value    string
 	rev      int64
 	seenAt   int64 // a revision at which the key was seen to exist
-	recipe   telemetry.Recipe
+	scope    telemetry.Scope
 	since    time.Time
 	settling atomic.Bool // the holder is deleting the key itself; see Settling
 	done     chan struct{}
@@ -55,11 +55,10 @@ type Hold struct {
 // Release it (or Drop it). The key and session are watched from the first
 // call to Done or Err on: a holder that never asks costs no watch, and one
 // that asks late misses nothing (the watch starts at seenAt). The hold
-// counts in the session's metrics as one of recipe r's holders until it
-// ends.
-func New(s *session.Session, r telemetry.Recipe, key, value string, rev, seenAt int64) *Hold {
-	s.Telemetry().HoldStarted(r)
-	return &Hold{s: s, key: key, value: value, rev: rev, seenAt: seenAt, recipe: r, since: time.Now(),
+// counts in the session's metrics as one of sc's holders until it ends.
+func New(s *session.Session, sc telemetry.Scope, key, value string, rev, seenAt int64) *Hold {
+	s.Telemetry().HoldStarted(sc)
+	return &Hold{s: s, key: key, value: value, rev: rev, seenAt: seenAt, scope: sc, since: time.Now(),
 		done: make(chan struct{}), stop: make(chan struct{}), loopDone: make(chan struct{})}
 }
 
@@ -139,7 +138,7 @@ func (h *Hold) record(err error) {
 	case err != errs.Released && !lost:
 		why, lost = telemetry.Expired, true // the session's error, not yet classified
 	}
-	h.s.Telemetry().HoldEnded(h.recipe, time.Since(h.since), lost, why)
+	h.s.Telemetry().HoldEnded(h.scope, time.Since(h.since), lost, why)
 }
 
 // Release gives the resource up: Done closes (Err is errs.Released unless it

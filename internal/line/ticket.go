@@ -192,10 +192,10 @@ func (t *Ticket) Guard() concurrency.Guard {
 	return concurrency.Guard(fence.New(t.s.Client(), t.key, t.rev))
 }
 
-// Hold returns the admitted ticket as a held resource of recipe r; the
+// Hold returns the admitted ticket as a held resource of scope sc; the
 // caller must release it.
-func (t *Ticket) Hold(r telemetry.Recipe) *hold.Hold {
-	return hold.New(t.s, r, t.key, t.value, t.rev, t.readRev)
+func (t *Ticket) Hold(sc telemetry.Scope) *hold.Hold {
+	return hold.New(t.s, sc, t.key, t.value, t.rev, t.readRev)
 }
 
 // Ahead is how many keys of the line were ahead of the ticket at its last

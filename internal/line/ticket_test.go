@@ -28,7 +28,7 @@ func TestGuardFencesStaleHolder(t *testing.T) {
 	if !tk.Admitted(1) {
 		t.Fatal("first ticket not admitted")
 	}
-	h := tk.Hold(telemetry.Lock)
+	h := tk.Hold(telemetry.Of(telemetry.Lock))
 	defer h.Release(ctx)
 	if _, err := h.Guard().Do(ctx, clientv3.OpPut("data", "1")); err != nil {
 		t.Fatalf("guarded write while held: %v", err)
@@ -136,7 +136,7 @@ func TestCombineGuards(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hs = append(hs, tk.Hold(telemetry.Lock))
+		hs = append(hs, tk.Hold(telemetry.Of(telemetry.Lock)))
 	}
 	f := func(g concurrency.Guard) fence.Guard { return fence.Guard(g) }
 	g := concurrency.Guard(fence.Combine(fence.Combine(f(hs[0].Guard()), f(hs[1].Guard())), f(hs[2].Guard())))

@@ -46,6 +46,8 @@ type Config struct {
 	Logger         *slog.Logger
 	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
+	// NameAttribute puts resources' names on their metrics and spans.
+	NameAttribute bool
 }
 
 // Session is a lease kept alive by one goroutine until Close or loss. Every
@@ -67,6 +69,7 @@ type Session struct {
 	margin time.Duration
 	log    *slog.Logger
 	tel    *telemetry.Set
+	named  bool // cfg.NameAttribute
 	// confirmed is the send time (unix ns) of the last acknowledged
 	// keepalive: a lease found gone before confirmed+TTL was revoked.
 	confirmed atomic.Int64
@@ -168,6 +171,7 @@ func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, er
 		margin:   cfg.Margin,
 		log:      cfg.Logger,
 		tel:      telemetry.For(cfg.MeterProvider, cfg.TracerProvider),
+		named:    cfg.NameAttribute,
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 		done:     make(chan struct{}),
@@ -310,6 +314,23 @@ func (s *Session) reason(err error) telemetry.Reason {
 
 // Telemetry is the session's instruments.
 func (s *Session) Telemetry() *telemetry.Set { return s.tel }
+
+// Scope is the telemetry scope of recipe r's resource name: with its name
+// only if the session was made with the name attribute.
+func (s *Session) Scope(r telemetry.Recipe, name string) telemetry.Scope {
+	if !s.named {
+		name = ""
+	}
+	return telemetry.Scope{Recipe: r, Name: name}
+}
+
+// NameAttr is name if the session was made with the name attribute, else "".
+func (s *Session) NameAttr(name string) string {
+	if !s.named {
+		return ""
+	}
+	return name
+}
 
 // LossReason says why the session was lost; ok is false while it is live
 // or when it was closed by its owner.

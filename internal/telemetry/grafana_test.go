@@ -34,11 +34,11 @@ func exportedNames(t *testing.T) map[string]bool {
 	set.SessionStarted()
 	set.SessionEnded(true, telemetry.Revoked)
 	set.KeepaliveAcked(time.Millisecond, time.Second)
-	_, op := set.Begin(ctx, telemetry.Lock, "x")
+	_, op := set.Begin(ctx, telemetry.Of(telemetry.Lock), "x")
 	op.Joined(1)
 	op.End(nil, false, 1)
-	set.HoldStarted(telemetry.Lock)
-	set.HoldEnded(telemetry.Lock, time.Second, true, telemetry.Revoked)
+	set.HoldStarted(telemetry.Of(telemetry.Lock))
+	set.HoldEnded(telemetry.Of(telemetry.Lock), time.Second, true, telemetry.Revoked)
 	q := set.Queue
 	for _, c := range []metric.Int64Counter{q.Enqueued, q.Delivered, q.Acked, q.Nacked, q.Redelivered, q.DeadLettered, set.Election.TermsWon, set.Discovery.Reregistrations} {
 		c.Add(ctx, 1)
@@ -48,6 +48,10 @@ func exportedNames(t *testing.T) map[string]bool {
 	set.Pubsub.Published.Add(ctx, 1)
 	set.Pubsub.Delivered.Add(ctx, 1)
 	set.Pubsub.Gaps.Add(ctx, 1)
+	set.Pubsub.Lag.Record(ctx, 1)
+	set.Election.LeaderChanged(ctx, telemetry.SourceObserve, "")
+	set.HoldStarted(telemetry.Scope{Recipe: telemetry.Election, Name: "vote"}) // is leader
+	set.Semaphore.Limit.Record(ctx, 3)
 	set.Supervisor.Backoff.Record(ctx, 1)
 	q.ClaimToAck.Record(ctx, 1)
 	d := set.Discovery

@@ -37,18 +37,21 @@ func (s *Set) tracer() trace.Tracer {
 // Set) records nothing.
 type Op struct {
 	s       *Set
-	r       Recipe
+	sc      Scope
 	start   time.Time
 	span    trace.Span
 	waiting bool
 }
 
-// Begin starts an Op for recipe r; name is its span's name. It returns ctx
+// Begin starts an Op for scope sc; name is its span's name. It returns ctx
 // with the span, if one was started.
-func (s *Set) Begin(ctx context.Context, r Recipe, name string) (context.Context, Op) {
-	op := Op{s: s, r: r, start: time.Now()}
+func (s *Set) Begin(ctx context.Context, sc Scope, name string) (context.Context, Op) {
+	op := Op{s: s, sc: sc, start: time.Now()}
 	if t := s.tracer(); t != nil {
-		ctx, op.span = t.Start(ctx, name, spanStart[r]...)
+		ctx, op.span = t.Start(ctx, name, spanStart[sc.Recipe]...)
+		if sc.Name != "" {
+			op.span.SetAttributes(attribute.String(NameKey, sc.Name))
+		}
 	}
 	return ctx, op
 }
@@ -64,7 +67,7 @@ func (o *Op) Joined(ahead int) {
 	}
 	if ahead > 0 && !o.waiting {
 		o.waiting = true
-		o.s.waiters.Add(bg, 1, o.s.byRecipe[o.r]...)
+		o.addWaiters(1)
 	}
 }
 
@@ -81,9 +84,13 @@ func (o *Op) End(err error, try bool, token int64) {
 	}
 	if o.waiting {
 		o.waiting = false
-		o.s.waiters.Add(bg, -1, o.s.byRecipe[o.r]...)
+		o.addWaiters(-1)
 	}
-	o.s.waitDuration.Record(bg, time.Since(o.start).Seconds(), o.s.byRecipeOutcome[o.r][out]...)
+	if o.sc.Name == "" {
+		o.s.waitDuration.Record(bg, time.Since(o.start).Seconds(), o.s.byRecipeOutcome[o.sc.Recipe][out]...)
+	} else {
+		o.s.waitDuration.Record(bg, time.Since(o.start).Seconds(), named(o.sc, attribute.String("outcome", out.String())))
+	}
 	if o.span != nil {
 		if token != 0 {
 			o.span.SetAttributes(attribute.String("concord.outcome", out.String()), attribute.Int64("concord.token", token))
@@ -96,6 +103,41 @@ func (o *Op) End(err error, try bool, token int64) {
 		o.span.End()
 	}
 	o.s = nil
+}
+
+func (o *Op) addWaiters(n int64) {
+	if o.sc.Name == "" {
+		o.s.waiters.Add(bg, n, o.s.byRecipe[o.sc.Recipe]...)
+	} else {
+		o.s.waiters.Add(bg, n, named(o.sc))
+	}
+}
+
+// Span starts a span named name, a child of ctx's, for a blocking call that
+// has no wait metrics (Register, a subscription's catch-up); it returns nil
+// when spans would go nowhere. End it with EndSpan.
+func (s *Set) Span(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	t := s.tracer()
+	if t == nil {
+		return ctx, nil
+	}
+	return t.Start(ctx, name, trace.WithAttributes(attrs...))
+}
+
+// EndSpan ends span (nil: nothing) with the outcome of err ("ok", the
+// outcome of a cancellation, or "error" with the error as its status) and
+// attrs.
+func EndSpan(span trace.Span, err error, attrs ...attribute.KeyValue) {
+	if span == nil {
+		return
+	}
+	out := "ok"
+	if err != nil {
+		out = OutcomeOf(err).String()
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.SetAttributes(append(attrs, attribute.String("concord.outcome", out))...)
+	span.End()
 }
 
 // spanStart are the start options of each recipe's spans.

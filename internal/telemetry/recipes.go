@@ -1,6 +1,11 @@
 package telemetry
 
-import "go.opentelemetry.io/otel/metric"
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
 
 // QueueInstruments are the queue's own figures.
 type QueueInstruments struct {
@@ -59,6 +64,7 @@ type PubsubInstruments struct {
 	Published metric.Int64Counter
 	Delivered metric.Int64Counter
 	Gaps      metric.Int64Counter
+	Lag       metric.Int64Histogram // revisions a delivered message is behind the latest one seen
 }
 
 func (p *PubsubInstruments) init(m metric.Meter) {
@@ -68,6 +74,9 @@ func (p *PubsubInstruments) init(m metric.Meter) {
 		metric.WithDescription("Messages delivered to this process's subscriptions."))
 	p.Gaps, _ = m.Int64Counter("concord.pubsub.gaps", metric.WithUnit("{gap}"),
 		metric.WithDescription("Gaps signalled to subscriptions: messages retention removed before they were read."))
+	p.Lag, _ = m.Int64Histogram("concord.pubsub.lag", metric.WithUnit("{revision}"),
+		metric.WithDescription("At each delivery, how many revisions the message is behind the latest revision its subscription has seen from etcd."),
+		metric.WithExplicitBucketBoundaries(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000))
 }
 
 // SupervisorInstruments are Supervise's figures.
@@ -83,13 +92,57 @@ func (s *SupervisorInstruments) init(m metric.Meter) {
 		metric.WithDescription("Pauses Supervise made before a new session."))
 }
 
-// ElectionInstruments are the election's own figures (time as leader and
-// "is leader" are the election's hold duration and holders).
+// ElectionInstruments are the election's own figures. Time as leader is
+// the election's hold duration; without the name attribute "is leader" is
+// the election's holders (how many elections this process leads), and
+// Leader, a gauge per named election, is recorded only with it.
 type ElectionInstruments struct {
-	TermsWon metric.Int64Counter
+	TermsWon      metric.Int64Counter
+	LeaderChanges metric.Int64Counter
+	Leader        metric.Int64Gauge
+
+	bySource [2][]metric.AddOption
+}
+
+// The sources of a leader change.
+const (
+	SourceObserve  = 0 // an Observe stream saw it
+	SourceCampaign = 1 // this process won a campaign
+)
+
+var sourceNames = [2]string{"observe", "campaign"}
+
+// LeaderChanged counts a new leader seen by source (SourceObserve or
+// SourceCampaign) in the election named name ("" without the name
+// attribute).
+func (e *ElectionInstruments) LeaderChanged(ctx context.Context, source int, name string) {
+	if name == "" {
+		e.LeaderChanges.Add(ctx, 1, e.bySource[source]...)
+		return
+	}
+	e.LeaderChanges.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("source", sourceNames[source]), attribute.String(NameKey, name))))
 }
 
 func (e *ElectionInstruments) init(m metric.Meter) {
 	e.TermsWon, _ = m.Int64Counter("concord.election.terms_won", metric.WithUnit("{term}"),
 		metric.WithDescription("Terms this process won."))
+	e.LeaderChanges, _ = m.Int64Counter("concord.election.leader_changes", metric.WithUnit("{change}"),
+		metric.WithDescription("New leaders this process saw: by its Observe streams (source=observe) and its own won campaigns (source=campaign)."))
+	for i, n := range sourceNames {
+		e.bySource[i] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("source", n)))}
+	}
+	e.Leader, _ = m.Int64Gauge("concord.election.leader", metric.WithUnit("{leader}"),
+		metric.WithDescription("1 while this process leads the election named by concord.name, 0 while it campaigns or after (only with the name attribute)."))
+}
+
+// SemaphoreInstruments are the semaphore's own figures (permits in use and
+// waiters are the semaphore's holders and waiters).
+type SemaphoreInstruments struct {
+	Limit metric.Int64Gauge
+}
+
+func (s *SemaphoreInstruments) init(m metric.Meter) {
+	s.Limit, _ = m.Int64Gauge("concord.semaphore.limit", metric.WithUnit("{permit}"),
+		metric.WithDescription("The stored limit a semaphore of this process last saw (per semaphore with the name attribute)."))
 }

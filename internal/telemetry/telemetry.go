@@ -37,6 +37,22 @@ var recipeNames = [numRecipes]string{"lock", "rwlock", "election", "semaphore", 
 
 func (r Recipe) String() string { return recipeNames[r] }
 
+// NameKey is the attribute that carries a resource's name (a lock's, an
+// election's, a semaphore's, a queue's), present only when the session was
+// made with concurrency.WithNameAttribute: names can be unbounded.
+const NameKey = "concord.name"
+
+// Scope is what a measurement is about: a recipe and, when the user opted in
+// to the name attribute, the resource's name ("" otherwise, and then the
+// precomputed attribute sets are used and nothing is allocated).
+type Scope struct {
+	Recipe Recipe
+	Name   string
+}
+
+// Of is the scope of recipe r without a name.
+func Of(r Recipe) Scope { return Scope{Recipe: r} }
+
 // Outcome is how a blocking acquire ended (attribute "outcome").
 type Outcome uint8
 
@@ -98,6 +114,7 @@ type Set struct {
 	Queue      QueueInstruments
 	Discovery  DiscoveryInstruments
 	Election   ElectionInstruments
+	Semaphore  SemaphoreInstruments
 	Supervisor SupervisorInstruments
 	Pubsub     PubsubInstruments
 }
@@ -166,6 +183,7 @@ func newSet(mp metric.MeterProvider, tp trace.TracerProvider) *Set {
 	s.Queue.init(m)
 	s.Discovery.init(m)
 	s.Election.init(m)
+	s.Semaphore.init(m)
 	s.Supervisor.init(m)
 	s.Pubsub.init(m)
 	return s
@@ -191,15 +209,73 @@ func (s *Set) KeepaliveAcked(rtt, left time.Duration) {
 	s.renewMargin.Record(bg, left.Seconds())
 }
 
-// HoldStarted counts a new held resource.
-func (s *Set) HoldStarted(r Recipe) { s.holders.Add(bg, 1, s.byRecipe[r]...) }
+// HoldStarted counts a new held resource. A named election's hold sets its
+// "is leader" gauge to 1.
+func (s *Set) HoldStarted(sc Scope) {
+	if sc.Name == "" {
+		s.holders.Add(bg, 1, s.byRecipe[sc.Recipe]...)
+		return
+	}
+	s.holders.Add(bg, 1, named(sc))
+	if sc.Recipe == Election {
+		s.Election.Leader.Record(bg, 1, nameOnly(sc.Name))
+	}
+}
 
 // HoldEnded counts the end of a held resource that was held for d; lost
-// says whether it was lost, and why.
-func (s *Set) HoldEnded(r Recipe, d time.Duration, lost bool, why Reason) {
-	s.holders.Add(bg, -1, s.byRecipe[r]...)
-	s.holdDuration.Record(bg, d.Seconds(), s.byRecipeRec[r]...)
-	if lost {
-		s.holdsLost.Add(bg, 1, s.byRecipeReason[r][why]...)
+// says whether it was lost, and why. A named election's hold sets its "is
+// leader" gauge to 0.
+func (s *Set) HoldEnded(sc Scope, d time.Duration, lost bool, why Reason) {
+	if sc.Name == "" {
+		s.holders.Add(bg, -1, s.byRecipe[sc.Recipe]...)
+		s.holdDuration.Record(bg, d.Seconds(), s.byRecipeRec[sc.Recipe]...)
+		if lost {
+			s.holdsLost.Add(bg, 1, s.byRecipeReason[sc.Recipe][why]...)
+		}
+		return
 	}
+	s.holders.Add(bg, -1, named(sc))
+	s.holdDuration.Record(bg, d.Seconds(), named(sc))
+	if lost {
+		s.holdsLost.Add(bg, 1, named(sc, attribute.String("reason", why.String())))
+	}
+	if sc.Recipe == Election {
+		s.Election.Leader.Record(bg, 0, nameOnly(sc.Name))
+	}
+}
+
+// named is the attributes of a named scope (recipe and name) and extra:
+// built on each call, which allocates (only users who opted in pay it).
+func named(sc Scope, extra ...attribute.KeyValue) metric.MeasurementOption {
+	kv := append([]attribute.KeyValue{attribute.String("recipe", sc.Recipe.String()), attribute.String(NameKey, sc.Name)}, extra...)
+	return metric.WithAttributeSet(attribute.NewSet(kv...))
+}
+
+// NamedRec is Named for histograms and gauges.
+func NamedRec(name string) []metric.RecordOption {
+	if name == "" {
+		return nil
+	}
+	return []metric.RecordOption{nameOnly(name)}
+}
+
+// NameOpt is the name attribute alone, or no attribute for "".
+func NameOpt(name string) metric.MeasurementOption { return nameOnly(name) }
+
+// nameOnly is the name attribute alone, or no attribute for "".
+func nameOnly(name string) metric.MeasurementOption {
+	if name == "" {
+		return metric.WithAttributeSet(attribute.NewSet())
+	}
+	return metric.WithAttributeSet(attribute.NewSet(attribute.String(NameKey, name)))
+}
+
+// Named is the measurement options of a recipe figure about the resource
+// named name: its name attribute, or none when name is "" (then nothing is
+// allocated).
+func Named(name string) []metric.AddOption {
+	if name == "" {
+		return nil
+	}
+	return []metric.AddOption{nameOnly(name)}
 }

@@ -97,6 +97,14 @@ func Find(rm metricdata.ResourceMetrics, name string, attrs ...string) Point {
 						p.Found = true
 					}
 				}
+			case metricdata.Histogram[int64]:
+				for _, dp := range d.DataPoints {
+					if match(dp.Attributes, attrs) {
+						p.Value += float64(dp.Sum)
+						p.Count += dp.Count
+						p.Found = true
+					}
+				}
 			}
 		}
 	}
@@ -111,4 +119,52 @@ func match(set attribute.Set, attrs []string) bool {
 		}
 	}
 	return true
+}
+
+// WithAttr returns the names of the metrics that have a data point carrying
+// attribute key.
+func WithAttr(rm metricdata.ResourceMetrics, key string) []string {
+	var names []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			for _, set := range attrSets(m.Data) {
+				if set.HasValue(attribute.Key(key)) {
+					names = append(names, m.Name)
+					break
+				}
+			}
+		}
+	}
+	return names
+}
+
+func attrSets(data metricdata.Aggregation) []attribute.Set {
+	var sets []attribute.Set
+	switch d := data.(type) {
+	case metricdata.Sum[int64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Sum[float64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Gauge[int64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Gauge[float64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Histogram[float64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	case metricdata.Histogram[int64]:
+		for _, dp := range d.DataPoints {
+			sets = append(sets, dp.Attributes)
+		}
+	}
+	return sets
 }
