@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
@@ -312,4 +313,12 @@ func (w *roWL) check(c *checkIn) (string, []violation) {
 		n, countOps(c.ops, "step", unknown), countOps(c.ops, "step", failed), steps, len(done), max(0, len(waves)-1), len(pauses), deepest, roK,
 		countStale(c.ops, "step"), staleLanded(c.ops, "step"), len(lives(c.events, roSlots)))
 	return stats, vs
+}
+
+// A rollout done before the run ended is reported as such: the liveness
+// violations after it are not a stuck recovery.
+func TestCheckRolloutDoneEarly(t *testing.T) {
+	ev := []kvEvent{put(roState, `{"state":"running"}`, 1, 1), put(roState, `{"state":"done"}`, 1, 2)}
+	wantViolation(t, runCheck(&roWL{}, nil, ev), "the rollout was done at rev 2")
+	wantNone(t, runCheck(&roWL{}, nil, ev[:1]))
 }
