@@ -288,24 +288,35 @@ func (w *Worker) runClaimed(ctx context.Context, t Target, m *lock.Mutex, permit
 		}
 		err := w.fn(tctx, Step{Target: t, Index: i, Name: v.plan.Steps[i], Token: m.Token(), Guard: guard})
 		if tctx.Err() != nil {
-			cause := context.Cause(tctx)
-			if err == nil && errors.Is(cause, ErrAborted) && ctx.Err() == nil {
-				// The step completed as the rollout was aborted: its
-				// progress is kept (the claim and slot still hold).
-				sctx, scancel := context.WithTimeout(ctx, releaseTimeout)
-				_, _ = saver.Save(sctx, []byte(strconv.Itoa(i)))
-				scancel()
+			if err == nil {
+				keepAborted(ctx, tctx, saver, i)
 			}
-			return true, cause
+			return true, context.Cause(tctx)
 		}
 		if err != nil {
 			return true, w.fail(ctx, t, guard, m.Token(), err)
 		}
 		if _, err := saver.Save(tctx, []byte(strconv.Itoa(i))); err != nil {
+			if tctx.Err() != nil { // lost or aborted meanwhile
+				keepAborted(ctx, tctx, saver, i)
+				return true, context.Cause(tctx)
+			}
 			return true, err
 		}
 	}
 	return true, w.finish(ctx, t, guard, m.Token(), v.targets[t.ID].Wave)
+}
+
+// keepAborted checkpoints step i, which completed, if the steps' context
+// tctx ended because the rollout was aborted (the claim and the slot still
+// hold; the save is fenced by them in any case).
+func keepAborted(ctx, tctx context.Context, saver *checkpoint.Saver, i int) {
+	if !errors.Is(context.Cause(tctx), ErrAborted) || ctx.Err() != nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	_, _ = saver.Save(sctx, []byte(strconv.Itoa(i)))
 }
 
 // watchAbort cancels the steps' context with ErrAborted as soon as the
