@@ -28,6 +28,4 @@
 //	                       rollout, by the seed's parity)
 //	CONCORD_ETCD_BIN=path  the etcd binary of TestProcessFaults (skipped
 //	                       without it; scripts/etcd-bin.sh VERSION)
-//	CONCORD_FAULT_ROLLOUT=1 include the rollout workload in TestProcessFaults
-//	                       (left out by default: an open liveness bug, issue #17)
 package faults

@@ -290,26 +290,21 @@ func runSeed(t *testing.T, seed int64, runLen time.Duration, bin string) result 
 // the four added later (barrier, counter, multi-lock, rollout), chosen by
 // the seed's parity so that consecutive seeds cover all four: on a 2-core
 // machine all eleven at once outrun the liveness bound. With
-// CONCORD_FAULT_ALL=1 every run has all eleven.
-//
-// With etcd as processes (TestProcessFaults) the rollout workload is left
-// out unless CONCORD_FAULT_ROLLOUT=1: a 10-minute soak against 3.6.17 found
-// it making no progress within the liveness bound after 7 of ~220 process
-// faults (an open bug in package rollout's recovery, noted on issue #17);
-// the other workloads are judged as in TestFaults.
+// CONCORD_FAULT_ALL=1 every run has all eleven. TestProcessFaults runs the
+// same workloads (processes is kept for a workload that would need to
+// differ). The rollout workload was once left out of it: a 3.6.17 soak
+// counted 7 liveness violations, every one in a run whose rollout had done
+// all its 120 targets (etcd processes are faster than embedded members),
+// not a stuck recovery (issue #17); it now has targets for its run's length.
 func workloads(seed int64, processes bool) []workload {
 	wls := []workload{&lockWL{}, &semWL{}, &electionWL{}, &queueWL{}, &ckWL{}, &discWL{}, &psWL{}}
-	ro := []workload{&roWL{}}
-	if processes && os.Getenv("CONCORD_FAULT_ROLLOUT") == "" {
-		ro = nil
-	}
 	switch {
 	case os.Getenv(envAll) != "":
-		return append(append(wls, &dbWL{}, &ctWL{}, &mlWL{}), ro...)
+		return append(wls, &dbWL{}, &ctWL{}, &mlWL{}, &roWL{})
 	case seed%2 == 0:
 		return append(wls, &dbWL{}, &mlWL{})
 	default:
-		return append(append(wls, &ctWL{}), ro...)
+		return append(wls, &ctWL{}, &roWL{})
 	}
 }
 

@@ -31,9 +31,11 @@ func Resume(ctx context.Context, client *clientv3.Client, name string) error {
 	}, Paused, Running)
 }
 
-// Abort ends the rollout: workers stop taking targets and stop a target in
-// progress before its next step (its progress stays checkpointed). It is
-// idempotent; ErrFinished when the rollout is done.
+// Abort ends the rollout now: workers stop taking targets, and a step in
+// progress has its context cancelled at once, with context.Cause
+// ErrAborted; no later step of its target runs (its progress stays
+// checkpointed) and the workers' Run returns ErrAborted. It is idempotent;
+// ErrFinished when the rollout is done.
 func Abort(ctx context.Context, client *clientv3.Client, name, reason string) error {
 	return setState(ctx, client, name, func(cur stateRecord, _ int) stateRecord {
 		return stateRecord{State: Aborted, Reason: reason, Forgiven: cur.Forgiven}

@@ -21,14 +21,22 @@
 // each once, only after every target of the previous wave is done or
 // failed, and only by the coordinator in office (its writes are guarded by
 // its term). When more than Plan.FailureBudget targets have failed since
-// the start (or the last Resume), the rollout pauses: workers take no new
-// target, each noticing within one session TTL at most (at once, in
-// practice: they watch the rollout's state). Resume goes on where it
-// stopped; Abort stops workers before their next step.
+// the start (or the last Resume), the rollout pauses.
+//
+// Pause and Abort. Pause (by an operator, or by the failure budget) stops
+// new work: no worker starts a target later than one session TTL after the
+// pause, and none under a claim taken after it (at once, in practice: the
+// workers watch the rollout's state and re-read it after taking a claim);
+// the steps in progress are not cancelled, and their targets finish.
+// Resume goes on where it stopped. Abort stops everything now: every step
+// in progress has its context cancelled at once, with context.Cause
+// ErrAborted; no later step runs (a step that still returned nil is
+// checkpointed), and the workers' and coordinators' Run return
+// ErrAborted.
 //
 // Not guaranteed: that a step runs at most once. The step in progress when
 // a worker dies was not checkpointed and runs again on the next worker;
 // make steps idempotent, or fence their side effects with Step.Token (or,
-// for etcd writes, Step.Guard). A paused rollout lets targets in progress
-// finish.
+// for etcd writes, Step.Guard). Abort cancels a step's context but cannot
+// undo what the step did before it returned.
 package rollout

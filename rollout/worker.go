@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/concordkit/concord/internal/fence"
 	"github.com/concordkit/concord/internal/names"
 	"github.com/concordkit/concord/internal/retry"
+	"github.com/concordkit/concord/internal/watch"
 	"github.com/concordkit/concord/lock"
 	"github.com/concordkit/concord/semaphore"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -36,7 +38,11 @@ type Step struct {
 }
 
 // StepFunc runs one step on one target. Its context is cancelled when the
-// worker loses the target (its session, claim or slot) or its Run ends. A
+// worker loses the target (its session, claim or slot: context.Cause is the
+// holder's Err), when the rollout is aborted (context.Cause is ErrAborted),
+// or when its Run ends; it should then return promptly. Pausing the
+// rollout does not cancel it: a paused rollout lets targets in progress
+// finish. A
 // nil return completes the step (it is checkpointed and never run again for
 // this target); an error fails the target.
 type StepFunc func(ctx context.Context, step Step) error
@@ -251,10 +257,15 @@ func (w *Worker) runClaimed(ctx context.Context, t Target, m *lock.Mutex, permit
 	if prog.Revision != 0 {
 		next = parseStep(prog.Data) + 1
 	}
-	// The steps' context ends when the claim or the slot is lost.
+	// The steps' context ends when the claim or the slot is lost (its
+	// cause the holder's Err), or the rollout is aborted (ErrAborted).
 	tctx, cancel := context.WithCancelCause(ctx)
-	watcherDone := make(chan struct{})
-	defer func() { cancel(nil); <-watcherDone }()
+	watcherDone, abortDone := make(chan struct{}), make(chan struct{})
+	defer func() { cancel(nil); <-watcherDone; <-abortDone }()
+	go func() {
+		defer close(abortDone)
+		w.watchAbort(tctx, v.rev, cancel)
+	}()
 	go func() {
 		defer close(watcherDone)
 		select {
@@ -277,16 +288,76 @@ func (w *Worker) runClaimed(ctx context.Context, t Target, m *lock.Mutex, permit
 		}
 		err := w.fn(tctx, Step{Target: t, Index: i, Name: v.plan.Steps[i], Token: m.Token(), Guard: guard})
 		if tctx.Err() != nil {
+			if err == nil {
+				keepAborted(ctx, tctx, saver, i)
+			}
 			return true, context.Cause(tctx)
 		}
 		if err != nil {
 			return true, w.fail(ctx, t, guard, m.Token(), err)
 		}
 		if _, err := saver.Save(tctx, []byte(strconv.Itoa(i))); err != nil {
+			if tctx.Err() != nil { // lost or aborted meanwhile
+				keepAborted(ctx, tctx, saver, i)
+				return true, context.Cause(tctx)
+			}
 			return true, err
 		}
 	}
 	return true, w.finish(ctx, t, guard, m.Token(), v.targets[t.ID].Wave)
+}
+
+// keepAborted checkpoints step i, which completed, if the steps' context
+// tctx ended because the rollout was aborted (the claim and the slot still
+// hold; the save is fenced by them in any case).
+func keepAborted(ctx, tctx context.Context, saver *checkpoint.Saver, i int) {
+	if !errors.Is(context.Cause(tctx), ErrAborted) || ctx.Err() != nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	_, _ = saver.Save(sctx, []byte(strconv.Itoa(i)))
+}
+
+// watchAbort cancels the steps' context with ErrAborted as soon as the
+// rollout's state is aborted after rev, and returns when ctx ends. It
+// follows the state key with one watch (on the session's shared watch
+// stream), and after a broken or compacted watch re-reads the state.
+func (w *Worker) watchAbort(ctx context.Context, rev int64, cancel context.CancelCauseFunc) {
+	pause := retry.Watch.New()
+	aborted := func(raw []byte) bool {
+		var st stateRecord
+		return json.Unmarshal(raw, &st) == nil && st.State == Aborted
+	}
+	for ctx.Err() == nil {
+		_, _ = watch.From(ctx, w.client, w.k.state(), rev+1, watch.DefaultStallTimeout,
+			func(evs []*clientv3.Event) bool {
+				for _, ev := range evs {
+					rev = ev.Kv.ModRevision
+					if ev.Type == clientv3.EventTypePut && aborted(ev.Kv.Value) {
+						cancel(ErrAborted)
+						return false
+					}
+				}
+				return true
+			})
+		if ctx.Err() != nil {
+			return
+		}
+		// The watch broke (compacted, stalled, closed): read the state
+		// as it is now and follow it from there.
+		resp, err := w.client.Get(ctx, w.k.state())
+		switch {
+		case err != nil:
+			retry.Sleep(ctx, pause.NextBackOff())
+		case len(resp.Kvs) > 0 && aborted(resp.Kvs[0].Value):
+			cancel(ErrAborted)
+			return
+		default:
+			rev = resp.Header.Revision
+			pause.Reset()
+		}
+	}
 }
 
 // finish records t done and removes its checkpoint, under guard.
