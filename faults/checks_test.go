@@ -244,6 +244,18 @@ func TestCheckDiscovery(t *testing.T) {
 		failedReg := op{recipe: "discovery", kind: "register", out: unknown, note: "dreg0-2"}
 		cleaned := append(ev[:len(ev):len(ev)], put(discPrefix+"dreg0-2", "{}", 5, 5), del(discPrefix+"dreg0-2", 5, 6))
 		wantNone(t, runCheck(&discWL{}, with(failedReg, seen(5, 30*time.Millisecond), seen(6, 40*time.Millisecond), conv), cleaned))
+		// Registered again after the bound, but the whole cluster was down
+		// for longer than the excess meanwhile: the bound runs while it is up.
+		slow := with(seen(5, 30*time.Millisecond), seen(6, late), conv)
+		vs = runCheck(&discWL{}, slow, back)
+		wantViolation(t, vs, "not registered again")
+		e := &env{outages: [][2]time.Time{{t0.Add(time.Second), t0.Add(3 * time.Second)}}}
+		_, vs = (&discWL{}).check(&checkIn{e: e, ops: slow, events: back, ctx: context.Background()})
+		for _, v := range vs {
+			if strings.Contains(v.msg, "not registered again") {
+				t.Errorf("an outage of the whole cluster counted against the registry: %s", v)
+			}
+		}
 	})
 	t.Run("acknowledged registration missing", func(t *testing.T) {
 		vs := runCheck(&discWL{}, with(reg("dreg1-0", 9)), ev)

@@ -469,6 +469,9 @@ func (w *discWL) check(c *checkIn) (string, []violation) {
 		if !acked[id] {
 			continue
 		}
+		// The bound runs while the cluster is up: a whole-cluster outage
+		// (restart-all) in the window extends it by its length.
+		bound := c.e.outageIn(gone, bound)
 		if slices.ContainsFunc(deregs[id], func(t time.Time) bool { return !t.After(gone.Add(bound)) }) {
 			continue // deregistered, or being deregistered, by then
 		}

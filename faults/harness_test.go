@@ -160,6 +160,37 @@ type env struct {
 	// leaderResumes are when stopped leaders were let run again: see
 	// serverRevokedEarly.
 	leaderResumes []time.Time
+	// outages are when every member was down (restart-all), from the kill
+	// until the restart returned.
+	outages [][2]time.Time
+}
+
+// outageIn extends d, a time allowed from t, by the whole-cluster outages
+// within [t, t+d]: nothing can be written while every member is down.
+func (e *env) outageIn(t time.Time, d time.Duration) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ext := d
+	for range 4 { // an extension can reach a further outage
+		n := d
+		for _, o := range e.outages {
+			from, to := o[0], o[1]
+			if from.Before(t) {
+				from = t
+			}
+			if lim := t.Add(ext); to.After(lim) {
+				to = lim
+			}
+			if to.After(from) {
+				n += to.Sub(from)
+			}
+		}
+		if n == ext {
+			break
+		}
+		ext = n
+	}
+	return ext
 }
 
 // serverRevokedEarly says whether a hold whose lease was acknowledged valid

@@ -180,6 +180,12 @@ func (e *env) inject(ctx context.Context, f fault, wls []workload) injected {
 		}
 	case restartAll:
 		in.target = "every member"
+		down := time.Now()
+		defer func() {
+			e.mu.Lock()
+			e.outages = append(e.outages, [2]time.Time{down, time.Now()})
+			e.mu.Unlock()
+		}()
 		e.pc.KillAll()
 		sleepCtx(ctx, f.dur)
 		t0 := time.Now()
