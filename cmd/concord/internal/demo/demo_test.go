@@ -107,8 +107,8 @@ func checkLinkInvariants(t *testing.T, rep *Report, out string) {
 
 // The checker is not a rubber stamp: more than K claims at a revision, a
 // checkpoint going backwards or skipping, a wave opened out of order or
-// early, a resume behind the checkpoint, a stale or repeated step write,
-// a host done twice, and a failed host each leave a violation.
+// early, a checkpointed step applied again, a stale or repeated step
+// write, a host done twice, and a failed host each leave a violation.
 func TestMonitorCatchesViolations(t *testing.T) {
 	cfg := smallDemo()
 	m := newMonitor(cfg, nil, io.Discard, newFleetLink(cfg.ttl, nil))
@@ -147,9 +147,6 @@ func TestMonitorCatchesViolations(t *testing.T) {
 	m.onRollout(rollout.Event{Kind: "wave", Status: status(3, 0, make([]rollout.WaveStatus, 4))})
 	expect("wave 4 opened after wave 2")
 
-	m.onEvent(fleetEvent{kind: evClaimed, worker: "w", host: "host-01", step: 0, token: 9})
-	expect("lost work: host-01 began at step 1/3")
-
 	ev(status(1, 0, nil, target("host-01", 0, rollout.TargetDone, 2)), "host-01")
 	ev(status(1, 0, nil, target("host-01", 0, rollout.TargetWaiting, -1)), "host-01")
 	expect("host-01 was done, then waiting")
@@ -162,9 +159,24 @@ func TestMonitorCatchesViolations(t *testing.T) {
 	ev(status(1, 0, nil, failed), "host-02")
 	expect("host-02 failed: boom")
 
-	rec := func(host string, step int, token int64) *clientv3.Event {
+	// A host claimed, given back (its worker's lease expired) and claimed
+	// again counts as one resume, after its checkpoint.
+	for _, ts := range []rollout.TargetStatus{target("host-05", 0, rollout.TargetInFlight, -1),
+		target("host-05", 0, rollout.TargetInFlight, 0), target("host-05", 0, rollout.TargetInFlight, 1),
+		target("host-05", 0, rollout.TargetWaiting, 1), target("host-05", 0, rollout.TargetInFlight, 1)} {
+		ev(status(1, 1, nil, ts), "host-05")
+	}
+	if !slices.Equal(m.resumes, []string{"host-05 after step 2/3"}) {
+		t.Errorf("resumes %q, want host-05 after step 2/3", m.resumes)
+	}
+
+	rec := func(host string, step int, token int64, rev ...int64) *clientv3.Event {
 		b, _ := json.Marshal(hostRec{Step: step, Token: token})
-		return &clientv3.Event{Type: clientv3.EventTypePut, Kv: &mvccpb.KeyValue{Key: []byte(hostKey(host)), Value: b}}
+		kv := &mvccpb.KeyValue{Key: []byte(hostKey(host)), Value: b}
+		if len(rev) > 0 {
+			kv.ModRevision = rev[0]
+		}
+		return &clientv3.Event{Type: clientv3.EventTypePut, Kv: kv}
 	}
 	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-03", 1, 10), rec("host-03", 2, 10), rec("host-03", 2, 12)}})
 	if len(m.reruns) != 1 {
@@ -178,6 +190,19 @@ func TestMonitorCatchesViolations(t *testing.T) {
 	expect("step record of host-04: step 2 after step 0, a step skipped")
 	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-04", 1, 21)}})
 	expect("step record of host-04: step 1 after step 2, backwards")
+
+	// A step applied (its record written) after it was checkpointed is
+	// lost work, judged by revision across the two streams; applied again
+	// before it was checkpointed (the worker died first) is not.
+	saved := status(1, 1, nil, target("host-06", 1, rollout.TargetInFlight, 0))
+	saved.Revision = 100
+	ev(saved, "host-06")
+	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-06", 1, 30, 90), rec("host-06", 1, 31, 95), rec("host-06", 1, 32, 110)}})
+	m.violations = append(m.violations, m.lostWork()...)
+	expect("lost work: host-06's step 1 applied again at revision 110 under token 32, after its checkpoint at revision 100")
+	if n := len(m.lostWork()); n != 1 {
+		t.Errorf("%d lost steps, want 1 (the write at revision 110)", n)
+	}
 
 	for _, v := range m.violations {
 		found := false

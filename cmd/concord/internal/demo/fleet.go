@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -91,6 +90,7 @@ type eventKind int
 const (
 	evClaimed eventKind = iota // a worker's step function began a host (step: steps already done)
 	evLost                     // a worker's step ended without finishing (its claim or slot lost)
+	evCrashed                  // a worker armed to crash crashed mid-host (step: steps checkpointed)
 	evProblem                  // something failed that should not have
 )
 
@@ -105,8 +105,8 @@ type fleetEvent struct {
 
 // ledger is the fleet's own record, checked beside etcd's at the end: the
 // hosts in flight (from the first step a worker runs on a host to its last
-// one's return) and the coordinators in office at once (from their own
-// logs: elected to term ended).
+// one's return) and the coordinators in office at once (as each says:
+// rollout.WithOnTerm).
 type ledger struct {
 	mu              sync.Mutex
 	inFlight        int
@@ -142,6 +142,9 @@ type fleet struct {
 	hooks  fleetHooks
 	ledger *ledger
 	events chan fleetEvent
+	// crashArmed: the next worker to begin a step past a host's first
+	// (and not in office as coordinator) crashes there.
+	crashArmed atomic.Bool
 }
 
 func (f *fleet) emit(ctx context.Context, ev fleetEvent) {
@@ -180,8 +183,19 @@ func (w *worker) start(ctx context.Context) error {
 		w.cancel()
 		return err
 	}
-	terms := slog.New(&termLog{on: func(elected bool) { w.onTerm(ctx, elected) }})
-	co, err := rollout.NewCoordinator(w.client, demoRollout, rollout.WithValue(w.name), sess, rollout.WithLogger(terms))
+	// The coordinator's terms: counted in the ledger at once, published
+	// as the worker's status by a goroutine of the worker's (the hook
+	// must not block).
+	terms := make(chan struct{}, 16)
+	onTerm := rollout.WithOnTerm(func(_ concurrency.Token, inOffice bool) {
+		if w.onTerm(inOffice) {
+			select {
+			case terms <- struct{}{}:
+			default: // a status already waits to be published
+			}
+		}
+	})
+	co, err := rollout.NewCoordinator(w.client, demoRollout, rollout.WithValue(w.name), sess, onTerm)
 	if err != nil {
 		w.cancel()
 		return err
@@ -200,6 +214,16 @@ func (w *worker) start(ctx context.Context) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { w.ended(ctx, "worker", rw.Run(ctx)) })
 		wg.Go(func() { w.ended(ctx, "coordinator", co.Run(ctx)) })
+		wg.Go(func() {
+			for {
+				select {
+				case <-terms:
+					w.status(ctx, workerStatus{State: "coordinating"})
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
 		wg.Wait()
 		// Both Runs return once the rollout is done: the worker stays up
 		// (registered with discovery) until the demo stops it.
@@ -218,22 +242,22 @@ func (w *worker) ended(ctx context.Context, what string, err error) {
 	}
 }
 
-// onTerm follows the worker's coordinator terms, as its logger reports
-// them. A killed worker's coordinator left office when it was killed.
-func (w *worker) onTerm(ctx context.Context, elected bool) {
+// onTerm follows the worker's coordinator terms (rollout.WithOnTerm) in
+// the ledger, and reports whether the worker's coordinator took office. A
+// killed worker's coordinator left office when it was killed.
+func (w *worker) onTerm(inOffice bool) bool {
 	w.termMu.Lock()
-	if elected == w.coordinating || (elected && w.killed.Load()) {
-		w.termMu.Unlock()
-		return
+	defer w.termMu.Unlock()
+	if inOffice == w.coordinating || (inOffice && w.killed.Load()) {
+		return false
 	}
-	w.coordinating = elected
-	w.termMu.Unlock()
-	if !elected {
+	w.coordinating = inOffice
+	if inOffice {
+		w.f.ledger.coordinator(+1)
+	} else {
 		w.f.ledger.coordinator(-1)
-		return
 	}
-	w.f.ledger.coordinator(+1)
-	w.status(ctx, workerStatus{State: "coordinating"})
+	return inOffice
 }
 
 // stop ends the worker gracefully (its sessions are closed, its keys
@@ -252,13 +276,31 @@ func (w *worker) stop() {
 // land). Its goroutines wind down in the background (a session whose
 // client is gone takes a few seconds to close); stop waits for them.
 func (w *worker) crash() {
-	_ = w.client.Close()
-	w.killed.Store(true)
-	w.cancel()
+	w.kill()
 	w.stepMu.Lock() // the step under way has returned
 	w.endHost()     // a dead worker works on nothing, even between steps
 	w.stepMu.Unlock()
-	w.onTerm(context.Background(), false)
+	w.onTerm(false)
+}
+
+// die is crash, from the worker's own step (stepMu held).
+func (w *worker) die() {
+	w.kill()
+	w.endHost()
+	w.onTerm(false)
+}
+
+func (w *worker) kill() {
+	_ = w.client.Close()
+	w.killed.Store(true)
+	w.cancel()
+}
+
+// inOffice reports whether the worker's coordinator is in office.
+func (w *worker) inOffice() bool {
+	w.termMu.Lock()
+	defer w.termMu.Unlock()
+	return w.coordinating
 }
 
 func (w *worker) status(ctx context.Context, st workerStatus) {
@@ -290,6 +332,19 @@ func (w *worker) step(ctx context.Context, s rollout.Step) error {
 	}
 	w.next = s.Index + 1
 	w.status(ctx, workerStatus{State: "rolling out", Host: host, Step: s.Index, Steps: steps})
+	if s.Index >= 1 && !w.inOffice() && w.f.crashArmed.CompareAndSwap(true, false) {
+		// The fault the monitor armed: the first worker (not the
+		// coordinator) to get here dies in the middle of a host, with
+		// s.Index steps checkpointed (the rollout saves each step before
+		// it calls the next).
+		// The monitor must hear of it even if the step's context ends now.
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		w.f.emit(ectx, fleetEvent{kind: evCrashed, worker: w.name, host: host, step: s.Index, token: int64(s.Token)})
+		cancel()
+		w.die()
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	d := time.Duration(float64(w.f.cfg.Step) * (0.5 + w.rng.Float64()))
 	t := time.NewTimer(d)
 	select {
@@ -340,23 +395,4 @@ func (w *worker) lost(ctx context.Context, host string, err error) {
 		return
 	}
 	w.f.emit(ctx, fleetEvent{kind: evLost, worker: w.name, host: host, detail: fmt.Sprintf("%v (%v)", err, context.Cause(ctx))})
-}
-
-// termLog is a slog handler that follows a coordinator's terms: package
-// election logs "concord elected" and "concord term ended" through the
-// coordinator's logger (rollout.WithLogger).
-type termLog struct{ on func(elected bool) }
-
-func (h *termLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h *termLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *termLog) WithGroup(string) slog.Handler            { return h }
-
-func (h *termLog) Handle(_ context.Context, r slog.Record) error {
-	switch r.Message {
-	case "concord elected":
-		h.on(true)
-	case "concord term ended":
-		h.on(false)
-	}
-	return nil
 }

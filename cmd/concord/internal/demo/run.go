@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,8 +31,9 @@ type flight struct {
 
 // Fault injection phases.
 const (
-	faultNone      = iota // waiting for a worker mid-host to crash
-	faultCrashed          // crashed one; waiting for its host to be resumed
+	faultNone      = iota // waiting for a quarter of the hosts to be done
+	faultArmed            // a worker will crash in the middle of its next host
+	faultCrashed          // crashed one; waiting for half the hosts to be done
 	faultLeaderDie        // killed the coordinator; waiting for the next one
 	faultDone
 )
@@ -62,16 +63,20 @@ type monitor struct {
 	done      map[string]int    // host -> times it became done
 	doneBy    map[string]string // host -> worker whose claim finished it
 	inflight  map[string]*flight
-	taken     map[string]bool    // hosts a worker's steps began on
-	recs      map[string]hostRec // host -> its last record
-	records   int                // step records written
-	reruns    []string           // a step applied again, under a newer claim (it was not checkpointed)
-	saves     int                // checkpoints seen advancing
+	taken     map[string]bool          // hosts a worker's steps began on
+	claims    map[string]int           // host -> claims taken on it, as the events show
+	recs      map[string]hostRec       // host -> its last record
+	records   int                      // step records written
+	applied   []applied                // every step record written, with its revision
+	savedAt   map[string]map[int]int64 // host -> steps checkpointed -> the revision it was saved at
+	reruns    []string                 // a step applied again, under a newer claim (it was not checkpointed)
+	saves     int                      // checkpoints seen advancing
 	resumes   []string
 	samples   int
 	permits   int
 	maxPerm   int
 	maxClaims int
+	badLimit  bool // the slots' stored limit was not K (reported once)
 	complete  bool
 	problems  []string
 
@@ -145,7 +150,7 @@ func newMonitor(cfg Config, mon *clientv3.Client, out io.Writer, link *fleetLink
 		f: &fleet{cfg: cfg, ledger: &ledger{}, events: make(chan fleetEvent, 256),
 			hooks: chainHooks(link.hooks(), cfg.hooks)},
 		targets: map[string]rollout.TargetStatus{}, done: map[string]int{}, doneBy: map[string]string{},
-		inflight: map[string]*flight{}, taken: map[string]bool{}, recs: map[string]hostRec{},
+		inflight: map[string]*flight{}, taken: map[string]bool{}, claims: map[string]int{}, recs: map[string]hostRec{}, savedAt: map[string]map[int]int64{},
 		status:  followStatus{seen: map[int64]bool{}},
 		faultAt: map[string]time.Time{}, goneAfter: map[string]time.Duration{}}
 }
@@ -311,39 +316,31 @@ func hostRange(ts []rollout.Target) string {
 	return ts[0].ID + ".." + ts[len(ts)-1].ID
 }
 
-// savedSteps is how many steps of host were checkpointed, as last seen.
-func (m *monitor) savedSteps(host string) int {
-	t, ok := m.targets[host]
-	if !ok {
-		return 0
-	}
-	return t.LastStep + 1
-}
-
 func (m *monitor) onEvent(ev fleetEvent) {
 	switch ev.kind {
 	case evClaimed:
-		// The checkpoint as last seen lags etcd's, never leads it: a
-		// worker that begins behind it repeats a checkpointed step.
-		if saved := m.savedSteps(ev.host); ev.step < saved && m.targets[ev.host].State != rollout.TargetDone {
-			m.violations = append(m.violations, fmt.Sprintf("lost work: %s began at step %d/%d under token %d, but %d steps were checkpointed", ev.host, ev.step+1, m.cfg.Steps, ev.token, saved))
-		}
 		m.inflight[ev.host] = &flight{worker: ev.worker, step: ev.step}
 		if ev.step > 0 || m.taken[ev.host] {
-			m.resumes = append(m.resumes, fmt.Sprintf("%s at step %d/%d", ev.host, ev.step+1, m.cfg.Steps))
 			from := fmt.Sprintf("resuming after its checkpoint at step %d/%d", ev.step, m.cfg.Steps)
 			if ev.step == 0 {
 				from = "starting over: no step was saved"
 			}
 			m.view.line(m, "%s %s taken over by %s (token %d), %s", m.view.paint(yellow, "↻"), ev.host, ev.worker, ev.token, from)
-			if m.crashed != nil && ev.host == m.crashedHost && m.resumeAfter == 0 {
-				m.resumeAfter = time.Since(m.crashAt)
-				if ev.step < m.crashedStep {
-					m.violations = append(m.violations, fmt.Sprintf("lost work: %s had step %d saved when its worker crashed, resumed at %d", ev.host, m.crashedStep, ev.step))
-				}
+			if m.crashed != nil && ev.host == m.crashedHost && ev.step < m.crashedStep {
+				m.violations = append(m.violations, fmt.Sprintf("lost work: %s had step %d saved when its worker crashed, resumed at %d", ev.host, m.crashedStep, ev.step))
 			}
 		}
 		m.taken[ev.host] = true
+	case evCrashed:
+		w := m.workerNamed(ev.worker)
+		m.faultAt[w.name] = time.Now()
+		m.view.line(m, "%s %s crashed rolling out %s (step %d/%d saved); its claim and its registration wait for their leases to expire (TTL %v)",
+			m.view.paint(red, "✗"), w.name, ev.host, ev.step, m.cfg.Steps, m.cfg.ttl)
+		if fl := m.inflight[ev.host]; fl != nil {
+			fl.orphaned = true
+		}
+		m.crashed, m.crashedHost, m.crashedStep, m.crashAt = w, ev.host, ev.step, time.Now()
+		m.phase = faultCrashed
 	case evLost:
 		if fl := m.inflight[ev.host]; fl != nil && fl.worker == ev.worker {
 			delete(m.inflight, ev.host)
@@ -394,7 +391,7 @@ func (m *monitor) onTarget(st rollout.Status, t rollout.TargetStatus) {
 	prev, seen := m.targets[t.ID]
 	m.targets[t.ID] = t
 	if !seen {
-		prev = rollout.TargetStatus{LastStep: -1}
+		prev = rollout.TargetStatus{ID: t.ID, State: rollout.TargetWaiting, LastStep: -1}
 	}
 	if t.Wave > st.Wave && (t.State == rollout.TargetInFlight || t.LastStep >= 0) {
 		m.violations = append(m.violations, fmt.Sprintf("wave order: %s (wave %d) in flight while wave %d was open", t.ID, t.Wave+1, st.Wave+1))
@@ -402,7 +399,7 @@ func (m *monitor) onTarget(st rollout.Status, t rollout.TargetStatus) {
 	switch {
 	case t.State == rollout.TargetDone && prev.State != rollout.TargetDone:
 		m.done[t.ID]++
-		by := ""
+		by := "the worker that took it over, every step already checkpointed"
 		if fl := m.inflight[t.ID]; fl != nil {
 			by = fl.worker
 		}
@@ -426,9 +423,24 @@ func (m *monitor) onTarget(st rollout.Status, t rollout.TargetStatus) {
 			m.violations = append(m.violations, fmt.Sprintf("checkpoint of %s went from step %d to %d: skipped a step", t.ID, prev.LastStep+1, t.LastStep+1))
 		case t.LastStep > prev.LastStep:
 			m.saves++
+			if m.savedAt[t.ID] == nil {
+				m.savedAt[t.ID] = map[int]int64{}
+			}
+			m.savedAt[t.ID][t.LastStep+1] = st.Revision
 		}
 		if fl := m.inflight[t.ID]; fl != nil {
 			fl.step = max(fl.step, t.LastStep+1)
+		}
+	}
+	if t.State == rollout.TargetInFlight && prev.State == rollout.TargetWaiting {
+		// A claim taken: a host claimed before is taken over, and resumed
+		// after its last checkpoint (with nothing left to run if every
+		// step was checkpointed).
+		if m.claims[t.ID]++; m.claims[t.ID] > 1 {
+			m.resumes = append(m.resumes, fmt.Sprintf("%s after step %d/%d", t.ID, t.LastStep+1, m.cfg.Steps))
+			if m.crashed != nil && t.ID == m.crashedHost && m.resumeAfter == 0 {
+				m.resumeAfter = time.Since(m.crashAt)
+			}
 		}
 	}
 	if t.State == rollout.TargetWaiting && prev.State == rollout.TargetInFlight {
@@ -492,6 +504,7 @@ func (m *monitor) onRecords(u watch.Update) {
 		}
 		host, r := hostOfKey(string(ev.Kv.Key)), hostRecordOf(ev.Kv.Value)
 		m.records++
+		m.applied = append(m.applied, applied{host: host, step: r.Step, token: r.Token, rev: ev.Kv.ModRevision})
 		prev := m.recs[host]
 		m.recs[host] = r
 		switch {
@@ -507,6 +520,27 @@ func (m *monitor) onRecords(u watch.Update) {
 			m.reruns = append(m.reruns, fmt.Sprintf("%s step %d", host, r.Step))
 		}
 	}
+}
+
+// applied is one step record's write.
+type applied struct {
+	host  string
+	step  int
+	token int64
+	rev   int64
+}
+
+// lostWork lists the steps applied again after they were checkpointed:
+// the rollout's events and the step records are two streams, so this is
+// judged by revision, once both have been read.
+func (m *monitor) lostWork() []string {
+	var out []string
+	for _, a := range m.applied {
+		if at, ok := m.savedAt[a.host][a.step]; ok && at < a.rev {
+			out = append(out, fmt.Sprintf("lost work: %s's step %d applied again at revision %d under token %d, after its checkpoint at revision %d", a.host, a.step, a.rev, a.token, at))
+		}
+	}
+	return out
 }
 
 func (m *monitor) onLeader(l election.Leader) {
@@ -558,7 +592,8 @@ func (m *monitor) sample(ctx context.Context) {
 	m.samples++
 	m.permits = len(ss.Holders)
 	m.maxPerm = max(m.maxPerm, len(ss.Holders))
-	if ss.Limit != 0 && ss.Limit != m.cfg.K {
+	if ss.Limit != 0 && ss.Limit != m.cfg.K && !m.badLimit {
+		m.badLimit = true
 		m.violations = append(m.violations, fmt.Sprintf("semaphore limit %d stored, want %d", ss.Limit, m.cfg.K))
 	}
 }
@@ -582,10 +617,10 @@ func (m *monitor) workerNamed(name string) *worker {
 	return nil
 }
 
-// injectFaults crashes a worker in the middle of a host (its claim goes
+// injectFaults has a worker crash in the middle of a host (its claim goes
 // when its lease expires, and the next worker resumes the host after its
-// checkpoint), then, once that host is resumed, kills the coordinator and
-// revokes its leases (leadership moves at once, its host is free).
+// checkpoint), then, once half the hosts are done, kills the coordinator
+// and revokes its leases (leadership moves at once, its host is free).
 func (m *monitor) injectFaults(ctx context.Context) {
 	if !m.cfg.Faults {
 		return
@@ -600,30 +635,10 @@ func (m *monitor) injectFaults(ctx context.Context) {
 			m.phase = faultDone
 			return
 		}
-		hosts := make([]string, 0, len(m.inflight))
-		for h := range m.inflight {
-			hosts = append(hosts, h)
-		}
-		sort.Strings(hosts)
-		for _, h := range hosts {
-			fl := m.inflight[h]
-			saved := m.savedSteps(h)
-			if saved < 1 || saved >= m.cfg.Steps || fl.orphaned || fl.worker == m.leader.Value {
-				continue
-			}
-			w := m.workerNamed(fl.worker)
-			if w == nil || w.killed.Load() {
-				continue
-			}
-			m.faultAt[w.name] = time.Now()
-			w.crash()
-			m.view.line(m, "%s %s crashed rolling out %s (step %d/%d saved); its claim and its registration wait for their leases to expire (TTL %v)",
-				m.view.paint(red, "✗"), w.name, h, saved, m.cfg.Steps, m.cfg.ttl)
-			fl.orphaned = true
-			m.crashed, m.crashedHost, m.crashedStep, m.crashAt = w, h, saved, time.Now()
-			m.phase = faultCrashed
-			return
-		}
+		// The next worker (not the coordinator) to begin a step past a
+		// host's first crashes there, in the middle of the host.
+		m.f.crashArmed.Store(true)
+		m.phase = faultArmed
 	case faultCrashed:
 		if len(m.done) < m.cfg.Hosts/2 {
 			return
@@ -669,7 +684,7 @@ func (m *monitor) verdict(ctx context.Context) *Report {
 	l.mu.Lock()
 	maxFlight, maxCoord := l.maxInFlight, l.maxCoordinators
 	l.mu.Unlock()
-	violations := m.violations
+	violations := slices.Concat(m.violations, m.lostWork())
 	rep := &Report{elapsed: time.Since(m.start), done: len(m.done), resumed: len(m.resumes), failover: m.failover, maxFlight: maxFlight,
 		waves: len(m.plan.Waves()), opened: m.waveOpens}
 	if m.crashed != nil {
@@ -766,7 +781,7 @@ func (m *monitor) verdict(ctx context.Context) *Report {
 		case m.faultNote != "":
 			add(true, "faults", "%s", m.faultNote)
 		case m.crashed == nil:
-			add(true, "faults", "no worker was mid-host to crash before the rollout ended")
+			add(true, "faults", "no worker reached the middle of a host to crash before the rollout ended")
 		default:
 			d := fmt.Sprintf("%s crashed on %s at step %d/%d, resumed %s later", m.crashed.name, m.crashedHost, m.crashedStep, cfg.Steps, format.Millis(m.resumeAfter))
 			if m.killed != nil {

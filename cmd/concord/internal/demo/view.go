@@ -192,7 +192,7 @@ func (v *view) draw(m *monitor) {
 		fmt.Sprintf("  %s progress     %s hosts  %s", spin, v.bar(len(m.done), m.cfg.Hosts, 30), v.paint(dim, fmt.Sprintf("%.1fs", time.Since(v.start).Seconds()))),
 		fmt.Sprintf("    coordinator  %s", lead),
 		fmt.Sprintf("    in flight    %s", strings.Join(flights, "  ")),
-		fmt.Sprintf("    etcd         %d/%d slots held · wave %d/%d open · hosts: %d waiting, %d claimed · %d checkpoints saved",
+		fmt.Sprintf("    etcd         %d/%d slots held · wave %d/%d · %d hosts waiting, %d claimed · %d checkpoints",
 			m.permits, m.cfg.K, m.st.Wave+1, max(1, len(m.st.Waves)), waiting(m.st), m.st.InFlight, m.saves),
 		fmt.Sprintf("    workers      %s", strings.Join(ws, "  ")),
 		fmt.Sprintf("    discovery    workers registered: %d %s", len(m.registered), v.paint(dim, "("+strings.Join(m.registered, ", ")+")")),
