@@ -32,6 +32,19 @@ type Coordinator struct {
 	result error
 }
 
+// WithOnTerm has a Coordinator call f when it takes office (inOffice true,
+// with its term's fencing token) and when it stops coordinating (inOffice
+// false): its term was lost, its Run is ending, or the rollout ended. The
+// second call comes before the coordinator steps down, so a coordinator
+// that hands over by stepping down (at the end of the rollout, or when its
+// Run ends) has made it before the next one takes office; a coordinator
+// whose term is lost makes it once it has stopped, which may be after the
+// next one took office (its writes, guarded by its term, fail meanwhile).
+// f must not block. Workers ignore it.
+func WithOnTerm(f func(token concurrency.Token, inOffice bool)) Option {
+	return optionFunc(func(c *config) { c.onTerm = f })
+}
+
 // NewCoordinator returns a coordinator candidate of rollout name. It makes
 // no request.
 func NewCoordinator(client *clientv3.Client, name string, opts ...Option) (*Coordinator, error) {
@@ -50,6 +63,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		Name:  c.k.prefix + "coordinator",
 		Value: c.cfg.value,
 		OnElected: func(tctx context.Context, term *election.Leadership) {
+			if f := c.cfg.onTerm; f != nil {
+				f(term.Token(), true)
+				defer f(term.Token(), false)
+			}
 			if err := c.lead(tctx, term); err != nil && tctx.Err() == nil {
 				c.mu.Lock()
 				c.result = err

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/election"
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/lock"
@@ -399,5 +400,70 @@ func TestRolloutWatchAndValidation(t *testing.T) {
 	wait()
 	if !sawInFlight {
 		t.Fatal("no event showed a target in flight")
+	}
+}
+
+// WithOnTerm reports each coordinator's term: in office, then out of it
+// before the next one takes office when it hands over by stepping down
+// (its Run ended; the rollout ended), with tokens increasing.
+func TestRolloutCoordinatorOnTerm(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	if err := rollout.Create(ctx, srv.Client, "onterm", plan(4, 0, 1, 2, 2, 0)); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var log []string
+	inOffice, maxIn := 0, 0
+	var tokens []concurrency.Token
+	elected := make(chan struct{}, 4)
+	hook := func(name string) rollout.Option {
+		return rollout.WithOnTerm(func(tok concurrency.Token, in bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if in {
+				inOffice++
+				maxIn = max(maxIn, inOffice)
+				tokens = append(tokens, tok)
+				elected <- struct{}{}
+			} else {
+				inOffice--
+			}
+			log = append(log, fmt.Sprintf("%s %v", name, in))
+		})
+	}
+	gate := make(chan struct{})
+	fn := func(ctx context.Context, s rollout.Step) error {
+		select {
+		case <-gate:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var wg sync.WaitGroup
+	w, _ := rollout.NewWorker(srv.Client, "onterm", fn)
+	wg.Go(func() { _ = w.Run(ctx) })
+	actx, stopA := context.WithCancel(ctx)
+	a, _ := rollout.NewCoordinator(srv.Client, "onterm", rollout.WithValue("a"), hook("a"))
+	wg.Go(func() { _ = a.Run(actx) })
+	<-elected // a is in office before b campaigns
+	b, _ := rollout.NewCoordinator(srv.Client, "onterm", rollout.WithValue("b"), hook("b"))
+	errB := make(chan error, 1)
+	wg.Go(func() { errB <- b.Run(ctx) })
+	stopA() // a steps down; b takes office
+	close(gate)
+	if err := <-errB; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(log) != "[a true a false b true b false]" || maxIn != 1 || len(tokens) != 2 || tokens[1] <= tokens[0] {
+		t.Fatalf("terms %v, at most %d in office at once, tokens %v", log, maxIn, tokens)
+	}
+	st, _ := rollout.Inspect(ctx, srv.Client, "onterm")
+	if st.State != rollout.Done {
+		t.Fatalf("state %s", st.State)
 	}
 }

@@ -54,6 +54,7 @@ type config struct {
 	value   string
 	logger  *slog.Logger
 	session []concurrency.SessionOption
+	onTerm  func(token concurrency.Token, inOffice bool)
 }
 
 type optionFunc func(*config)

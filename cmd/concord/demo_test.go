@@ -10,7 +10,7 @@ import (
 func TestDemoCommandNoFaults(t *testing.T) {
 	t.Parallel()
 	r := cli(t, context.Background(), "demo", "--hosts", "6", "--workers", "3", "-k", "2", "--steps", "2",
-		"--step-time", "10ms", "--no-faults", "--quiet")
+		"--canaries", "2", "--wave-size", "3", "--step-time", "10ms", "--no-faults", "--quiet")
 	if r.code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.out, r.errOut)
 	}
@@ -21,7 +21,7 @@ func TestDemoCommandNoFaults(t *testing.T) {
 		t.Errorf("faults with --no-faults:\n%s", r.out)
 	}
 	for _, want := range []string{"✓ discovery converged", "3/3 registered; lists worker-1, worker-2, worker-3, the live workers",
-		"✓ status topic in order, no gap"} {
+		"✓ status topic in order, no gap", "2 of 2 later waves opened, each once"} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, r.out)
 		}
@@ -29,7 +29,8 @@ func TestDemoCommandNoFaults(t *testing.T) {
 }
 
 func TestDemoBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"demo", "-k", "0"}, {"demo", "--hosts", "x"}, {"demo", "extra"}} {
+	for _, args := range [][]string{{"demo", "-k", "0"}, {"demo", "--hosts", "x"}, {"demo", "extra"},
+		{"demo", "--hosts", "3", "--canaries", "4"}, {"demo", "--wave-size", "-1"}} {
 		if r := cli(t, context.Background(), args...); r.code != exitUsage {
 			t.Errorf("%v: exit %d, want %d; stderr %s", args, r.code, exitUsage, r.errOut)
 		}

@@ -3,20 +3,25 @@ package demo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/concordkit/concord/internal/watch"
 	"github.com/concordkit/concord/pubsub"
+	"github.com/concordkit/concord/rollout"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func smallDemo() Config {
 	cfg := DefaultConfig()
-	cfg.Hosts, cfg.Workers, cfg.K, cfg.Steps = 10, 4, 2, 3
+	cfg.Hosts, cfg.Workers, cfg.K, cfg.Steps, cfg.Canaries, cfg.WaveSize = 10, 4, 2, 3, 1, 4
 	cfg.Step = 15 * time.Millisecond
 	cfg.Timeout = 40 * time.Second
 	return cfg
@@ -24,7 +29,8 @@ func smallDemo() Config {
 
 // The demo with its faults passes its own invariant checks, and the faults
 // really happened: a worker crashed mid-host and its host was resumed from
-// the checkpoint; the coordinator was killed and another took over.
+// the checkpoint; the coordinator was killed and another took over; every
+// wave was opened, once.
 func TestDemoWithFaults(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
@@ -39,8 +45,11 @@ func TestDemoWithFaults(t *testing.T) {
 		t.Errorf("faults not exercised (crashed %q, killed %q, failover %v, resumed %d):\n%s",
 			rep.crashed, rep.killed, rep.failover, rep.resumed, out.String())
 	}
-	if rep.maxFlight > 2 {
+	if rep.maxFlight > 2 || rep.maxFlight < 1 {
 		t.Errorf("max in flight %d", rep.maxFlight)
+	}
+	if rep.waves != 4 || rep.opened != rep.waves-1 {
+		t.Errorf("%d waves in the plan (want 4: the canary and waves of 4), %d opened after the first", rep.waves, rep.opened)
 	}
 	checkLinkInvariants(t, rep, out.String())
 	checkMetrics(t, rep, smallDemo(), out.String())
@@ -58,7 +67,8 @@ func TestDemoWithFaults(t *testing.T) {
 	if len(rep.listed) != cfg.Workers-2 {
 		t.Errorf("discovery lists %v, want the %d live workers", rep.listed, cfg.Workers-2)
 	}
-	for _, want := range []string{"crashed rolling out", "redelivered to", "killed, its election and queue leases revoked", "is the coordinator",
+	for _, want := range []string{"crashed rolling out", "taken over by", "killed, its election and worker leases revoked", "is the coordinator",
+		"created rollout \"demo\": 10 hosts in 4 waves (canary host-01, then waves of 4)", "wave 2/4 opened by coordinator worker-", "wave 4/4 opened",
 		"discovery: all 4 workers registered", "registration expired", "workers registered: 2", "All invariants held."} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
@@ -95,16 +105,117 @@ func checkLinkInvariants(t *testing.T, rep *Report, out string) {
 	}
 }
 
-// The checker is not a rubber stamp: a ledger that saw a checkpoint go
-// backwards, or more than K hosts in flight, fails the verdict.
-func TestLedgerCatchesViolations(t *testing.T) {
-	l := newLedger()
-	l.save("host-01", 1)
-	l.save("host-01", 2)
-	l.begin("host-01", 1) // resumed behind the saved step: lost work
-	l.save("host-01", 2)  // saved the same step again: backwards
-	if len(l.violations) != 2 {
-		t.Fatalf("violations %q", l.violations)
+// The checker is not a rubber stamp: more than K claims at a revision, a
+// checkpoint going backwards or skipping, a wave opened out of order or
+// early, a checkpointed step applied again, a stale or repeated step
+// write, a host done twice, and a failed host each leave a violation.
+func TestMonitorCatchesViolations(t *testing.T) {
+	cfg := smallDemo()
+	m := newMonitor(cfg, nil, io.Discard, newFleetLink(cfg.ttl, nil))
+	m.view.quiet = true
+	target := func(id string, wave int, state string, last int) rollout.TargetStatus {
+		return rollout.TargetStatus{ID: id, Wave: wave, State: state, LastStep: last}
+	}
+	status := func(wave, inFlight int, waves []rollout.WaveStatus, ts ...rollout.TargetStatus) rollout.Status {
+		return rollout.Status{State: rollout.Running, Wave: wave, InFlight: inFlight, Waves: waves, Targets: ts}
+	}
+	m.onRollout(rollout.Event{Kind: "snapshot", Status: status(0, 0, nil,
+		target("host-01", 0, rollout.TargetWaiting, -1), target("host-02", 1, rollout.TargetWaiting, -1))})
+	want := map[string]bool{}
+	expect := func(kind string) {
+		t.Helper()
+		want[kind] = true
+		for _, v := range m.violations {
+			if strings.Contains(v, kind) {
+				return
+			}
+		}
+		t.Errorf("no %q violation in %q", kind, m.violations)
+	}
+	ev := func(st rollout.Status, id string) { m.onRollout(rollout.Event{Kind: "target", Target: id, Status: st}) }
+
+	ev(status(0, 1, nil, target("host-01", 0, rollout.TargetInFlight, 1)), "host-01") // a step skipped: 0 -> 2
+	expect("checkpoint of host-01 went from step 0 to 2")
+	ev(status(0, 1, nil, target("host-01", 0, rollout.TargetInFlight, 0)), "host-01")
+	expect("checkpoint of host-01 went from step 2 back to 1")
+	ev(status(0, cfg.K+1, nil, target("host-01", 0, rollout.TargetInFlight, 0)), "host-01")
+	expect("claimed at revision")
+	ev(status(0, 1, nil, target("host-02", 1, rollout.TargetInFlight, -1)), "host-02")
+	expect("host-02 (wave 2) in flight while wave 1 was open")
+	m.onRollout(rollout.Event{Kind: "wave", Status: status(1, 1, []rollout.WaveStatus{{Wave: 0, InFlight: 1}, {Wave: 1}})})
+	expect("wave 2 opened with 1 of wave 1's 1 hosts not done")
+	m.onRollout(rollout.Event{Kind: "wave", Status: status(3, 0, make([]rollout.WaveStatus, 4))})
+	expect("wave 4 opened after wave 2")
+
+	ev(status(1, 0, nil, target("host-01", 0, rollout.TargetDone, 2)), "host-01")
+	ev(status(1, 0, nil, target("host-01", 0, rollout.TargetWaiting, -1)), "host-01")
+	expect("host-01 was done, then waiting")
+	ev(status(1, 0, nil, target("host-01", 0, rollout.TargetDone, 2)), "host-01")
+	if m.done["host-01"] != 2 {
+		t.Errorf("host-01 done %d times, want 2 counted", m.done["host-01"])
+	}
+	failed := target("host-02", 1, rollout.TargetFailed, -1)
+	failed.Error = "boom"
+	ev(status(1, 0, nil, failed), "host-02")
+	expect("host-02 failed: boom")
+
+	// A host claimed, given back (its worker's lease expired) and claimed
+	// again counts as one resume, after its checkpoint.
+	for _, ts := range []rollout.TargetStatus{target("host-05", 0, rollout.TargetInFlight, -1),
+		target("host-05", 0, rollout.TargetInFlight, 0), target("host-05", 0, rollout.TargetInFlight, 1),
+		target("host-05", 0, rollout.TargetWaiting, 1), target("host-05", 0, rollout.TargetInFlight, 1)} {
+		ev(status(1, 1, nil, ts), "host-05")
+	}
+	if !slices.Equal(m.resumes, []string{"host-05 after step 2/3"}) {
+		t.Errorf("resumes %q, want host-05 after step 2/3", m.resumes)
+	}
+
+	rec := func(host string, step int, token int64, rev ...int64) *clientv3.Event {
+		b, _ := json.Marshal(hostRec{Step: step, Token: token})
+		kv := &mvccpb.KeyValue{Key: []byte(hostKey(host)), Value: b}
+		if len(rev) > 0 {
+			kv.ModRevision = rev[0]
+		}
+		return &clientv3.Event{Type: clientv3.EventTypePut, Kv: kv}
+	}
+	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-03", 1, 10), rec("host-03", 2, 10), rec("host-03", 2, 12)}})
+	if len(m.reruns) != 1 {
+		t.Errorf("reruns %q, want the step applied again under a newer token", m.reruns)
+	}
+	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-03", 2, 12)}})
+	expect("step record of host-03: step 2 applied twice under token 12")
+	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-03", 3, 11)}})
+	expect("stale write: host-03's step 3 landed under token 11 after token 12")
+	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-04", 2, 20)}})
+	expect("step record of host-04: step 2 after step 0, a step skipped")
+	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-04", 1, 21)}})
+	expect("step record of host-04: step 1 after step 2, backwards")
+
+	// A step applied (its record written) after it was checkpointed is
+	// lost work, judged by revision across the two streams; applied again
+	// before it was checkpointed (the worker died first) is not.
+	saved := status(1, 1, nil, target("host-06", 1, rollout.TargetInFlight, 0))
+	saved.Revision = 100
+	ev(saved, "host-06")
+	m.onRecords(watch.Update{Events: []*clientv3.Event{rec("host-06", 1, 30, 90), rec("host-06", 1, 31, 95), rec("host-06", 1, 32, 110)}})
+	m.violations = append(m.violations, m.lostWork()...)
+	expect("lost work: host-06's step 1 applied again at revision 110 under token 32, after its checkpoint at revision 100")
+	if n := len(m.lostWork()); n != 1 {
+		t.Errorf("%d lost steps, want 1 (the write at revision 110)", n)
+	}
+
+	for _, v := range m.violations {
+		found := false
+		for kind := range want {
+			found = found || strings.Contains(v, kind)
+		}
+		if !found {
+			t.Errorf("unexpected violation %q", v)
+		}
+	}
+	// Each violation lands in one named check, or in "no unexpected errors".
+	if other := otherViolations(m.violations); len(other) != 2 {
+		t.Errorf("unclassified violations %q, want the done-then-waiting and the failure", other)
 	}
 }
 
@@ -183,22 +294,22 @@ func TestDemoOneWorker(t *testing.T) {
 }
 
 // checkMetrics checks the demo's metrics table against what the demo did:
-// every host acked once, the crash redelivered, the coordinator's death
-// made a second term, every term an acquired Campaign.
+// a slot and a claim per host and for the host taken over, the
+// coordinator's death made a second term, every term an acquired Campaign,
+// and the faults lost holds.
 func checkMetrics(t *testing.T, rep *Report, cfg Config, out string) {
 	t.Helper()
 	m := rep.Metrics
 	if !strings.Contains(out, "What concord's metrics recorded") {
 		t.Errorf("no metrics table:\n%s", out)
 	}
-	if m.Queue["acked"] != cfg.Hosts || m.Queue["enqueued"] < cfg.Hosts || m.Queue["delivered"] < cfg.Hosts+1 || m.Queue["redelivered"] < 1 {
-		t.Errorf("queue metrics %v, want %d acked, at least %d enqueued, a redelivery", m.Queue, cfg.Hosts, cfg.Hosts)
-	}
 	if m.TermsWon < 2 || m.Acquired["election"] != m.TermsWon {
 		t.Errorf("terms won %d, Campaigns acquired %d: want at least 2 (the coordinator was killed), equal", m.TermsWon, m.Acquired["election"])
 	}
-	if m.Acquired["semaphore"] < cfg.Hosts || m.Acquired["queue"] < cfg.Hosts {
-		t.Errorf("acquired %v, want a permit and a claim per host at least", m.Acquired)
+	// A slot and a claim per host at least; a host taken over after the
+	// crash and after the kill needs one more of each.
+	if m.Acquired["semaphore"] < cfg.Hosts+1 || m.Acquired["lock"] < cfg.Hosts+1 {
+		t.Errorf("acquired %v, want a slot and a claim per host at least, and one more for the host taken over", m.Acquired)
 	}
 	lost := 0
 	for _, n := range m.HoldsLost {

@@ -17,20 +17,20 @@ type Metrics struct {
 	MeanWait     map[string]time.Duration // recipe -> mean wait of those
 	HoldsLost    map[string]int           // reason -> holds lost
 	SessionsLost map[string]int           // reason -> sessions lost
-	Queue        map[string]int           // enqueued, delivered, acked, ...
 	TermsWon     int
 }
 
 var (
-	tableRecipes = []string{"election", "semaphore", "queue"}
+	// The recipes package rollout runs on: the coordinator's election,
+	// the slots' semaphore, a lock per host's claim.
+	tableRecipes = []string{"election", "semaphore", "lock"}
 	tableReasons = []string{"revoked", "expired", "renew_deadline", "deleted"}
-	tableQueue   = []string{"enqueued", "delivered", "acked", "nacked", "redelivered", "dead_lettered"}
 )
 
 // metricsTable reads the figures out of rm and prints them as a short table.
 func metricsTable(out io.Writer, rm metricdata.ResourceMetrics) Metrics {
 	m := Metrics{Acquired: map[string]int{}, MeanWait: map[string]time.Duration{}, HoldsLost: map[string]int{},
-		SessionsLost: map[string]int{}, Queue: map[string]int{}}
+		SessionsLost: map[string]int{}}
 	fmt.Fprintf(out, "\nWhat concord's metrics recorded (concord.*, as --metrics-addr serves them):\n")
 	fmt.Fprintf(out, "  %-10s %8s %10s %9s %10s\n", "recipe", "acquired", "mean wait", "cancelled", "mean hold")
 	for _, r := range tableRecipes {
@@ -51,12 +51,6 @@ func metricsTable(out io.Writer, rm metricdata.ResourceMetrics) Metrics {
 	for _, why := range tableReasons[:3] {
 		m.SessionsLost[why] = int(telemetrytest.Find(rm, "concord.session.lost", "reason", why).Value)
 		line += fmt.Sprintf(" %s %d", why, m.SessionsLost[why])
-	}
-	fmt.Fprintln(out, line)
-	line = "  queue:"
-	for _, k := range tableQueue {
-		m.Queue[k] = int(telemetrytest.Find(rm, "concord.queue."+k).Value)
-		line += fmt.Sprintf(" %s %d", k, m.Queue[k])
 	}
 	fmt.Fprintln(out, line)
 	m.TermsWon = int(telemetrytest.Find(rm, "concord.election.terms_won").Value)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +17,7 @@ import (
 	"github.com/concordkit/concord/internal/telemetry/telemetrytest"
 	"github.com/concordkit/concord/internal/watch"
 	"github.com/concordkit/concord/pubsub"
-	"github.com/concordkit/concord/queue"
+	"github.com/concordkit/concord/rollout"
 	"github.com/concordkit/concord/semaphore"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -25,45 +25,61 @@ import (
 // flight is a host being rolled out.
 type flight struct {
 	worker   string
-	step     int
+	step     int  // steps done (checkpointed or under way)
 	orphaned bool // its worker crashed; it waits for the lease to expire
 }
 
 // Fault injection phases.
 const (
-	faultNone      = iota // waiting for a worker mid-host to crash
-	faultCrashed          // crashed one; waiting for its host to be resumed
+	faultNone      = iota // waiting for a quarter of the hosts to be done
+	faultArmed            // a worker will crash in the middle of its next host
+	faultCrashed          // crashed one; waiting for half the hosts to be done
 	faultLeaderDie        // killed the coordinator; waiting for the next one
 	faultDone
 )
 
 // monitor watches the fleet from outside (its own client), injects the
-// faults, keeps the model the view draws, and judges the invariants.
+// faults, keeps the model the view draws, and judges the invariants: from
+// the rollout's event stream (rollout.Watch), the coordinator election and
+// the slots as etcd has them, the step function's records, and the fleet's
+// own ledger.
 type monitor struct {
 	cfg     Config
+	plan    rollout.Plan
 	f       *fleet
 	mon     *clientv3.Client
-	q       *queue.Queue
 	view    *view
 	start   time.Time
 	workers []*worker
 
-	leader      election.Leader
-	terms       int
-	lastToken   concurrency.Token
-	done        map[string]string // host -> worker that finished it
-	inflight    map[string]*flight
-	ckpt        map[string]int // host -> last step seen saved in etcd
-	saves       int
-	resumes     []string
-	samples     int
-	permits     int
-	maxPermits  int
-	maxClaims   int
-	ready       int
-	claimed     int
-	complete    bool
-	problems    []string
+	st        rollout.Status                  // the rollout as its last event had it
+	targets   map[string]rollout.TargetStatus // each target as the last event had it
+	wave      int                             // the open wave, as seen
+	waveOpens int                             // waves opened after the first
+	resynced  bool                            // the event stream started over (a compaction): counts are partial
+	leader    election.Leader
+	terms     int
+	lastToken concurrency.Token
+	done      map[string]int    // host -> times it became done
+	doneBy    map[string]string // host -> worker whose claim finished it
+	inflight  map[string]*flight
+	taken     map[string]bool          // hosts a worker's steps began on
+	claims    map[string]int           // host -> claims taken on it, as the events show
+	recs      map[string]hostRec       // host -> its last record
+	records   int                      // step records written
+	applied   []applied                // every step record written, with its revision
+	savedAt   map[string]map[int]int64 // host -> steps checkpointed -> the revision it was saved at
+	reruns    []string                 // a step applied again, under a newer claim (it was not checkpointed)
+	saves     int                      // checkpoints seen advancing
+	resumes   []string
+	samples   int
+	permits   int
+	maxPerm   int
+	maxClaims int
+	badLimit  bool // the slots' stored limit was not K (reported once)
+	complete  bool
+	problems  []string
+
 	violations  []string
 	phase       int
 	crashed     *worker
@@ -106,6 +122,8 @@ type Report struct {
 	killed    string
 	failover  time.Duration
 	maxFlight int
+	waves     int // waves the plan has
+	opened    int // waves opened after the first
 
 	listed, live []string                 // discovery's final list; the live workers
 	dropped      map[string]time.Duration // dead worker -> its registration's removal after its death
@@ -127,8 +145,18 @@ func (r *Report) Broken() int {
 	return n
 }
 
-// Run runs the demo: an embedded etcd, a fleet, faults, a view, and
-// the verdict.
+func newMonitor(cfg Config, mon *clientv3.Client, out io.Writer, link *fleetLink) *monitor {
+	return &monitor{cfg: cfg, plan: cfg.plan(), mon: mon, view: newView(cfg, out), link: link,
+		f: &fleet{cfg: cfg, ledger: &ledger{}, events: make(chan fleetEvent, 256),
+			hooks: chainHooks(link.hooks(), cfg.hooks)},
+		targets: map[string]rollout.TargetStatus{}, done: map[string]int{}, doneBy: map[string]string{},
+		inflight: map[string]*flight{}, taken: map[string]bool{}, claims: map[string]int{}, recs: map[string]hostRec{}, savedAt: map[string]map[int]int64{},
+		status:  followStatus{seen: map[int64]bool{}},
+		faultAt: map[string]time.Time{}, goneAfter: map[string]time.Duration{}}
+}
+
+// Run runs the demo: an embedded etcd, a rollout (package rollout) run by
+// a fleet, faults, a view, and the verdict.
 func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	srv, err := embedtest.New(embedtest.FastTicks(), embedtest.NoFsync())
 	if err != nil {
@@ -141,24 +169,29 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	metrics := telemetrytest.NewReader()
 	defer func() { _ = metrics.Provider.Shutdown(context.Background()) }()
 	cfg.mp = metrics.Provider
-	q, err := queue.New(srv.Client, demoQueue, queue.WithMeterProvider(cfg.mp))
-	if err != nil {
-		return nil, err
-	}
-	link := newFleetLink(cfg.ttl, cfg.mp)
-	m := &monitor{cfg: cfg, mon: srv.Client, q: q, view: newView(cfg, out), link: link,
-		f: &fleet{cfg: cfg, ledger: newLedger(), events: make(chan fleetEvent, 256),
-			hooks: chainHooks(link.hooks(), cfg.hooks)},
-		done: map[string]string{}, inflight: map[string]*flight{}, ckpt: map[string]int{},
-		status:  followStatus{seen: map[int64]bool{}},
-		faultAt: map[string]time.Time{}, goneAfter: map[string]time.Duration{}}
+	m := newMonitor(cfg, srv.Client, out, newFleetLink(cfg.ttl, cfg.mp))
 	m.start = time.Now()
 	m.view.start = m.start
 	m.view.header(srv.Endpoints[0])
 	m.view.intro(cfg)
+	if err := rollout.Create(ctx, m.mon, demoRollout, m.plan); err != nil {
+		return nil, fmt.Errorf("creating the rollout: %w", err)
+	}
+	m.view.line(m, "created rollout %q: %s", demoRollout, m.planSummary())
 
-	// Follow discovery and the status topic from before the first worker
-	// starts, so that every registration and every event is seen.
+	// Follow the rollout, discovery and the status topic from before the
+	// first worker starts, so that every change is seen.
+	mctx, stopMon := context.WithCancel(ctx)
+	defer stopMon()
+	events, err := rollout.Watch(mctx, m.mon, demoRollout)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		stopMon()
+		for range events.C() {
+		}
+	}()
 	m.dw, err = discovery.NewWatcher(m.mon, demoService, discovery.WithMeterProvider(cfg.mp))
 	if err != nil {
 		return nil, err
@@ -179,6 +212,17 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		for range m.sub.C() {
 		}
 	}()
+	records := watch.Follow(mctx, m.mon, demoHostPrefix, watch.Options{})
+	defer func() { stopMon(); <-records.Done() }()
+	obs, err := election.Observe(mctx, m.mon, demoElection)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		stopMon()
+		for range obs.C() {
+		}
+	}()
 
 	fctx, stopFleet := context.WithCancel(ctx)
 	defer stopFleet()
@@ -191,25 +235,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		}
 		w := &worker{f: m.f, name: workerName(i), client: c, rng: rand.New(rand.NewPCG(seed, uint64(i)))}
 		if err := w.start(fctx); err != nil {
+			_ = c.Close()
 			return nil, err
 		}
 		m.workers = append(m.workers, w)
 	}
-
-	mctx, stopMon := context.WithCancel(ctx)
-	follow := watch.Follow(mctx, m.mon, "demo/", watch.Options{})
-	obs, err := election.Observe(mctx, m.mon, demoElection)
-	if err != nil {
-		stopMon()
-		<-follow.Done()
-		return nil, err
-	}
-	defer func() {
-		stopMon()
-		<-follow.Done()
-		for range obs.C() {
-		}
-	}()
 
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -228,8 +258,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 			return rep, nil
 		case ev := <-m.f.events:
 			m.onEvent(ev)
-		case u := <-follow.C():
-			m.onUpdate(u)
+		case ev, ok := <-events.C():
+			if !ok {
+				return nil, fmt.Errorf("the rollout's event stream ended: %w", events.Err())
+			}
+			m.onRollout(ev)
+		case u := <-records.C():
+			m.onRecords(u)
 		case l := <-obs.C():
 			m.onLeader(l)
 		case <-m.dw.Changes():
@@ -258,97 +293,262 @@ func (m *monitor) stopWorkers() {
 	}
 }
 
+// planSummary says what the plan is, in a line.
+func (m *monitor) planSummary() string {
+	waves := m.plan.Waves()
+	s := fmt.Sprintf("%d host%s in %d wave%s", m.cfg.Hosts, format.Plural(m.cfg.Hosts), len(waves), format.Plural(len(waves)))
+	var parts []string
+	rest := waves
+	if m.cfg.Canaries > 0 && len(waves) > 0 {
+		parts = append(parts, "canary "+hostRange(waves[0]))
+		rest = waves[1:]
+	}
+	if len(rest) > 1 {
+		parts = append(parts, fmt.Sprintf("then waves of %d", len(rest[0])))
+	}
+	if len(parts) > 0 {
+		s += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return s + fmt.Sprintf(" · at most %d in flight · failure budget %d", m.plan.MaxInFlight, m.plan.FailureBudget)
+}
+
+func hostRange(ts []rollout.Target) string {
+	if len(ts) == 1 {
+		return ts[0].ID
+	}
+	return ts[0].ID + ".." + ts[len(ts)-1].ID
+}
+
 func (m *monitor) onEvent(ev fleetEvent) {
 	switch ev.kind {
 	case evClaimed:
 		m.inflight[ev.host] = &flight{worker: ev.worker, step: ev.step}
-		if ev.step > 0 || ev.attempt > 1 {
-			m.resumes = append(m.resumes, fmt.Sprintf("%s at step %d/%d", ev.host, ev.step, m.cfg.Steps))
-			from := fmt.Sprintf("resuming from its checkpoint at step %d/%d", ev.step, m.cfg.Steps)
+		if ev.step > 0 || m.taken[ev.host] {
+			from := fmt.Sprintf("resuming after its checkpoint at step %d/%d", ev.step, m.cfg.Steps)
 			if ev.step == 0 {
 				from = "starting over: no step was saved"
 			}
-			m.view.line(m, "%s %s redelivered to %s (attempt %d), %s", m.view.paint(yellow, "↻"), ev.host, ev.worker, ev.attempt, from)
-			if m.crashed != nil && ev.host == m.crashedHost && m.resumeAfter == 0 {
-				m.resumeAfter = time.Since(m.crashAt)
-				if ev.step < m.crashedStep {
-					m.violations = append(m.violations, fmt.Sprintf("lost work: %s had step %d saved when its worker crashed, resumed at %d", ev.host, m.crashedStep, ev.step))
-				}
+			m.view.line(m, "%s %s taken over by %s (token %d), %s", m.view.paint(yellow, "↻"), ev.host, ev.worker, ev.token, from)
+			if m.crashed != nil && ev.host == m.crashedHost && ev.step < m.crashedStep {
+				m.violations = append(m.violations, fmt.Sprintf("lost work: %s had step %d saved when its worker crashed, resumed at %d", ev.host, m.crashedStep, ev.step))
 			}
 		}
-	case evStep:
-		if fl := m.inflight[ev.host]; fl != nil && fl.worker == ev.worker {
-			fl.step = ev.step
+		m.taken[ev.host] = true
+	case evCrashed:
+		w := m.workerNamed(ev.worker)
+		m.faultAt[w.name] = time.Now()
+		m.view.line(m, "%s %s crashed rolling out %s (step %d/%d saved); its claim and its registration wait for their leases to expire (TTL %v)",
+			m.view.paint(red, "✗"), w.name, ev.host, ev.step, m.cfg.Steps, m.cfg.ttl)
+		if fl := m.inflight[ev.host]; fl != nil {
+			fl.orphaned = true
 		}
-	case evDone:
-		delete(m.inflight, ev.host)
-	case evSkipped:
-		m.view.line(m, "· a duplicate item of %s (already done) settled by %s", ev.host, ev.worker)
+		m.crashed, m.crashedHost, m.crashedStep, m.crashAt = w, ev.host, ev.step, time.Now()
+		m.phase = faultCrashed
 	case evLost:
-		delete(m.inflight, ev.host)
-		m.view.line(m, "%s %s gave %s back: %s", m.view.paint(yellow, "!"), ev.worker, ev.host, ev.detail)
-	case evEnqueued:
-		if ev.step == 0 {
-			m.view.line(m, "%s enqueued the rollout: %d hosts on queue %q", ev.worker, ev.n, demoQueue)
-		} else {
-			m.view.line(m, "%s resumed the plan: enqueued hosts %d..%d", ev.worker, ev.step+1, ev.step+ev.n)
+		if fl := m.inflight[ev.host]; fl != nil && fl.worker == ev.worker {
+			delete(m.inflight, ev.host)
 		}
-	case evCompleted:
-		m.view.line(m, "%s coordinator %s: all %d hosts done", m.view.paint(green, "★"), ev.worker, m.cfg.Hosts)
+		m.view.line(m, "%s %s gave %s back: %s", m.view.paint(yellow, "!"), ev.worker, ev.host, ev.detail)
 	case evProblem:
 		m.problems = append(m.problems, ev.worker+": "+ev.detail)
 		m.view.line(m, "%s %s: %s", m.view.paint(red, "!"), ev.worker, ev.detail)
 	}
 }
 
-// onUpdate follows demo/ in etcd: checkpoints (which must only go forward),
-// done markers and the completion mark.
-func (m *monitor) onUpdate(u watch.Update) {
+// onRollout follows the rollout's events: the targets' claims, checkpoints
+// and outcomes, the waves and the rollout's state, each event with the
+// status at its revision.
+func (m *monitor) onRollout(ev rollout.Event) {
+	st := ev.Status
+	m.st = st
+	if ev.Kind == "snapshot" {
+		if len(m.targets) > 0 {
+			m.resynced = true
+		}
+		for _, t := range st.Targets {
+			m.targets[t.ID] = t
+		}
+		m.wave = st.Wave
+		m.onState(st)
+		return
+	}
+	m.maxClaims = max(m.maxClaims, st.InFlight)
+	if st.InFlight > m.cfg.K {
+		m.violations = append(m.violations, fmt.Sprintf("%d hosts claimed at revision %d, more than %d", st.InFlight, st.Revision, m.cfg.K))
+	}
+	switch ev.Kind {
+	case "wave":
+		m.onWave(st)
+	case "state":
+		m.onState(st)
+	case "target":
+		for _, t := range st.Targets {
+			if t.ID == ev.Target {
+				m.onTarget(st, t)
+			}
+		}
+	}
+}
+
+func (m *monitor) onTarget(st rollout.Status, t rollout.TargetStatus) {
+	prev, seen := m.targets[t.ID]
+	m.targets[t.ID] = t
+	if !seen {
+		prev = rollout.TargetStatus{ID: t.ID, State: rollout.TargetWaiting, LastStep: -1}
+	}
+	if t.Wave > st.Wave && (t.State == rollout.TargetInFlight || t.LastStep >= 0) {
+		m.violations = append(m.violations, fmt.Sprintf("wave order: %s (wave %d) in flight while wave %d was open", t.ID, t.Wave+1, st.Wave+1))
+	}
+	switch {
+	case t.State == rollout.TargetDone && prev.State != rollout.TargetDone:
+		m.done[t.ID]++
+		by := "the worker that took it over, every step already checkpointed"
+		if fl := m.inflight[t.ID]; fl != nil {
+			by = fl.worker
+		}
+		m.doneBy[t.ID] = by
+		delete(m.inflight, t.ID)
+		if !m.view.tty {
+			m.view.line(m, "%s  %s %s done by %s%s", m.view.bar(len(m.done), m.cfg.Hosts, 20),
+				m.view.paint(green, "✓"), t.ID, by, m.view.flightSummary(m))
+		}
+		return
+	case prev.State == rollout.TargetDone && t.State != rollout.TargetDone:
+		m.violations = append(m.violations, fmt.Sprintf("%s was done, then %s", t.ID, t.State))
+	case t.State == rollout.TargetFailed && prev.State != rollout.TargetFailed:
+		m.violations = append(m.violations, fmt.Sprintf("%s failed: %s", t.ID, t.Error))
+	}
+	if t.LastStep != prev.LastStep && t.State != rollout.TargetDone {
+		switch {
+		case t.LastStep >= 0 && t.LastStep < prev.LastStep:
+			m.violations = append(m.violations, fmt.Sprintf("checkpoint of %s went from step %d back to %d", t.ID, prev.LastStep+1, t.LastStep+1))
+		case t.LastStep > prev.LastStep+1:
+			m.violations = append(m.violations, fmt.Sprintf("checkpoint of %s went from step %d to %d: skipped a step", t.ID, prev.LastStep+1, t.LastStep+1))
+		case t.LastStep > prev.LastStep:
+			m.saves++
+			if m.savedAt[t.ID] == nil {
+				m.savedAt[t.ID] = map[int]int64{}
+			}
+			m.savedAt[t.ID][t.LastStep+1] = st.Revision
+		}
+		if fl := m.inflight[t.ID]; fl != nil {
+			fl.step = max(fl.step, t.LastStep+1)
+		}
+	}
+	if t.State == rollout.TargetInFlight && prev.State == rollout.TargetWaiting {
+		// A claim taken: a host claimed before is taken over, and resumed
+		// after its last checkpoint (with nothing left to run if every
+		// step was checkpointed).
+		if m.claims[t.ID]++; m.claims[t.ID] > 1 {
+			m.resumes = append(m.resumes, fmt.Sprintf("%s after step %d/%d", t.ID, t.LastStep+1, m.cfg.Steps))
+			if m.crashed != nil && t.ID == m.crashedHost && m.resumeAfter == 0 {
+				m.resumeAfter = time.Since(m.crashAt)
+			}
+		}
+	}
+	if t.State == rollout.TargetWaiting && prev.State == rollout.TargetInFlight {
+		if fl := m.inflight[t.ID]; fl != nil && fl.orphaned {
+			m.view.line(m, "… %s's claim on %s went with its lease: the next worker takes it over", fl.worker, t.ID)
+		}
+		delete(m.inflight, t.ID)
+	}
+}
+
+// onWave judges a wave's opening: the next one, once, and only when every
+// target of the one before is done or failed.
+func (m *monitor) onWave(st rollout.Status) {
+	switch {
+	case st.Wave != m.wave+1:
+		m.violations = append(m.violations, fmt.Sprintf("wave order: wave %d opened after wave %d", st.Wave+1, m.wave+1))
+	default:
+		ws := st.Waves[st.Wave-1]
+		if total := ws.Done + ws.Failed + ws.InFlight + ws.Waiting; ws.Done+ws.Failed != total {
+			m.violations = append(m.violations, fmt.Sprintf("wave order: wave %d opened with %d of wave %d's %d hosts not done", st.Wave+1, total-ws.Done-ws.Failed, st.Wave, total))
+		}
+	}
+	m.wave = st.Wave
+	m.waveOpens++
+	waves := m.plan.Waves()
+	hosts := ""
+	if st.Wave < len(waves) {
+		hosts = hostRange(waves[st.Wave])
+	}
+	m.view.line(m, "%s wave %d/%d opened by coordinator %s: %s", m.view.paint(cyan, "▸"), st.Wave+1, len(waves), m.leader.Value, hosts)
+}
+
+func (m *monitor) onState(st rollout.Status) {
+	switch st.State {
+	case rollout.Done:
+		if !m.complete {
+			m.complete = true
+			m.view.line(m, "%s coordinator %s: all %d hosts done, the rollout is done", m.view.paint(green, "★"), m.leader.Value, m.cfg.Hosts)
+		}
+	case rollout.Paused, rollout.Aborted:
+		m.violations = append(m.violations, fmt.Sprintf("the rollout was %s: %s", st.State, st.Reason))
+		m.view.line(m, "%s the rollout is %s: %s", m.view.paint(red, "!"), st.State, st.Reason)
+	}
+}
+
+// onRecords follows the hosts' records, which the step function writes
+// under each step's Guard: each host's steps must land in order, under
+// fencing tokens that never go back. A step that was not checkpointed
+// when its worker died is applied again, under the next worker's (higher)
+// token.
+func (m *monitor) onRecords(u watch.Update) {
 	if u.Snapshot {
-		clear(m.ckpt)
 		for _, kv := range u.KVs {
-			m.onKey(string(kv.Key), kv.Value, true, u.Resync)
+			m.recs[hostOfKey(string(kv.Key))] = hostRecordOf(kv.Value)
 		}
 		return
 	}
 	for _, ev := range u.Events {
-		m.onKey(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypePut, false)
+		if ev.Type != clientv3.EventTypePut {
+			continue
+		}
+		host, r := hostOfKey(string(ev.Kv.Key)), hostRecordOf(ev.Kv.Value)
+		m.records++
+		m.applied = append(m.applied, applied{host: host, step: r.Step, token: r.Token, rev: ev.Kv.ModRevision})
+		prev := m.recs[host]
+		m.recs[host] = r
+		switch {
+		case r.Token < prev.Token:
+			m.violations = append(m.violations, fmt.Sprintf("stale write: %s's step %d landed under token %d after token %d", host, r.Step, r.Token, prev.Token))
+		case r.Step < prev.Step:
+			m.violations = append(m.violations, fmt.Sprintf("step record of %s: step %d after step %d, backwards", host, r.Step, prev.Step))
+		case r.Step > prev.Step+1:
+			m.violations = append(m.violations, fmt.Sprintf("step record of %s: step %d after step %d, a step skipped", host, r.Step, prev.Step))
+		case r.Step == prev.Step && r.Token == prev.Token:
+			m.violations = append(m.violations, fmt.Sprintf("step record of %s: step %d applied twice under token %d", host, r.Step, r.Token))
+		case r.Step == prev.Step:
+			m.reruns = append(m.reruns, fmt.Sprintf("%s step %d", host, r.Step))
+		}
 	}
 }
 
-func (m *monitor) onKey(key string, value []byte, put, resync bool) {
-	switch {
-	case strings.HasPrefix(key, demoHostPrefix) && strings.HasSuffix(key, "/.checkpoint"):
-		host := hostOfTask(strings.TrimSuffix(key, "/.checkpoint"))
-		if !put {
-			delete(m.ckpt, host)
-			return
+// applied is one step record's write.
+type applied struct {
+	host  string
+	step  int
+	token int64
+	rev   int64
+}
+
+// lostWork lists the steps applied again after they were checkpointed:
+// the rollout's events and the step records are two streams, so this is
+// judged by revision, once both have been read.
+func (m *monitor) lostWork() []string {
+	var out []string
+	for _, a := range m.applied {
+		if at, ok := m.savedAt[a.host][a.step]; ok && at < a.rev {
+			out = append(out, fmt.Sprintf("lost work: %s's step %d applied again at revision %d under token %d, after its checkpoint at revision %d", a.host, a.step, a.rev, a.token, at))
 		}
-		step := decodeProgress(value).Step
-		if last, ok := m.ckpt[host]; ok && step <= last && !resync {
-			m.violations = append(m.violations, fmt.Sprintf("checkpoint of %s went from step %d back to %d", host, last, step))
-		}
-		m.ckpt[host] = step
-		m.saves++
-	case strings.HasPrefix(key, demoDonePrefix) && put:
-		host := key[len(demoDonePrefix):]
-		if _, dup := m.done[host]; dup {
-			return
-		}
-		m.done[host] = string(value)
-		delete(m.inflight, host)
-		if !m.view.tty {
-			m.view.line(m, "%s  %s %s done by %s%s", m.view.bar(len(m.done), m.cfg.Hosts, 20),
-				m.view.paint(green, "✓"), host, value, m.view.flightSummary(m))
-		}
-	case key == demoCompleteKey && put:
-		m.complete = true
 	}
+	return out
 }
 
 func (m *monitor) onLeader(l election.Leader) {
 	if l.None() {
-		if m.leader.Token != 0 {
+		if m.leader.Token != 0 && !m.complete {
 			m.view.line(m, "… no coordinator")
 		}
 		m.leader = l
@@ -364,6 +564,11 @@ func (m *monitor) onLeader(l election.Leader) {
 	m.lastToken = max(m.lastToken, l.Token)
 	m.leader = l
 	m.terms++
+	if m.complete {
+		// Once the rollout is done each candidate takes office in turn,
+		// sees it done, and steps down.
+		return
+	}
 	// Terms are counted from 1; the token (a revision) is what fences.
 	msg := fmt.Sprintf("%s %s is the coordinator (term %d, token %d)", m.view.paint(cyan, "★"), l.Value, m.terms, l.Token)
 	if w := m.workerNamed(l.Value); w != nil && w.killed.Load() {
@@ -379,7 +584,7 @@ func (m *monitor) onLeader(l election.Leader) {
 	m.view.line(m, "%s", msg)
 }
 
-// sample reads the semaphore and the queue as etcd has them.
+// sample reads the rollout's slots (a semaphore) as etcd has them.
 func (m *monitor) sample(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -387,23 +592,12 @@ func (m *monitor) sample(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	qs, err := queue.Inspect(sctx, m.mon, demoQueue)
-	if err != nil {
-		return
-	}
 	m.samples++
 	m.permits = len(ss.Holders)
-	m.maxPermits = max(m.maxPermits, len(ss.Holders))
-	// Orphaned items (their consumer's lease expired) wait to be returned
-	// to the queue: they are not in flight.
-	live := len(qs.Claimed)
-	m.maxClaims = max(m.maxClaims, live)
-	m.ready, m.claimed = len(qs.Ready)+len(qs.Delayed), live
-	if ss.Limit != 0 && ss.Limit != m.cfg.K {
+	m.maxPerm = max(m.maxPerm, len(ss.Holders))
+	if ss.Limit != 0 && ss.Limit != m.cfg.K && !m.badLimit {
+		m.badLimit = true
 		m.violations = append(m.violations, fmt.Sprintf("semaphore limit %d stored, want %d", ss.Limit, m.cfg.K))
-	}
-	if live > m.cfg.K {
-		m.violations = append(m.violations, fmt.Sprintf("%d hosts claimed at revision %d, more than %d", live, qs.Revision, m.cfg.K))
 	}
 }
 
@@ -426,10 +620,10 @@ func (m *monitor) workerNamed(name string) *worker {
 	return nil
 }
 
-// injectFaults crashes a worker in the middle of a host (its claim is
-// delivered again once its lease expires, and resumed from the checkpoint),
-// then, once that host is resumed, kills the coordinator and revokes its
-// leases (leadership moves at once).
+// injectFaults has a worker crash in the middle of a host (its claim goes
+// when its lease expires, and the next worker resumes the host after its
+// checkpoint), then, once half the hosts are done, kills the coordinator
+// and revokes its leases (leadership moves at once, its host is free).
 func (m *monitor) injectFaults(ctx context.Context) {
 	if !m.cfg.Faults {
 		return
@@ -444,29 +638,10 @@ func (m *monitor) injectFaults(ctx context.Context) {
 			m.phase = faultDone
 			return
 		}
-		hosts := make([]string, 0, len(m.inflight))
-		for h := range m.inflight {
-			hosts = append(hosts, h)
-		}
-		sort.Strings(hosts)
-		for _, h := range hosts {
-			fl := m.inflight[h]
-			if fl.step < 1 || fl.step >= m.cfg.Steps || fl.orphaned || fl.worker == m.leader.Value {
-				continue
-			}
-			w := m.workerNamed(fl.worker)
-			if w == nil || w.killed.Load() {
-				continue
-			}
-			m.view.line(m, "%s %s crashed rolling out %s (step %d/%d saved); its claim and its registration wait for their leases to expire (TTL %v)",
-				m.view.paint(red, "✗"), w.name, h, fl.step, m.cfg.Steps, m.cfg.ttl)
-			m.faultAt[w.name] = time.Now()
-			w.crash()
-			fl.orphaned = true
-			m.crashed, m.crashedHost, m.crashedStep, m.crashAt = w, h, fl.step, time.Now()
-			m.phase = faultCrashed
-			return
-		}
+		// The next worker (not the coordinator) to begin a step past a
+		// host's first crashes there, in the middle of the host.
+		m.f.crashArmed.Store(true)
+		m.phase = faultArmed
 	case faultCrashed:
 		if len(m.done) < m.cfg.Hosts/2 {
 			return
@@ -486,11 +661,16 @@ func (m *monitor) injectFaults(ctx context.Context) {
 		m.killed, m.killAt = w, time.Now()
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, _ = m.mon.Revoke(rctx, electionLease)
-		if id := w.consumerLease.Load(); id != 0 {
-			_, _ = m.mon.Revoke(rctx, clientv3.LeaseID(id))
+		// Its worker's session: the lease its slot (and claim) live under.
+		if ss, err := semaphore.Inspect(rctx, m.mon, demoSlots); err == nil {
+			for _, e := range append(ss.Holders, ss.Waiters...) {
+				if e.Value == w.name {
+					_, _ = m.mon.Revoke(rctx, e.Lease)
+				}
+			}
 		}
 		cancel()
-		m.view.line(m, "%s coordinator %s killed, its election and queue leases revoked (its registration waits for its TTL)", m.view.paint(red, "✗"), w.name)
+		m.view.line(m, "%s coordinator %s killed, its election and worker leases revoked (its registration waits for its TTL)", m.view.paint(red, "✗"), w.name)
 		for _, fl := range m.inflight {
 			if fl.worker == w.name {
 				fl.orphaned = true
@@ -506,9 +686,10 @@ func (m *monitor) verdict(ctx context.Context) *Report {
 	l := m.f.ledger
 	l.mu.Lock()
 	maxFlight, maxCoord := l.maxInFlight, l.maxCoordinators
-	violations := append(append([]string(nil), m.violations...), l.violations...)
 	l.mu.Unlock()
-	rep := &Report{elapsed: time.Since(m.start), done: len(m.done), resumed: len(m.resumes), failover: m.failover, maxFlight: maxFlight}
+	violations := slices.Concat(m.violations, m.lostWork())
+	rep := &Report{elapsed: time.Since(m.start), done: len(m.done), resumed: len(m.resumes), failover: m.failover, maxFlight: maxFlight,
+		waves: len(m.plan.Waves()), opened: m.waveOpens}
 	if m.crashed != nil {
 		rep.crashed = m.crashed.name
 	}
@@ -518,66 +699,82 @@ func (m *monitor) verdict(ctx context.Context) *Report {
 	add := func(ok bool, name, format string, a ...any) {
 		rep.checks = append(rep.checks, check{ok: ok, name: name, detail: fmt.Sprintf(format, a...)})
 	}
-	broken := func(kind string) []string {
+	broken := func(kinds ...string) []string {
 		var out []string
 		for _, v := range violations {
-			if strings.Contains(v, kind) {
-				out = append(out, v)
+			for _, kind := range kinds {
+				if strings.Contains(v, kind) {
+					out = append(out, v)
+					break
+				}
 			}
 		}
 		return out
 	}
 
-	// At most K in flight: the fleet's own count of hosts worked on under
-	// a permit, and etcd's count of claims at every sample.
+	// At most K in flight: the fleet's own count of hosts being worked
+	// on, and etcd's count of claims at every revision and of slots at
+	// every sample.
 	over := broken("claimed at revision")
-	add(maxFlight <= cfg.K && m.maxClaims <= cfg.K && m.maxPermits <= cfg.K && len(over) == 0,
+	add(maxFlight <= cfg.K && m.maxClaims <= cfg.K && m.maxPerm <= cfg.K && len(over) == 0,
 		fmt.Sprintf("never more than %d host%s in flight", cfg.K, format.Plural(cfg.K)),
-		"max %d in the fleet; in etcd max %d permits and %d claims over %d samples%s", maxFlight, m.maxPermits, m.maxClaims, m.samples, first(over))
+		"max %d in the fleet; in etcd max %d claims at any revision, %d slots over %d samples%s", maxFlight, m.maxClaims, m.maxPerm, m.samples, first(over))
 
-	// Every host done, nothing left behind.
+	// Every host done, once, and nothing left behind.
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var missing []string
-	doneN, leftCkpt, qlen := -1, -1, int64(-1)
-	dead := -1
-	if resp, err := m.mon.Get(rctx, demoDonePrefix, clientv3.WithPrefix()); err == nil {
-		have := map[string]bool{}
-		for _, kv := range resp.Kvs {
-			have[string(kv.Key)[len(demoDonePrefix):]] = true
-		}
-		doneN = len(have)
-		for i := range cfg.Hosts {
-			if !have[hostName(i)] {
-				missing = append(missing, hostName(i))
+	var missing, twice, unfinished []string
+	state, failed := "unknown", -1
+	if st, err := rollout.Inspect(rctx, m.mon, demoRollout); err == nil {
+		state, failed = st.State, st.Failed
+		for _, t := range st.Targets {
+			if t.State != rollout.TargetDone {
+				missing = append(missing, t.ID)
 			}
 		}
 	}
-	if resp, err := m.mon.Get(rctx, demoHostPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
-		leftCkpt = int(resp.Count)
+	for i := range cfg.Hosts {
+		h := hostName(i)
+		if m.done[h] > 1 {
+			twice = append(twice, h)
+		}
+		if m.recs[h].Step != cfg.Steps {
+			unfinished = append(unfinished, fmt.Sprintf("%s at %d/%d", h, m.recs[h].Step, cfg.Steps))
+		}
 	}
-	if st, err := queue.Inspect(rctx, m.mon, demoQueue); err == nil {
-		qlen = int64(len(st.Ready) + len(st.Delayed) + len(st.Claimed) + len(st.Orphaned))
-		dead = len(st.Dead)
-	}
-	add(doneN == cfg.Hosts && len(missing) == 0 && qlen == 0 && dead == 0 && leftCkpt == 0,
-		"every host rolled out",
-		"%d/%d done, %d left in the queue, %d dead letters, %d checkpoints left%s", doneN, cfg.Hosts, qlen, dead, leftCkpt, firstList("missing", missing))
+	add(state == rollout.Done && len(missing) == 0 && len(twice) == 0 && len(unfinished) == 0 && failed == 0,
+		"every host rolled out once",
+		"rollout %s; %d/%d done, each once; %d failed; every host's record at step %d%s%s%s", state, cfg.Hosts-len(missing), cfg.Hosts, failed, cfg.Steps,
+		firstList("not done", missing), firstList("done twice", twice), firstList("records short", unfinished))
 
-	// No lost work: every resume started at or after the last saved step.
+	// No lost work: every resume began after the last checkpointed step.
 	lost := broken("lost work")
 	resumed := "no host needed resuming"
 	if len(m.resumes) > 0 {
-		resumed = fmt.Sprintf("redelivered and resumed from the last checkpoint: %s", strings.Join(m.resumes, ", "))
+		resumed = fmt.Sprintf("taken over and resumed after the last checkpoint: %s", strings.Join(m.resumes, ", "))
 	}
 	add(len(lost) == 0, "no lost work", "%s%s", resumed, first(lost))
 
-	back := append(broken("backwards"), broken("went from step")...)
-	add(len(back) == 0, "checkpoints never went backwards", "%d saves watched in etcd, each past the one before%s", m.saves, first(back))
+	back := broken("checkpoint of")
+	wantSaves := ""
+	if !m.resynced && m.saves != cfg.Hosts*cfg.Steps {
+		wantSaves = fmt.Sprintf(": want %d (hosts × steps), each step once", cfg.Hosts*cfg.Steps)
+	}
+	add(len(back) == 0 && wantSaves == "", "checkpoints never went backwards",
+		"%d saves seen in the rollout's events, each the step after the one before%s%s", m.saves, wantSaves, first(back))
 
-	terms := broken("coordinator term")
-	add(maxCoord <= 1 && len(terms) == 0, "one coordinator at a time",
-		"%d term%s, tokens increasing; at most %d coordinating at once%s", m.terms, format.Plural(m.terms), maxCoord, first(terms))
+	fenced := broken("stale write", "step record of")
+	again := "no step applied twice"
+	if len(m.reruns) > 0 {
+		again = fmt.Sprintf("applied again under the next claim (not checkpointed when its worker died): %s", strings.Join(m.reruns, ", "))
+	}
+	add(len(fenced) == 0, "steps in order under a valid fence",
+		"%d step writes under their step's Guard, each host's in order, tokens never going back; %s%s", m.records, again, first(fenced))
+
+	terms := broken("coordinator term", "wave order")
+	add(maxCoord <= 1 && len(terms) == 0 && m.waveOpens == len(m.plan.Waves())-1, "one coordinator at a time",
+		"%d term%s, tokens increasing; at most %d in office at once; %d of %d later waves opened, each once, in order, after the one before ended%s",
+		m.terms, format.Plural(m.terms), maxCoord, m.waveOpens, len(m.plan.Waves())-1, first(terms))
 
 	m.checkDiscovery(rep, add)
 	m.checkStatusTopic(ctx, rep, add)
@@ -587,7 +784,7 @@ func (m *monitor) verdict(ctx context.Context) *Report {
 		case m.faultNote != "":
 			add(true, "faults", "%s", m.faultNote)
 		case m.crashed == nil:
-			add(true, "faults", "no worker was mid-host to crash before the rollout ended")
+			add(true, "faults", "no worker reached the middle of a host to crash before the rollout ended")
 		default:
 			d := fmt.Sprintf("%s crashed on %s at step %d/%d, resumed %s later", m.crashed.name, m.crashedHost, m.crashedStep, cfg.Steps, format.Millis(m.resumeAfter))
 			if m.killed != nil {
@@ -628,7 +825,7 @@ func otherViolations(vs []string) []string {
 	var out []string
 	for _, v := range vs {
 		known := false
-		for _, k := range []string{"claimed at revision", "lost work", "backwards", "went from step", "coordinator term"} {
+		for _, k := range []string{"claimed at revision", "lost work", "checkpoint of", "coordinator term", "wave order", "stale write", "step record of"} {
 			known = known || strings.Contains(v, k)
 		}
 		if !known {

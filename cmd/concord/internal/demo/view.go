@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/concordkit/concord/cmd/concord/internal/format"
+	"github.com/concordkit/concord/rollout"
 )
 
 // ANSI styles, used only on a terminal.
@@ -74,6 +75,7 @@ func (v *view) intro(cfg Config) {
 		faults = "faults: a worker crashes mid-host, then the coordinator is killed"
 	}
 	fmt.Fprintf(v.w, "  %d host%s, %d step%s each · %d worker%s elect a coordinator · at most %d host%s at once\n"+
+		"  each worker runs package rollout: a rollout.Worker with the demo's step function, and a rollout.Coordinator candidate\n"+
 		"  workers register with discovery (%q) and publish their progress to topic %q\n  lease TTL %v · %s\n\n",
 		cfg.Hosts, format.Plural(cfg.Hosts), cfg.Steps, format.Plural(cfg.Steps), cfg.Workers, format.Plural(cfg.Workers),
 		cfg.K, format.Plural(cfg.K), demoService, demoTopic, cfg.ttl, faults)
@@ -190,8 +192,8 @@ func (v *view) draw(m *monitor) {
 		fmt.Sprintf("  %s progress     %s hosts  %s", spin, v.bar(len(m.done), m.cfg.Hosts, 30), v.paint(dim, fmt.Sprintf("%.1fs", time.Since(v.start).Seconds()))),
 		fmt.Sprintf("    coordinator  %s", lead),
 		fmt.Sprintf("    in flight    %s", strings.Join(flights, "  ")),
-		fmt.Sprintf("    etcd         %d/%d permits held · queue: %d ready, %d claimed · %d checkpoints saved",
-			m.permits, m.cfg.K, m.ready, m.claimed, m.saves),
+		fmt.Sprintf("    etcd         %d/%d slots held · wave %d/%d · %d hosts waiting, %d claimed · %d checkpoints",
+			m.permits, m.cfg.K, m.st.Wave+1, max(1, len(m.st.Waves)), waiting(m.st), m.st.InFlight, m.saves),
 		fmt.Sprintf("    workers      %s", strings.Join(ws, "  ")),
 		fmt.Sprintf("    discovery    workers registered: %d %s", len(m.registered), v.paint(dim, "("+strings.Join(m.registered, ", ")+")")),
 		fmt.Sprintf("    status topic %d events received %s", m.status.received, v.paint(dim, "· last: "+m.status.last)),
@@ -200,6 +202,15 @@ func (v *view) draw(m *monitor) {
 		fmt.Fprintln(v.w, truncateVisible(l, v.width-1))
 	}
 	v.drawn = len(lines)
+}
+
+// waiting counts the hosts nobody works on yet.
+func waiting(st rollout.Status) int {
+	n := 0
+	for _, w := range st.Waves {
+		n += w.Waiting
+	}
+	return n
 }
 
 // truncateVisible cuts s to width visible runes, skipping ANSI sequences.
