@@ -194,8 +194,8 @@ func preload(b *testing.B, enqueue func(i int) error) {
 
 // runConsumers connects n consumers, each on its own connection, then
 // times them draining b.N items. Reported: items/s and the server's stats
-// per item (the consumers' sessions and connections set up before,
-// their sessions' revokes after).
+// per item (the connections are made before; concord's consumers grant
+// and revoke their sessions' leases inside, one of each per consumer).
 func runConsumers(b *testing.B, srv *embedtest.Server, n int, consume func(*clientv3.Client) error) {
 	b.Helper()
 	var wg sync.WaitGroup
