@@ -22,13 +22,22 @@ import (
 // waiters each), waits until the server has created all their watches, then
 // releases the barrier and measures, for each waiter, the time from the
 // Release call to its Wait returning. It runs concord's Barrier and etcd's
-// own recipe (client/v3/experimental/recipes Barrier) on the same embedded
-// server in the same run; "busy" adds a writer putting an unrelated key
-// every 2 ms, as other tenants of a cluster would:
+// own recipe (client/v3/experimental/recipes Barrier) on the same server in
+// the same run, first a separate etcd process (CONCORD_ETCD_BIN, as
+// production runs it), then embedded; "busy" adds a writer putting an
+// unrelated key every 2 ms, as other tenants of a cluster would (its puts
+// are counted in the server's stats too, alike for every side):
 //
 //	go test -run '^$' -bench BenchmarkBarrierWake -benchtime 20x ./barrier
 //
-// Figures: p50 and p99 of the wake-up latency, in ms.
+// Figures: p50 and p99 of the wake-up latency, in ms, and the server's own
+// stats per wake (embedtest.ServerStats.Report: its CPU, unary requests,
+// watch requests and responses, watch events), a wake being one whole
+// round: the hold, 100 waiters waiting, the release and every waiter
+// woken. floor is the least etcd work such a round could need
+// (floorBarrier): the hold's put, one watch created per waiter from the
+// hold's revision (no reads: the waiters are handed that revision in
+// process), the release's delete, and its event to each waiter.
 
 const (
 	benchWaiters = 100
@@ -54,6 +63,50 @@ func (e etcdBarrier) hold(context.Context) error    { return e.b.Hold() }
 func (e etcdBarrier) release(context.Context) error { return e.b.Release() }
 func (e etcdBarrier) wait(context.Context) error    { return e.b.Wait() }
 
+// floorBarrier is the floor: the holder puts the key and hands its
+// revision to the waiters in process; a waiter watches the key from the
+// next revision (one watch create, no read) until its deletion.
+type floorBarrier struct {
+	c   *clientv3.Client
+	key string
+	rev *atomic.Int64 // the hold's revision, shared by every floorBarrier of key
+}
+
+var floorRevs sync.Map // key -> *atomic.Int64
+
+func openFloor(c *clientv3.Client, name string) benchBarrier {
+	rev, _ := floorRevs.LoadOrStore(name, new(atomic.Int64))
+	return floorBarrier{c: c, key: name + "/floor", rev: rev.(*atomic.Int64)}
+}
+
+func (f floorBarrier) hold(ctx context.Context) error {
+	resp, err := f.c.Put(ctx, f.key, "")
+	if err == nil {
+		f.rev.Store(resp.Header.Revision)
+	}
+	return err
+}
+
+func (f floorBarrier) release(ctx context.Context) error {
+	_, err := f.c.Delete(ctx, f.key)
+	return err
+}
+
+func (f floorBarrier) wait(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := f.c.Watch(wctx, f.key, clientv3.WithRev(f.rev.Load()+1), clientv3.WithFilterPut())
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		if len(wr.Events) > 0 {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
 var benchImpls = []struct {
 	name string
 	open func(c *clientv3.Client, name string) benchBarrier
@@ -65,6 +118,7 @@ var benchImpls = []struct {
 	{"etcd", func(c *clientv3.Client, name string) benchBarrier {
 		return etcdBarrier{recipe.NewBarrier(c, name+"/.barrier")}
 	}},
+	{"floor", openFloor},
 }
 
 // createdCounter counts watch-created responses received by the clients it
@@ -95,13 +149,17 @@ func (cc *createdCounter) dialOption() grpc.DialOption {
 }
 
 func BenchmarkBarrierWake(b *testing.B) {
-	srv := embedtest.Start(b)
-	for _, load := range []string{"quiet", "busy"} {
-		for _, impl := range benchImpls {
-			b.Run(impl.name+"/"+load, func(b *testing.B) {
-				benchWake(b, srv, load == "busy", impl.open)
-			})
-		}
+	for _, where := range embedtest.BenchServers() {
+		b.Run(where.Name, func(b *testing.B) {
+			srv := embedtest.Start(b, where.Opts...)
+			for _, load := range []string{"quiet", "busy"} {
+				for _, impl := range benchImpls {
+					b.Run(impl.name+"/"+load, func(b *testing.B) {
+						benchWake(b, srv, load == "busy", impl.open)
+					})
+				}
+			}
+		})
 	}
 }
 
@@ -136,6 +194,7 @@ func benchWake(b *testing.B, srv *embedtest.Server, busy bool, open func(*client
 		})
 	}
 	var lat []time.Duration
+	st0 := embedtest.BenchStats(b, srv)
 	b.ResetTimer()
 	for i := range b.N {
 		name := fmt.Sprintf("bench/wake/%s/%d", b.Name(), i)
@@ -179,6 +238,7 @@ func benchWake(b *testing.B, srv *embedtest.Server, busy bool, open func(*client
 		}
 	}
 	b.StopTimer()
+	st := embedtest.BenchStats(b, srv).Sub(st0)
 	slices.Sort(lat)
 	q := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
@@ -186,4 +246,5 @@ func benchWake(b *testing.B, srv *embedtest.Server, busy bool, open func(*client
 	b.ReportMetric(q(0.50), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(q(1), "max-ms")
+	st.Report(b, srv, b.N, "wake")
 }

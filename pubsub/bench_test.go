@@ -16,20 +16,44 @@ import (
 )
 
 // The benchmarks run concord's pubsub and a raw etcd Watch (Put on one
-// client, Watch on another) on the same embedded server (fsync on) in the
-// same run, so every figure is also a ratio to raw etcd:
+// client, Watch on another) on the same server (fsync on) in the same run,
+// first a separate etcd process (CONCORD_ETCD_BIN, as production runs it),
+// then embedded, so every figure is also a ratio to raw etcd; the raw side
+// is the floor, the least etcd work a message could need: one put and its
+// watch event to each subscriber. Besides their figures they report the
+// server's own stats (embedtest.ServerStats.Report: its CPU, unary
+// requests, watch requests and responses, watch events) per message:
 //
 //	go test -run '^$' -bench . -benchtime 5000x -count 5 ./pubsub
 //
-// BenchmarkLatency alternates one concord message and one raw Put, each
-// timed from before the write until its subscriber's receiver stamps it.
-// BenchmarkThroughput publishes b.N messages from 8 goroutines and times
-// until every subscriber has them all.
+// BenchmarkLatency/interleaved alternates one concord message and one raw
+// Put, each timed from before the write until its subscriber's receiver
+// stamps it (its server stats are per round: one of each); concord and
+// floor run the same loop with one side only, for the server's stats per
+// message. BenchmarkThroughput publishes b.N messages from 8 goroutines
+// and times until every subscriber has them all; its floor (raw Puts and
+// Watches) was called etcd-watch before.
+
+var benchRun atomic.Int64
 
 func BenchmarkLatency(b *testing.B) {
-	srv := embedtest.Start(b)
+	for _, where := range embedtest.BenchServers() {
+		b.Run(where.Name, func(b *testing.B) {
+			srv := embedtest.Start(b, where.Opts...)
+			b.Run("interleaved", func(b *testing.B) { benchLatency(b, srv, true, true) })
+			b.Run("concord", func(b *testing.B) { benchLatency(b, srv, true, false) })
+			b.Run("floor", func(b *testing.B) { benchLatency(b, srv, false, true) })
+		})
+	}
+}
+
+// benchLatency times messages through concord (withConcord), raw Puts
+// and Watches (withRaw), or both alternately.
+func benchLatency(b *testing.B, srv *embedtest.Server, withConcord, withRaw bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	run := benchRun.Add(1)
+	topic, rawPfx := fmt.Sprintf("bench/latency/%d", run), fmt.Sprintf("raw/latency/%d/", run)
 	pubC, err := srv.NewClient()
 	if err != nil {
 		b.Fatal(err)
@@ -46,47 +70,50 @@ func BenchmarkLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sub, err := ps.Subscribe(ctx, "bench/latency", pubsub.Now)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		for range sub.C() {
-		}
-	}()
-	wctx, wcancel := context.WithCancel(ctx)
-	defer wcancel()
-	wch := subC.Watch(clientv3.WithRequireLeader(wctx), "raw/latency/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	<-wch // created
-	// Subscribe returns before the subscription has read its start: wait
-	// for a first message.
-	if _, err := pub.Publish(ctx, "bench/latency", []byte("warm-up")); err != nil {
-		b.Fatal(err)
-	}
-	<-sub.C()
-
-	// Each side's receiver stamps a message as it arrives, so a write call
-	// that returns later (Publish trims its topic now and then) does not
-	// count as delivery time.
 	subAt, rawAt := make(chan time.Time, 1), make(chan time.Time, 1)
 	errc := make(chan error, 1)
-	go func() {
-		for ev := range sub.C() {
-			if ev.Gap != nil {
-				errc <- fmt.Errorf("gap %v", ev.Gap)
-				return
-			}
-			subAt <- time.Now()
+	if withConcord {
+		sub, err := ps.Subscribe(ctx, topic, pubsub.Now)
+		if err != nil {
+			b.Fatal(err)
 		}
-	}()
-	go func() {
-		for wr := range wch {
-			if len(wr.Events) > 0 {
-				rawAt <- time.Now()
+		defer func() {
+			cancel()
+			for range sub.C() {
 			}
+		}()
+		// Subscribe returns before the subscription has read its start:
+		// wait for a first message.
+		if _, err := pub.Publish(ctx, topic, []byte("warm-up")); err != nil {
+			b.Fatal(err)
 		}
-	}()
+		<-sub.C()
+		// The receiver stamps a message as it arrives, so a write call
+		// that returns later (Publish trims its topic now and then) does
+		// not count as delivery time.
+		go func() {
+			for ev := range sub.C() {
+				if ev.Gap != nil {
+					errc <- fmt.Errorf("gap %v", ev.Gap)
+					return
+				}
+				subAt <- time.Now()
+			}
+		}()
+	}
+	if withRaw {
+		wctx, wcancel := context.WithCancel(ctx)
+		defer wcancel()
+		wch := subC.Watch(clientv3.WithRequireLeader(wctx), rawPfx, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+		<-wch // created
+		go func() {
+			for wr := range wch {
+				if len(wr.Events) > 0 {
+					rawAt <- time.Now()
+				}
+			}
+		}()
+	}
 	arrival := func(at chan time.Time) time.Time {
 		select {
 		case t := <-at:
@@ -99,29 +126,43 @@ func BenchmarkLatency(b *testing.B) {
 	msg := make([]byte, 128)
 	concord := make([]time.Duration, 0, b.N)
 	raw := make([]time.Duration, 0, b.N)
+	st0 := embedtest.BenchStats(b, srv)
 	b.ResetTimer()
 	for i := range b.N {
-		start := time.Now()
-		if _, err := pub.Publish(ctx, "bench/latency", msg); err != nil {
-			b.Fatal(err)
+		if withConcord {
+			start := time.Now()
+			if _, err := pub.Publish(ctx, topic, msg); err != nil {
+				b.Fatal(err)
+			}
+			concord = append(concord, arrival(subAt).Sub(start))
 		}
-		concord = append(concord, arrival(subAt).Sub(start))
-
-		start = time.Now()
-		if _, err := pubC.Put(ctx, fmt.Sprintf("raw/latency/%d", i), string(msg)); err != nil {
-			b.Fatal(err)
+		if withRaw {
+			start := time.Now()
+			if _, err := pubC.Put(ctx, fmt.Sprintf("%s%d", rawPfx, i), string(msg)); err != nil {
+				b.Fatal(err)
+			}
+			raw = append(raw, arrival(rawAt).Sub(start))
 		}
-		raw = append(raw, arrival(rawAt).Sub(start))
 	}
 	b.StopTimer()
+	st := embedtest.BenchStats(b, srv).Sub(st0)
 	c50, c99 := percentiles(concord)
 	r50, r99 := percentiles(raw)
-	b.ReportMetric(float64(c50.Microseconds()), "p50-µs")
-	b.ReportMetric(float64(c99.Microseconds()), "p99-µs")
-	b.ReportMetric(float64(r50.Microseconds()), "raw-p50-µs")
-	b.ReportMetric(float64(r99.Microseconds()), "raw-p99-µs")
-	b.ReportMetric(float64(c50)/float64(r50), "p50-ratio")
-	b.ReportMetric(float64(c99)/float64(r99), "p99-ratio")
+	if withConcord {
+		b.ReportMetric(float64(c50.Microseconds()), "p50-µs")
+		b.ReportMetric(float64(c99.Microseconds()), "p99-µs")
+	}
+	if withRaw {
+		b.ReportMetric(float64(r50.Microseconds()), "raw-p50-µs")
+		b.ReportMetric(float64(r99.Microseconds()), "raw-p99-µs")
+	}
+	unit := "msg"
+	if withConcord && withRaw {
+		b.ReportMetric(float64(c50)/float64(r50), "p50-ratio")
+		b.ReportMetric(float64(c99)/float64(r99), "p99-ratio")
+		unit = "round"
+	}
+	st.Report(b, srv, b.N, unit)
 }
 
 func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
@@ -136,16 +177,21 @@ func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
 const benchPublishers = 8
 
 func BenchmarkThroughput(b *testing.B) {
-	for _, n := range []int{1, 10, 100} {
-		b.Run(fmt.Sprintf("subs=%d/concord", n), func(b *testing.B) { benchThroughput(b, n, false) })
-		b.Run(fmt.Sprintf("subs=%d/etcd-watch", n), func(b *testing.B) { benchThroughput(b, n, true) })
+	for _, where := range embedtest.BenchServers() {
+		b.Run(where.Name, func(b *testing.B) {
+			srv := embedtest.Start(b, where.Opts...)
+			for _, n := range []int{1, 10, 100} {
+				b.Run(fmt.Sprintf("subs=%d/concord", n), func(b *testing.B) { benchThroughput(b, srv, n, false) })
+				b.Run(fmt.Sprintf("subs=%d/floor", n), func(b *testing.B) { benchThroughput(b, srv, n, true) })
+			}
+		})
 	}
 }
 
 // benchThroughput publishes b.N messages and waits until each of n
-// subscribers (spread over up to 10 clients) has received them all.
-func benchThroughput(b *testing.B, n int, raw bool) {
-	srv := embedtest.Start(b)
+// subscribers (spread over up to 10 clients) has received them all; raw:
+// Puts and prefix Watches instead. Each run has a topic (prefix) of its own.
+func benchThroughput(b *testing.B, srv *embedtest.Server, n int, raw bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clients := make([]*clientv3.Client, min(n, 10))
@@ -164,7 +210,8 @@ func benchThroughput(b *testing.B, n int, raw bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	const topic = "bench/tput"
+	run := benchRun.Add(1)
+	topic, rawPfx := fmt.Sprintf("bench/tput/%d", run), fmt.Sprintf("raw/tput/%d/", run)
 	var received atomic.Int64
 	var ready, done sync.WaitGroup
 	want := int64(b.N)
@@ -173,7 +220,7 @@ func benchThroughput(b *testing.B, n int, raw bool) {
 		ready.Add(1)
 		done.Add(1)
 		if raw {
-			wch := c.Watch(clientv3.WithRequireLeader(ctx), "raw/tput/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+			wch := c.Watch(clientv3.WithRequireLeader(ctx), rawPfx, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 			go func() {
 				defer done.Done()
 				got := int64(0)
@@ -219,6 +266,7 @@ func benchThroughput(b *testing.B, n int, raw bool) {
 	}
 	ready.Wait()
 	msg := make([]byte, 128)
+	st0 := embedtest.BenchStats(b, srv)
 	b.ResetTimer()
 	start := time.Now()
 	var next atomic.Int64
@@ -234,7 +282,7 @@ func benchThroughput(b *testing.B, n int, raw bool) {
 				}
 				var err error
 				if raw {
-					_, err = pubC.Put(ctx, fmt.Sprintf("raw/tput/%d", i), string(msg))
+					_, err = pubC.Put(ctx, fmt.Sprintf("%s%d", rawPfx, i), string(msg))
 				} else {
 					_, err = pub.Publish(ctx, topic, msg)
 				}
@@ -254,8 +302,10 @@ func benchThroughput(b *testing.B, n int, raw bool) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
+	st := embedtest.BenchStats(b, srv).Sub(st0)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(b.N)*float64(n)/elapsed.Seconds(), "deliveries/s")
+	st.Report(b, srv, b.N, "msg")
 	cancel()
 	done.Wait()
 }

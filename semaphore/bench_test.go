@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/concordkit/concord/semaphore"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdconc "go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // contender is one process taking and giving back a permit: concord's
@@ -40,12 +43,18 @@ func (c *mutexContender) acquire(ctx context.Context) error { return c.m.Lock(ct
 func (c *mutexContender) release(ctx context.Context) error { return c.m.Unlock(ctx) }
 
 // newContenders makes n contenders, each on its own connection, counting
-// their unary requests in rc. It returns them and the key prefix of the
-// line.
-func newContenders(b *testing.B, srv *embedtest.Server, impl, name string, limit, n int, rc *rpcCounts) ([]contender, string) {
+// their unary requests in rc. It returns them and, for each, a channel
+// that gets a value (if empty) whenever one of its Txns is answered: an
+// acquire's first Txn is its join (for concord's semaphore and etcd's
+// Mutex alike), so after it the contender is in line, and nobody has to
+// ask the server.
+func newContenders(b *testing.B, srv *embedtest.Server, impl, name string, limit, n int, rc *rpcCounts) ([]contender, []chan struct{}) {
 	var out []contender
+	var txns []chan struct{}
 	for range n {
-		c := instrumentedClient(b, srv, rc)
+		txn := make(chan struct{}, 1)
+		txns = append(txns, txn)
+		c := benchClient(b, srv, rc, txn)
 		switch impl {
 		case "concord":
 			s, err := concurrency.NewSession(context.Background(), c, concurrency.WithTTL(10*time.Second))
@@ -68,10 +77,36 @@ func newContenders(b *testing.B, srv *embedtest.Server, impl, name string, limit
 			out = append(out, &mutexContender{m: etcdconc.NewMutex(s, name)})
 		}
 	}
-	if impl == "concord" {
-		return out, name + "/.sem/p/"
+	return out, txns
+}
+
+// benchClient is instrumentedClient that also signals txn (without
+// blocking) whenever a Txn is answered without error.
+func benchClient(b *testing.B, srv *embedtest.Server, rc *rpcCounts, txn chan struct{}) *clientv3.Client {
+	b.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   srv.Endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{
+			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				rc.unary.Add(1)
+				err := invoker(ctx, method, req, reply, cc, opts...)
+				if err == nil && method == "/etcdserverpb.KV/Txn" {
+					select {
+					case txn <- struct{}{}:
+					default:
+					}
+				}
+				return err
+			}),
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
-	return out, name + "/"
+	b.Cleanup(func() { _ = c.Close() })
+	return srv.Confine(c)
 }
 
 var benchRun atomic.Int64
@@ -82,164 +117,240 @@ func benchName(impl string, limit, n int) string {
 
 // BenchmarkAcquireRelease: contenders, each on its own connection, take a
 // permit and give it back as fast as they can. Reported: grants per second
-// and unary requests per grant (acquire and release, all contenders). The
-// peer for limit 1 is etcd's concurrency.Mutex on the same server.
+// and unary requests per grant (acquire and release, all contenders), and
+// the server's own stats per grant (embedtest.ServerStats.Report: its CPU,
+// unary requests, watch requests and responses, events). The peer for
+// limit 1 is etcd's concurrency.Mutex on the same server; floor is one put
+// and its watch event per grant (benchFloorPuts), the least a grant that
+// someone waits for can cost (an uncontended grant needs one write, and a
+// grant with its release two). Each runs against a separate etcd process
+// first (CONCORD_ETCD_BIN), then embedded.
 //
 //	go test -run '^$' -bench AcquireRelease -benchtime=200x ./semaphore
 func BenchmarkAcquireRelease(b *testing.B) {
-	srv := embedtest.Start(b)
 	type cfg struct {
 		impl  string
 		limit int
 	}
-	for _, c := range []cfg{{"concord", 1}, {"concord", 4}, {"etcd-mutex", 1}} {
-		for _, n := range []int{1, 4, 16, 32} {
-			b.Run(fmt.Sprintf("%s/limit=%d/contenders=%d", c.impl, c.limit, n), func(b *testing.B) {
-				var rc rpcCounts
-				cs, _ := newContenders(b, srv, c.impl, benchName(c.impl, c.limit, n), c.limit, n, &rc)
-				ctx := context.Background()
-				var left atomic.Int64
-				left.Store(int64(b.N))
-				var wg sync.WaitGroup
-				errs := make(chan error, n)
-				before := rc.unary.Load()
-				b.ResetTimer()
-				start := time.Now()
-				for _, ct := range cs {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for left.Add(-1) >= 0 {
-							if err := ct.acquire(ctx); err != nil {
-								errs <- err
-								return
-							}
-							if err := ct.release(ctx); err != nil {
-								errs <- err
-								return
-							}
-						}
-					}()
+	for _, where := range embedtest.BenchServers() {
+		b.Run(where.Name, func(b *testing.B) {
+			srv := embedtest.Start(b, where.Opts...)
+			for _, c := range []cfg{{"concord", 1}, {"concord", 4}, {"etcd-mutex", 1}} {
+				for _, n := range []int{1, 4, 16, 32} {
+					b.Run(fmt.Sprintf("%s/limit=%d/contenders=%d", c.impl, c.limit, n), func(b *testing.B) {
+						benchAcquireRelease(b, srv, c.impl, c.limit, n)
+					})
 				}
-				wg.Wait()
-				elapsed := time.Since(start)
-				b.StopTimer()
-				close(errs)
-				for err := range errs {
-					b.Fatal(err)
-				}
-				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "grants/s")
-				b.ReportMetric(float64(rc.unary.Load()-before)/float64(b.N), "reqs/grant")
-			})
-		}
+			}
+			b.Run("floor", func(b *testing.B) { benchFloorPuts(b, srv, 1, "grant") })
+		})
 	}
+}
+
+func benchAcquireRelease(b *testing.B, srv *embedtest.Server, impl string, limit, n int) {
+	var rc rpcCounts
+	cs, _ := newContenders(b, srv, impl, benchName(impl, limit, n), limit, n, &rc)
+	ctx := context.Background()
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	before := rc.unary.Load()
+	st0 := embedtest.BenchStats(b, srv)
+	b.ResetTimer()
+	start := time.Now()
+	for _, ct := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 {
+				if err := ct.acquire(ctx); err != nil {
+					errs <- err
+					return
+				}
+				if err := ct.release(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	st := embedtest.BenchStats(b, srv).Sub(st0)
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "grants/s")
+	b.ReportMetric(float64(rc.unary.Load()-before)/float64(b.N), "reqs/grant")
+	st.Report(b, srv, b.N, "grant")
 }
 
 // BenchmarkHandoff: limit holders and 4 waiters, each on its own
 // connection. Each iteration releases the oldest permit and times until
-// the next waiter's Acquire returns; the releaser then queues again.
-// Reported: handoff p50 and p99, and unary requests from the release to
-// the grant (all contenders); baseline/put is one Put's latency on the same
-// server, the floor under any handoff.
+// the next waiter's Acquire returns; the releaser then queues again (and
+// the iteration ends when its join is answered). Reported: handoff p50 and
+// p99, unary requests from the release to the grant (all contenders), and
+// the server's stats per handoff (the releaser's join again included: a
+// release and a join are two writes, so about twice the floor is the
+// least this loop can cost). baseline/put is one Put's latency on the
+// same server; floor is one put and its watch event per handoff
+// (benchFloorPuts), the least any handoff can cost the server. Each runs
+// against a separate etcd process first (CONCORD_ETCD_BIN), then embedded.
 //
 //	go test -run '^$' -bench Handoff -benchtime=200x ./semaphore
 func BenchmarkHandoff(b *testing.B) {
-	srv := embedtest.Start(b)
 	type cfg struct {
 		impl  string
 		limit int
 	}
-	for _, c := range []cfg{{"concord", 1}, {"concord", 4}, {"concord", 16}, {"etcd-mutex", 1}} {
-		b.Run(fmt.Sprintf("%s/limit=%d", c.impl, c.limit), func(b *testing.B) {
-			const waiting = 4
-			n := c.limit + waiting
-			var rc rpcCounts
-			cs, prefix := newContenders(b, srv, c.impl, benchName(c.impl, c.limit, n), c.limit, n, &rc)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			grants := make(chan int, n)
-			var wg sync.WaitGroup
-			queue := func(i int) {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if cs[i].acquire(ctx) == nil {
-						grants <- i
+	for _, where := range embedtest.BenchServers() {
+		b.Run(where.Name, func(b *testing.B) {
+			srv := embedtest.Start(b, where.Opts...)
+			for _, c := range []cfg{{"concord", 1}, {"concord", 4}, {"concord", 16}, {"etcd-mutex", 1}} {
+				b.Run(fmt.Sprintf("%s/limit=%d", c.impl, c.limit), func(b *testing.B) {
+					benchHandoff(b, srv, c.impl, c.limit)
+				})
+			}
+			// One write's latency on the same server (a handoff needs
+			// the releaser's write and the next holder's read).
+			b.Run("baseline/put", func(b *testing.B) {
+				lat := make([]time.Duration, 0, b.N)
+				for i := range b.N {
+					start := time.Now()
+					if _, err := srv.Client.Put(context.Background(), "bench-put", fmt.Sprint(i)); err != nil {
+						b.Fatal(err)
 					}
-				}()
-				waitKeys(b, srv.Client, prefix, i, n)
-			}
-			var held []int
-			for i := range n {
-				queue(i)
-				if i < c.limit {
-					held = append(held, <-grants)
+					lat = append(lat, time.Since(start))
 				}
-			}
-			lat := make([]time.Duration, 0, b.N)
-			var reqs int64
-			b.ResetTimer()
-			for range b.N {
-				i := held[0]
-				held = held[1:]
-				before := rc.unary.Load()
-				start := time.Now()
-				if err := cs[i].release(ctx); err != nil {
-					b.Fatal(err)
-				}
-				g := <-grants
-				lat = append(lat, time.Since(start))
-				reqs += rc.unary.Load() - before
-				held = append(held, g)
-				queue(i)
-			}
-			b.StopTimer()
-			cancel()
-			wg.Wait()
-			close(grants)
-			for g := range grants {
-				held = append(held, g)
-			}
-			for _, i := range held {
-				_ = cs[i].release(context.Background())
-			}
-			reportLatency(b, lat)
-			b.ReportMetric(float64(reqs)/float64(b.N), "reqs/handoff")
+				reportLatency(b, lat)
+			})
+			b.Run("floor", func(b *testing.B) { benchFloorPuts(b, srv, 1, "handoff") })
 		})
 	}
-	// The floor: one write's latency on the same server (a handoff needs
-	// the releaser's write and the next holder's read).
-	b.Run("baseline/put", func(b *testing.B) {
-		lat := make([]time.Duration, 0, b.N)
-		for i := range b.N {
-			start := time.Now()
-			if _, err := srv.Client.Put(context.Background(), "bench-put", fmt.Sprint(i)); err != nil {
-				b.Fatal(err)
-			}
-			lat = append(lat, time.Since(start))
-		}
-		reportLatency(b, lat)
-	})
 }
 
-// waitKeys polls until the line under prefix holds n keys (contender i
-// has just queued).
-func waitKeys(b *testing.B, c *clientv3.Client, prefix string, i, n int) {
-	want := int64(min(i+1, n))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := c.Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+func benchHandoff(b *testing.B, srv *embedtest.Server, impl string, limit int) {
+	const waiting = 4
+	n := limit + waiting
+	var rc rpcCounts
+	cs, txns := newContenders(b, srv, impl, benchName(impl, limit, n), limit, n, &rc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	grants := make(chan int, n)
+	var wg sync.WaitGroup
+	queue := func(i int) {
+		select {
+		case <-txns[i]: // the release's, if it was a Txn
+		default:
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if cs[i].acquire(ctx) == nil {
+				grants <- i
+			}
+		}()
+		select {
+		case <-txns[i]: // joined: in line behind the others
+		case <-time.After(10 * time.Second):
+			b.Fatalf("contender %d did not join within 10s", i)
+		}
+	}
+	var held []int
+	for i := range n {
+		queue(i)
+		if i < limit {
+			held = append(held, <-grants)
+		}
+	}
+	lat := make([]time.Duration, 0, b.N)
+	var reqs int64
+	st0 := embedtest.BenchStats(b, srv)
+	b.ResetTimer()
+	for range b.N {
+		i := held[0]
+		held = held[1:]
+		before := rc.unary.Load()
+		start := time.Now()
+		if err := cs[i].release(ctx); err != nil {
+			b.Fatal(err)
+		}
+		g := <-grants
+		lat = append(lat, time.Since(start))
+		reqs += rc.unary.Load() - before
+		held = append(held, g)
+		queue(i)
+	}
+	b.StopTimer()
+	st := embedtest.BenchStats(b, srv).Sub(st0)
+	cancel()
+	wg.Wait()
+	close(grants)
+	for g := range grants {
+		held = append(held, g)
+	}
+	for _, i := range held {
+		_ = cs[i].release(context.Background())
+	}
+	reportLatency(b, lat)
+	b.ReportMetric(float64(reqs)/float64(b.N), "reqs/handoff")
+	st.Report(b, srv, b.N, "handoff")
+}
+
+var floorRun atomic.Int64
+
+// benchFloorPuts measures the floor: the least etcd work a handoff can
+// need, one put and its watch event delivered to each of watchers watchers
+// (each on its own connection), timed from before the put until the last
+// watcher has the event. Reported: p50/p99 of that latency and the
+// server's stats per op.
+func benchFloorPuts(b *testing.B, srv *embedtest.Server, watchers int, op string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	key := fmt.Sprintf("bench-floor/%d", floorRun.Add(1))
+	pubC, err := srv.NewClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = pubC.Close() }()
+	var wchs []clientv3.WatchChan
+	for range watchers {
+		c, err := srv.NewClient()
 		if err != nil {
 			b.Fatal(err)
 		}
-		if resp.Count >= want {
-			return
+		defer func() { _ = c.Close() }()
+		wch := c.Watch(ctx, key, clientv3.WithCreatedNotify())
+		if wr := <-wch; !wr.Created {
+			b.Fatalf("watch not created: %v", wr.Err())
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d keys under %s, want %d", resp.Count, prefix, want)
-		}
-		time.Sleep(200 * time.Microsecond)
+		wchs = append(wchs, wch)
 	}
+	lat := make([]time.Duration, 0, b.N)
+	st0 := embedtest.BenchStats(b, srv)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		if _, err := pubC.Put(ctx, key, strconv.Itoa(i)); err != nil {
+			b.Fatal(err)
+		}
+		for _, wch := range wchs {
+			for got := false; !got; {
+				wr, ok := <-wch
+				if !ok || wr.Err() != nil {
+					b.Fatalf("watch ended: %v", wr.Err())
+				}
+				got = len(wr.Events) > 0
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, b.N, op)
+	reportLatency(b, lat)
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
