@@ -177,7 +177,7 @@ func TestLostResourceStopsCommand(t *testing.T) {
 			}
 			args = append(args, "--", "sh", "-c", "echo pgid=$$; sleep 30")
 			out, errOut, done := cliAsync(context.Background(), args...)
-			out.waitFor(t, "pgid=")
+			out.waitForOr(t, "pgid=", errOut)
 			shPid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(out.String(), "pgid=")))
 			pgid := pgidOf(t, shPid)
 			key, lease := holderOf(tc.kind, name)

@@ -69,10 +69,20 @@ func (s *syncBuffer) String() string {
 // waitFor polls until the buffer contains want, failing after a deadline.
 func (s *syncBuffer) waitFor(t *testing.T, want string) {
 	t.Helper()
+	s.waitForOr(t, want, nil)
+}
+
+// waitForOr is waitFor that shows the command's stderr too when it fails.
+func (s *syncBuffer) waitForOr(t *testing.T, want string, errOut *syncBuffer) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(s.String(), want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q in output:\n%s", want, s.String())
+			stderr := ""
+			if errOut != nil {
+				stderr = errOut.String()
+			}
+			t.Fatalf("no %q in output:\n%s\nstderr:\n%s", want, s.String(), stderr)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -62,7 +62,11 @@ func TestHTMLInValuesEscaped(t *testing.T) {
 	evs := openEvents(t, ts)
 	defer evs.close()
 	for _, id := range []string{"locks", "queues", "services", "topics"} {
-		html := evs.next(t, id, 10*time.Second, func(string) bool { return true })
+		// A new stream may first get a section still being read: wait for
+		// the one that carries the value, escaped or not.
+		html := evs.next(t, id, 10*time.Second, func(h string) bool {
+			return strings.Contains(h, "<script>alert") || strings.Contains(h, "&lt;script&gt;")
+		})
 		if strings.Contains(html, "<script>alert") || !strings.Contains(html, "&lt;script&gt;") {
 			t.Fatalf("pushed section %s not escaped: %s", id, html)
 		}
