@@ -63,6 +63,7 @@ func TestServerStatsEmbedded(t *testing.T) {
 }
 
 func TestServerStatsOwnProcess(t *testing.T) {
+	RequireEmbedded(t, "runs a server process of its own")
 	bin := requireBinary(t)
 	srv := Start(t, OwnProcess(bin))
 	d := checkStats(t, srv)
