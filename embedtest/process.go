@@ -99,21 +99,12 @@ func NewProcessCluster(bin string, n int, opts ...Option) (*ProcessCluster, erro
 		return nil, fmt.Errorf("embedtest: no etcd binary (set %s; scripts/etcd-bin.sh VERSION prints one)", BinaryEnv)
 	}
 	cfg := newConfig(opts)
-	out, err := exec.Command(bin, "--version").Output()
+	bf, err := probeBinary(bin, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("embedtest: %s --version: %w", bin, err)
+		return nil, err
 	}
-	m := versionRE.FindSubmatch(out)
-	if m == nil {
-		return nil, fmt.Errorf("embedtest: %s --version printed no version: %q", bin, out)
-	}
-	help, _ := exec.Command(bin, "--help").CombinedOutput()
-	reuse := bytes.Contains(help, []byte("--socket-reuse-port"))
-	if cfg.noFsync && !bytes.Contains(help, []byte("--unsafe-no-fsync")) {
-		return nil, fmt.Errorf("embedtest: etcd %s has no --unsafe-no-fsync (NoFsync)", m[1])
-	}
-
-	c := &ProcessCluster{bin: bin, version: string(m[1])}
+	reuse := bf.reusePort
+	c := &ProcessCluster{bin: bin, version: bf.version}
 	tmp, err := os.MkdirTemp("", "concord-etcdproc-")
 	if err != nil {
 		return nil, fmt.Errorf("embedtest: temp dir: %w", err)
@@ -130,41 +121,7 @@ func NewProcessCluster(bin string, n int, opts ...Option) (*ProcessCluster, erro
 		// hope nobody takes one meanwhile.
 		ps.free()
 	}
-	var initial []string
-	for i := range n {
-		pm := &procMember{
-			bin:       bin,
-			name:      fmt.Sprintf("m%d", i),
-			dir:       filepath.Join(tmp, fmt.Sprintf("m%d", i)),
-			logPath:   filepath.Join(tmp, fmt.Sprintf("m%d.log", i)),
-			clientURL: fmt.Sprintf("http://127.0.0.1:%d", ps.list[2*i]),
-			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ps.list[2*i+1]),
-		}
-		c.members = append(c.members, pm)
-		c.endpoints = append(c.endpoints, pm.clientURL)
-		initial = append(initial, pm.name+"="+pm.peerURL)
-	}
-	heartbeat, election := "100", "1000"
-	if cfg.fastTicks {
-		heartbeat, election = "10", "100"
-	}
-	for _, pm := range c.members {
-		pm.args = []string{
-			"--name", pm.name, "--data-dir", pm.dir,
-			"--listen-client-urls", pm.clientURL, "--advertise-client-urls", pm.clientURL,
-			"--listen-peer-urls", pm.peerURL, "--initial-advertise-peer-urls", pm.peerURL,
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-token", "concord-" + filepath.Base(tmp),
-			"--heartbeat-interval", heartbeat, "--election-timeout", election,
-			"--logger", "zap", "--log-level", "warn",
-		}
-		if reuse && ps.reuse {
-			pm.args = append(pm.args, "--socket-reuse-port")
-		}
-		if cfg.noFsync {
-			pm.args = append(pm.args, "--unsafe-no-fsync")
-		}
-	}
+	c.setArgs(cfg, c.addMembers(n, ps.list), reuse && ps.reuse)
 	ctx, cancel := contextWithTimeout(readyTimeout)
 	defer cancel()
 	if err := c.RestartAll(ctx); err != nil {
@@ -179,6 +136,79 @@ func NewProcessCluster(bin string, n int, opts ...Option) (*ProcessCluster, erro
 	}
 	c.Client = cli
 	return c, nil
+}
+
+// binaryFeatures is what an etcd binary reports of itself.
+type binaryFeatures struct {
+	version   string
+	reusePort bool // it has --socket-reuse-port
+}
+
+// probeBinary asks bin for its version and flags, and checks that it can
+// honour cfg.
+func probeBinary(bin string, cfg config) (binaryFeatures, error) {
+	var bf binaryFeatures
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return bf, fmt.Errorf("embedtest: %s --version: %w", bin, err)
+	}
+	m := versionRE.FindSubmatch(out)
+	if m == nil {
+		return bf, fmt.Errorf("embedtest: %s --version printed no version: %q", bin, out)
+	}
+	bf.version = string(m[1])
+	help, _ := exec.Command(bin, "--help").CombinedOutput()
+	bf.reusePort = bytes.Contains(help, []byte("--socket-reuse-port"))
+	if cfg.noFsync && !bytes.Contains(help, []byte("--unsafe-no-fsync")) {
+		return bf, fmt.Errorf("embedtest: etcd %s has no --unsafe-no-fsync (NoFsync)", bf.version)
+	}
+	return bf, nil
+}
+
+// addMembers lays out n members on ports (two each: client, peer) in the
+// cluster's temp dir, and returns the cluster's name=peerURL list.
+func (c *ProcessCluster) addMembers(n int, ports []int) []string {
+	var initial []string
+	for i := range n {
+		pm := &procMember{
+			bin:       c.bin,
+			name:      fmt.Sprintf("m%d", i),
+			dir:       filepath.Join(c.tmp, fmt.Sprintf("m%d", i)),
+			logPath:   filepath.Join(c.tmp, fmt.Sprintf("m%d.log", i)),
+			clientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+		}
+		c.members = append(c.members, pm)
+		c.endpoints = append(c.endpoints, pm.clientURL)
+		initial = append(initial, pm.name+"="+pm.peerURL)
+	}
+	return initial
+}
+
+// setArgs gives every member its command line: initial is the cluster's
+// name=peerURL list; reuse shares the reserved ports with the server.
+func (c *ProcessCluster) setArgs(cfg config, initial []string, reuse bool) {
+	heartbeat, election := "100", "1000"
+	if cfg.fastTicks {
+		heartbeat, election = "10", "100"
+	}
+	for _, pm := range c.members {
+		pm.args = []string{
+			"--name", pm.name, "--data-dir", pm.dir,
+			"--listen-client-urls", pm.clientURL, "--advertise-client-urls", pm.clientURL,
+			"--listen-peer-urls", pm.peerURL, "--initial-advertise-peer-urls", pm.peerURL,
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-token", "concord-" + filepath.Base(c.tmp),
+			"--heartbeat-interval", heartbeat, "--election-timeout", election,
+			"--logger", "zap", "--log-level", "warn",
+		}
+		if reuse {
+			pm.args = append(pm.args, "--socket-reuse-port")
+		}
+		if cfg.noFsync {
+			pm.args = append(pm.args, "--unsafe-no-fsync")
+		}
+	}
 }
 
 // Version returns the server version the binary reports, e.g. "3.5.36".

@@ -258,25 +258,8 @@ func (w *Worker) runClaimed(ctx context.Context, t Target, m *lock.Mutex, permit
 	if prog.Revision != 0 {
 		next = parseStep(prog.Data) + 1
 	}
-	// The steps' context ends when the claim or the slot is lost (its
-	// cause the holder's Err), or the rollout is aborted (ErrAborted).
-	tctx, cancel := context.WithCancelCause(ctx)
-	watcherDone, abortDone := make(chan struct{}), make(chan struct{})
-	defer func() { cancel(nil); <-watcherDone; <-abortDone }()
-	go func() {
-		defer close(abortDone)
-		w.watchAbort(tctx, v.rev, cancel)
-	}()
-	go func() {
-		defer close(watcherDone)
-		select {
-		case <-m.Done():
-			cancel(m.Err())
-		case <-permit.Done():
-			cancel(permit.Err())
-		case <-tctx.Done():
-		}
-	}()
+	tctx, stop := w.stepContext(ctx, v.rev, m, permit)
+	defer stop()
 	for i := next; i < len(v.plan.Steps); i++ {
 		if i > next {
 			st, err := read(tctx, w.client, w.k)
@@ -306,6 +289,29 @@ func (w *Worker) runClaimed(ctx context.Context, t Target, m *lock.Mutex, permit
 		}
 	}
 	return true, w.finish(ctx, t, guard, m.Token(), v.targets[t.ID].Wave)
+}
+
+// stepContext is the steps' context: it ends when the claim or the slot is
+// lost (its cause the holder's Err), or the rollout is aborted after rev
+// (ErrAborted). stop ends it and waits for its goroutines.
+func (w *Worker) stepContext(ctx context.Context, rev int64, m *lock.Mutex, permit *semaphore.Permit) (context.Context, func()) {
+	tctx, cancel := context.WithCancelCause(ctx)
+	watcherDone, abortDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(abortDone)
+		w.watchAbort(tctx, rev, cancel)
+	}()
+	go func() {
+		defer close(watcherDone)
+		select {
+		case <-m.Done():
+			cancel(m.Err())
+		case <-permit.Done():
+			cancel(permit.Err())
+		case <-tctx.Done():
+		}
+	}()
+	return tctx, func() { cancel(nil); <-watcherDone; <-abortDone }
 }
 
 // keepAborted checkpoints step i, which completed, if the steps' context
