@@ -18,18 +18,17 @@ import (
 const screenshotEnv = "CONCORD_CONSOLE_SCREENSHOT"
 
 // demoPopulated is true once the page shows the demo's fleet at work: an
-// elected coordinator, a permit or lock held while another worker waits,
-// a queue with hosts in it, every worker registered (%d is filled in
-// with the run's Config.Workers) and a host's progress checkpointed. It names no key of the demo's, only what the
-// console draws for each recipe.
+// elected coordinator, a wave under way (permits held while another worker
+// waits for one, hosts claimed: locks held), every worker registered (%d is filled in with the
+// run's Config.Workers) and a host's progress checkpointed. It names no key
+// of the demo's, only what the console draws for each recipe.
 const demoPopulated = `(() => {
 	const all = s => Array.from(document.querySelectorAll(s));
-	const n = s => parseInt(s, 10) || 0;
 	return document.getElementById('page-state').textContent === 'page: live'
 		&& all('[data-election] .leader').length > 0
-		&& all('[data-semaphore] .holder, [data-lock] .holder').length > 0
-		&& all('[data-semaphore] .waiter, [data-lock] .waiter, [data-election] .waiter').length > 0
-		&& all('[data-queue]').some(q => n(q.querySelector('.ready').textContent) + n(q.querySelector('.claimed').textContent) > 0)
+		&& all('[data-semaphore] .holder').length > 1
+		&& all('[data-semaphore] .waiter').length > 0
+		&& all('[data-lock] .holder').length > 1
 		&& all('[data-service] [data-instance]').length >= %d
 		&& all('#checkpoints tbody tr').length > 0
 		&& !document.getElementById('sessions').textContent.includes('…');
@@ -39,7 +38,7 @@ const demoPopulated = `(() => {
 // the demo's fleet (package demo's Run, as `concord demo` does, on its
 // own embedded etcd), opens the console on that etcd in headless
 // Chromium while the rollout runs, waits until the page shows the fleet's
-// election, permits and queue populated, and writes a PNG of the whole
+// election, permits, claims and checkpoints populated, and writes a PNG of the whole
 // page to $CONCORD_CONSOLE_SCREENSHOT. It then lets the demo finish and
 // checks that its invariants held with the console watching.
 //
