@@ -7,8 +7,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // ServerStats are a server's own counters, read from its /metrics: what it
@@ -164,4 +167,58 @@ func BenchStats(b testing.TB, srv *Server) ServerStats {
 		b.Fatal(err)
 	}
 	return st
+}
+
+var floorRun atomic.Int64
+
+// BenchFloor runs b.N rounds of the least etcd work a handoff can need: one
+// put, and its watch event delivered to each of watchers watchers (each on
+// its own connection). It reports the server's stats per op (Report) and
+// returns each round's latency, from before the put until the last watcher
+// has the event, for the caller to report its own way.
+func BenchFloor(b *testing.B, srv *Server, watchers int, op string) []time.Duration {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	key := fmt.Sprintf("bench-floor/%d", floorRun.Add(1))
+	pubC, err := srv.NewClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = pubC.Close() }()
+	var wchs []clientv3.WatchChan
+	for range watchers {
+		c, err := srv.NewClient()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = c.Close() }()
+		wch := c.Watch(ctx, key, clientv3.WithCreatedNotify())
+		if wr := <-wch; !wr.Created {
+			b.Fatalf("watch not created: %v", wr.Err())
+		}
+		wchs = append(wchs, wch)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	st0 := BenchStats(b, srv)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		if _, err := pubC.Put(ctx, key, strconv.Itoa(i)); err != nil {
+			b.Fatal(err)
+		}
+		for _, wch := range wchs {
+			for got := false; !got; {
+				wr, ok := <-wch
+				if !ok || wr.Err() != nil {
+					b.Fatalf("watch ended: %v", wr.Err())
+				}
+				got = len(wr.Events) > 0
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	BenchStats(b, srv).Sub(st0).Report(b, srv, b.N, op)
+	return lat
 }

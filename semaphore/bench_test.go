@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -300,57 +299,9 @@ func benchHandoff(b *testing.B, srv *embedtest.Server, impl string, limit int) {
 	st.Report(b, srv, b.N, "handoff")
 }
 
-var floorRun atomic.Int64
-
-// benchFloorPuts measures the floor: the least etcd work a handoff can
-// need, one put and its watch event delivered to each of watchers watchers
-// (each on its own connection), timed from before the put until the last
-// watcher has the event. Reported: p50/p99 of that latency and the
-// server's stats per op.
+// benchFloorPuts is embedtest.BenchFloor with the latencies reported here.
 func benchFloorPuts(b *testing.B, srv *embedtest.Server, watchers int, op string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	key := fmt.Sprintf("bench-floor/%d", floorRun.Add(1))
-	pubC, err := srv.NewClient()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = pubC.Close() }()
-	var wchs []clientv3.WatchChan
-	for range watchers {
-		c, err := srv.NewClient()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer func() { _ = c.Close() }()
-		wch := c.Watch(ctx, key, clientv3.WithCreatedNotify())
-		if wr := <-wch; !wr.Created {
-			b.Fatalf("watch not created: %v", wr.Err())
-		}
-		wchs = append(wchs, wch)
-	}
-	lat := make([]time.Duration, 0, b.N)
-	st0 := embedtest.BenchStats(b, srv)
-	b.ResetTimer()
-	for i := range b.N {
-		start := time.Now()
-		if _, err := pubC.Put(ctx, key, strconv.Itoa(i)); err != nil {
-			b.Fatal(err)
-		}
-		for _, wch := range wchs {
-			for got := false; !got; {
-				wr, ok := <-wch
-				if !ok || wr.Err() != nil {
-					b.Fatalf("watch ended: %v", wr.Err())
-				}
-				got = len(wr.Events) > 0
-			}
-		}
-		lat = append(lat, time.Since(start))
-	}
-	b.StopTimer()
-	embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, b.N, op)
-	reportLatency(b, lat)
+	reportLatency(b, embedtest.BenchFloor(b, srv, watchers, op))
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
