@@ -4,6 +4,6 @@ package embedtest
 
 import "time"
 
-// OwnCPU is the CPU time this process has used so far, or 0 where it cannot
+// ownCPU is the CPU time this process has used so far, or 0 where it cannot
 // be read (here).
-func OwnCPU() time.Duration { return 0 }
+func ownCPU() time.Duration { return 0 }

@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// OwnCPU is the CPU time (user and system) this process has used so far, or
+// ownCPU is the CPU time (user and system) this process has used so far, or
 // 0 where it cannot be read.
-func OwnCPU() time.Duration {
+func ownCPU() time.Duration {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0

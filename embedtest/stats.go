@@ -36,7 +36,7 @@ type ServerStats struct {
 	Events int64
 	// KeepAlives are the messages received on LeaseKeepAlive streams.
 	KeepAlives int64
-	// Client is this (the test's) process's CPU time (OwnCPU), read with
+	// Client is this (the test's) process's CPU time (ownCPU), read with
 	// the server's counters.
 	Client time.Duration
 }
@@ -74,14 +74,14 @@ func (s ServerStats) Report(b *testing.B, srv *Server, ops int, op string) {
 // Stats reads the server's counters from its first endpoint's /metrics.
 // On an external cluster that is one member's share only.
 func (s *Server) Stats(ctx context.Context) (ServerStats, error) {
-	st, err := ReadServerStats(ctx, s.Endpoints[0])
-	st.Client = OwnCPU()
+	st, err := readServerStats(ctx, s.Endpoints[0])
+	st.Client = ownCPU()
 	return st, err
 }
 
-// ReadServerStats reads the counters of the etcd member serving endpoint
+// readServerStats reads the counters of the etcd member serving endpoint
 // (http://host:port; etcd serves /metrics on its client URLs).
-func ReadServerStats(ctx context.Context, endpoint string) (ServerStats, error) {
+func readServerStats(ctx context.Context, endpoint string) (ServerStats, error) {
 	var st ServerStats
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+"/metrics", nil)
 	if err != nil {
