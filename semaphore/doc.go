@@ -21,12 +21,17 @@
 // lease (no lease-based permit can give that); fence such work with Token.
 // A crashed holder's permit returns only after its session TTL.
 //
-// Costs. A waiter watches the line's deletions and makes no request until
-// its count of keys ahead drops below the limit; a release then costs the
-// releaser's delete plus, for the one waiter it admits, one Txn that reads
-// the stored limit and the line at one revision (the grant). Waiters that stay waiting make no requests, whatever their number;
-// every waiter receives each deletion's watch event. Raising the limit
-// wakes every waiter, and each re-reads the line once.
+// Costs. A waiter makes no request until its count of keys ahead drops
+// below the limit; a release then costs the releaser's delete plus, for the
+// one waiter it admits, one Txn that reads the stored limit and the line at
+// one revision (the grant). Waiters that stay waiting make no requests,
+// whatever their number. A waiter that joins with fewer than 6 limits' worth
+// of keys ahead watches the line's deletions (each such waiter receives each
+// deletion's event); one further back watches only the limit+1 keys just
+// ahead of it, each on a watch of its own, and reads the line again when
+// the farthest of them goes, so a release reaches at most a few limits'
+// worth of waiters however long the line. Raising the limit wakes every
+// waiter, and each re-reads the line once.
 //
 // Telemetry (the session's providers): a span and the wait metrics per
 // Acquire; permits in use and waiters are the holders and waiters with

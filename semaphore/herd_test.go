@@ -101,8 +101,9 @@ func quiet(t testing.TB, n *atomic.Int64) int64 {
 
 // With 1,000 waiters in line (300 under -race), a release costs O(1) requests in all (the
 // releaser's delete, the admitted waiter's re-read and grant), however many
-// wait: waiters that stay waiting make none. Each waiter does receive the
-// deletion's watch event.
+// wait: waiters that stay waiting make none. Nor are they told of it: only
+// the waiters within the limit of the deleted key watch it, so the watch
+// responses per release do not grow with the line either.
 func TestThousandWaitersNoHerd(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
 	ctx := testCtx(t)
@@ -152,6 +153,7 @@ func TestThousandWaitersNoHerd(t *testing.T) {
 		waitCount(t, srv.Client, "fleet/.sem/p/", limit+i+batch)
 	}
 	setup := quiet(t, &rc.unary)
+	quiet(t, &rc.watchResps) // the waiters' watches, created one at a time per client
 	t.Logf("%d waiters in line after %v, %d requests", waiters, time.Since(start).Round(time.Millisecond), setup)
 
 	var perRelease []int64
@@ -185,6 +187,13 @@ func TestThousandWaitersNoHerd(t *testing.T) {
 		if n > 8 {
 			t.Errorf("release %d cost %d requests with %d waiters", i, n, waiters)
 		}
+	}
+	// The events to waiters that joined near the front (fewer than 6
+	// limits ahead: they watch the whole line), the admitted waiter's
+	// cancelled watches, and the window moves of those just behind the
+	// deleted key: bounded by the limit, not the line.
+	if max := int64(8 * limit); events/releases > max {
+		t.Errorf("%d watch responses per release with %d waiters, want at most %d", events/releases, waiters, max)
 	}
 
 	// A raise: every waiter re-reads the line once (documented cost).

@@ -42,7 +42,9 @@ type Ticket struct {
 	lower   int
 	exact   bool
 	ahead   int
-	pred    *mvccpb.KeyValue // the key just ahead
+	pred    *mvccpb.KeyValue   // the key just ahead
+	near    []*mvccpb.KeyValue // for n > 1, the n+1 keys just ahead, nearest first, read at nearRev
+	nearRev int64
 	holders []*mvccpb.KeyValue
 	readRev int64 // a revision at which the key was seen to exist
 }
@@ -86,18 +88,28 @@ func Join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 	return t, nil
 }
 
-// joinOps are the Join Txn's writes and reads: the put, the newest two keys
-// of the line (this one and the one just ahead; the response's Count is the
-// whole line's) and, for n > 1, the first n.
+// joinOps are the Join Txn's writes and reads: the put, the newest keys of
+// the line (joinNewest; the response's Count is the whole line's) and, for
+// n > 1, the first n.
 func joinOps(s *session.Session, key, value, prefix string, n int) []clientv3.Op {
 	ops := []clientv3.Op{
 		clientv3.OpPut(key, value, clientv3.WithLease(s.Lease())),
-		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2)),
+		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(joinNewest(n))),
 	}
 	if n > 1 {
 		ops = append(ops, clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(int64(n))))
 	}
 	return ops
+}
+
+// joinNewest is how many of the line's newest keys Join reads: its own and
+// the one just ahead, or for n > 1 its own and the n+1 just ahead (a
+// window and its gate; see waitWindow).
+func joinNewest(n int) int64 {
+	if n > 1 {
+		return int64(n) + 2
+	}
+	return 2
 }
 
 // readJoin records what the Join Txn read.
@@ -113,6 +125,9 @@ func (t *Ticket) readJoin(resp *clientv3.TxnResponse, n int) {
 		}
 		if t.pred == nil {
 			t.pred = kv
+		}
+		if n > 1 {
+			t.near, t.nearRev = append(t.near, kv), t.rev
 		}
 	}
 	t.ahead = t.lower
