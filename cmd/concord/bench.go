@@ -107,7 +107,7 @@ func (a *app) bench(ctx context.Context, workload string, f *benchFlags) error {
 	tr := &http.Transport{TLSClientConfig: ccfg.TLS}
 	defer tr.CloseIdleConnections()
 	prog := newProgress(a.std.err)
-	rep, err := bench.Run(ctx, bench.Config{Client: ccfg, MetricsEndpoints: ccfg.Endpoints,
+	rep, err := bench.Run(ctx, bench.Config{Client: ccfg, MetricsEndpoints: metricsURLs(ccfg.Endpoints, ccfg.TLS != nil),
 		HTTPClient: &http.Client{Transport: tr}, Prefix: f.prefix, Workloads: workloads,
 		Contenders: f.contenders, Instances: f.instances, Duration: f.duration, Force: f.force, Progress: prog.report})
 	prog.end()
@@ -161,7 +161,7 @@ func (p *progress) report(r bench.Progress) {
 		rate = float64(r.Count) / s
 	}
 	line := fmt.Sprintf("bench: %s %s %.0fs/%v: %d done, %.0f/s", r.Workload, strings.ReplaceAll(r.Op, "_", " "),
-		r.Elapsed.Seconds(), r.Bound, r.Count, rate)
+		r.Elapsed.Seconds(), r.Bound.Round(10*time.Millisecond), r.Count, rate)
 	if p.tty {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
 		p.drew = true
@@ -177,4 +177,21 @@ func (p *progress) end() {
 	if p.drew {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
+}
+
+// metricsURLs are the endpoints as URLs to read /metrics from: an endpoint
+// given as host:port gets the scheme the client uses.
+func metricsURLs(endpoints []string, secure bool) []string {
+	out := make([]string, 0, len(endpoints))
+	for _, e := range endpoints {
+		switch {
+		case strings.Contains(e, "://"):
+		case secure:
+			e = "https://" + e
+		default:
+			e = "http://" + e
+		}
+		out = append(out, e)
+	}
+	return out
 }

@@ -229,3 +229,13 @@ func TestBenchInterrupt(t *testing.T) {
 	}
 	assertNothingLeft(t, srv.Client, "interrupted/", before)
 }
+
+func TestMetricsURLs(t *testing.T) {
+	got := metricsURLs([]string{"http://a:1", "b:2", "unix:///tmp/s"}, false)
+	if want := []string{"http://a:1", "http://b:2", "unix:///tmp/s"}; !slices.Equal(got, want) {
+		t.Errorf("plain: %q, want %q", got, want)
+	}
+	if got := metricsURLs([]string{"b:2"}, true); !slices.Equal(got, []string{"https://b:2"}) {
+		t.Errorf("TLS: %q", got)
+	}
+}

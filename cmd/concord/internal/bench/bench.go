@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -225,7 +224,7 @@ func (r *run) noteLease(id clientv3.LeaseID) {
 // closeSessions closes ss (revoking their leases) within the clean-up's
 // bound, even when ctx is cancelled.
 func closeSessions(ctx context.Context, ss []*concurrency.Session) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	cctx, cancel := boundedAfter(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, s := range ss {
@@ -240,7 +239,7 @@ func closeSessions(ctx context.Context, ss []*concurrency.Session) {
 // already revoked are gone: the error is ignored), deletes the prefix and
 // closes the connections.
 func (r *run) cleanup(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	cctx, cancel := boundedAfter(ctx)
 	defer cancel()
 	r.mu.Lock()
 	leases, conns := r.leases, r.conns
@@ -323,7 +322,8 @@ func (r *run) progress(workload, op string, s *sampler, start time.Time, bound t
 	return func() { close(done); <-stopped }
 }
 
-// ended reports whether err is only the phase's context ending.
-func ended(ctx context.Context, err error) bool {
-	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ctx.Err()))
+// boundedAfter is a context for finishing up after ctx ends (a release, an
+// ack, a close): not cancelled with ctx, but bounded by cleanupTimeout.
+func boundedAfter(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 }

@@ -30,7 +30,7 @@ func (r *run) discovery(ctx context.Context) (Workload, error) {
 	w := Workload{Name: "discovery", Contenders: n, Watchers: n, Measurements: []Measurement{}}
 	regs := make([]*discovery.Registry, 0, registries)
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		cctx, cancel := boundedAfter(ctx)
 		defer cancel()
 		for _, reg := range regs {
 			r.noteLease(reg.Lease())
@@ -82,7 +82,7 @@ func (r *run) discovery(ctx context.Context) (Workload, error) {
 	}
 	ws := make([]*discovery.Watcher, n)
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		cctx, cancel := boundedAfter(ctx)
 		defer cancel()
 		for _, wt := range ws {
 			if wt != nil {
@@ -132,11 +132,11 @@ func loadLoop(ctx context.Context, c *clientv3.Client, s *sampler) (*discovery.W
 		case <-wt.Synced():
 			s.add(time.Since(start))
 			if kept != nil {
-				_ = kept.Close(context.WithoutCancel(ctx))
+				closeWatcher(ctx, kept)
 			}
 			kept = wt
 		case <-ctx.Done():
-			_ = wt.Close(context.WithoutCancel(ctx))
+			closeWatcher(ctx, wt)
 		}
 	}
 	return kept, nil
@@ -182,4 +182,11 @@ func awaitValue(ctx context.Context, wt *discovery.Watcher, id, want string) {
 			return
 		}
 	}
+}
+
+// closeWatcher closes wt within the clean-up's bound, even after ctx ended.
+func closeWatcher(ctx context.Context, wt *discovery.Watcher) {
+	cctx, cancel := boundedAfter(ctx)
+	defer cancel()
+	_ = wt.Close(cctx)
 }

@@ -44,7 +44,10 @@ func holdLoop(ctx context.Context, s *sampler, h *handoff, acquire func(context.
 		s.add(h.latency(asked, time.Now()))
 		h.release(time.Now())
 		// Released even when the phase has just ended: nothing stays held.
-		if err := release(context.WithoutCancel(ctx)); err != nil {
+		rctx, cancel := boundedAfter(ctx)
+		err = release(rctx)
+		cancel()
+		if err != nil {
 			return err
 		}
 	}
@@ -93,7 +96,7 @@ func (r *run) sem(ctx context.Context) (Workload, error) {
 	defer closeSessions(ctx, ss)
 	sems := make([]*semaphore.Semaphore, 0, n)
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		cctx, cancel := boundedAfter(ctx)
 		defer cancel()
 		for _, sem := range sems {
 			_ = sem.Close(cctx)

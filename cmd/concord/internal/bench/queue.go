@@ -75,7 +75,10 @@ func drain(ctx context.Context, c *queue.Consumer, s *sampler) error {
 		}
 		// Acknowledged even when the phase has just ended: a claimed item
 		// is not left to its lease.
-		if err := cl.Ack(context.WithoutCancel(ctx)); err != nil {
+		actx, cancel := boundedAfter(ctx)
+		err = cl.Ack(actx)
+		cancel()
+		if err != nil {
 			return err
 		}
 		s.add(time.Since(start))
