@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/queue"
 )
 
@@ -85,5 +84,3 @@ func drain(ctx context.Context, c *queue.Consumer, s *sampler) error {
 	}
 	return nil
 }
-
-var _ concurrency.Held = (*queue.Claim)(nil)
