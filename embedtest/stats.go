@@ -1,16 +1,14 @@
 package embedtest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/concordkit/concord/internal/srvstats"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -82,58 +80,12 @@ func (s *Server) Stats(ctx context.Context) (ServerStats, error) {
 // readServerStats reads the counters of the etcd member serving endpoint
 // (http://host:port; etcd serves /metrics on its client URLs).
 func readServerStats(ctx context.Context, endpoint string) (ServerStats, error) {
-	var st ServerStats
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+"/metrics", nil)
+	st, err := srvstats.Read(ctx, nil, endpoint)
 	if err != nil {
-		return st, err
+		return ServerStats{}, fmt.Errorf("embedtest: %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("embedtest: metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("embedtest: metrics: %s", resp.Status)
-	}
-	seen := 0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		name, v := line[:i], line[i+1:]
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			continue
-		}
-		switch {
-		case name == "process_cpu_seconds_total":
-			st.CPU, seen = time.Duration(f*float64(time.Second)), seen+1
-		case name == "etcd_debugging_mvcc_events_total":
-			st.Events = int64(f)
-		case strings.HasPrefix(name, "grpc_server_started_total{") && strings.Contains(name, `grpc_type="unary"`):
-			st.Unary += int64(f)
-		case strings.HasPrefix(name, "grpc_server_msg_received_total{") && strings.Contains(name, `grpc_service="etcdserverpb.Watch"`):
-			st.WatchRequests += int64(f)
-		case strings.HasPrefix(name, "grpc_server_msg_sent_total{") && strings.Contains(name, `grpc_service="etcdserverpb.Watch"`):
-			st.WatchResponses += int64(f)
-		case strings.HasPrefix(name, "grpc_server_msg_received_total{") && strings.Contains(name, `grpc_method="LeaseKeepAlive"`):
-			st.KeepAlives += int64(f)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return st, fmt.Errorf("embedtest: metrics: %w", err)
-	}
-	if seen == 0 {
-		return st, fmt.Errorf("embedtest: metrics of %s have no process_cpu_seconds_total", endpoint)
-	}
-	return st, nil
+	return ServerStats{CPU: st.CPU, Unary: st.Unary, WatchRequests: st.WatchRequests,
+		WatchResponses: st.WatchResponses, Events: st.Events, KeepAlives: st.KeepAlives}, nil
 }
 
 // BenchServer is one place a benchmark runs etcd: Name for b.Run

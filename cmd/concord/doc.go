@@ -23,6 +23,9 @@
 //	                                      the operator console in the browser (dev --ui starts it too)
 //	concord rollout status|pause|resume|abort NAME
 //	                                      see and steer a rollout (package rollout)
+//	concord bench lock|sem|queue|election|discovery|all [--contenders N] [--instances N]
+//	              [--duration D] [--prefix P] [--force]
+//	                                      measure the recipes' cost on this cluster beside its floor
 //	concord completion bash|zsh|fish      a shell completion script
 //
 // services register keeps the instance registered under a lease of --ttl
@@ -49,6 +52,31 @@
 // topic "demo/status"; the demo follows both and checks that discovery
 // converged to the live workers and that the topic delivered every event in
 // order without a gap.
+//
+// bench runs each workload (package cmd/concord/internal/bench) for up to
+// --duration (default 10s) under a prefix of its own (default
+// concord-bench/RANDOM/), beside the floor measured in the same run: one put
+// and its watch event on another connection. It prints, per operation, the
+// count, ops/s, p50 and p99, the p50 as a multiple of the floor's, and the
+// servers' CPU, unary requests and watch events per operation read from
+// the endpoints' /metrics ("n/a" when they do not serve it), then a
+// verdict per workload. For example, against concord dev:
+//
+//	$ concord bench lock --duration 2s
+//	concord bench: http://127.0.0.1:43795, prefix concord-bench/dd0f2a9c06f9/, up to 2s per workload
+//
+//	WORKLOAD  OP         COUNT  OPS/S  P50      P99     P50/FLOOR  SRV CPU/OP  UNARY/OP  EVENTS/OP
+//	floor     put event  1044   1044   0.77 ms  5.2 ms  1.0x       0.632 ms    1         1
+//	lock      handoff    972    485    1.7 ms   8.5 ms  2.2x       1.66 ms     3.26      0.999
+//
+//	lock (8 contenders): handoff p99 8.5 ms: fine for locks held longer than 85 ms
+//
+// Progress goes to stderr, one line a second (redrawn in place on a
+// terminal). bench refuses a prefix that already holds keys (status 2)
+// unless --force, writes nothing outside its prefix, and when done, failed
+// or interrupted closes its sessions, revokes their leases and deletes the
+// prefix. --json prints a versioned report (schema in the README and in
+// package bench's doc) for comparing runs.
 //
 // dev serves on a free loopback port and keeps its data in a temp dir;
 // --data-dir keeps the data across runs and --port PORT fixes the endpoint

@@ -68,7 +68,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(flagError)
 	a.conn.register(root.PersistentFlags())
 	root.AddCommand(a.demoCmd(), a.devCmd(), a.lockCmd(), a.electCmd(), a.semCmd(),
-		a.queueCmd(), a.servicesCmd(), a.watchCmd(), a.statusCmd(), a.uiCmd(), a.rolloutCmd())
+		a.queueCmd(), a.servicesCmd(), a.watchCmd(), a.statusCmd(), a.uiCmd(), a.rolloutCmd(), a.benchCmd())
 	return root
 }
 
