@@ -3,6 +3,7 @@ package embedtest
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -77,10 +78,15 @@ func (s *Server) Stats(ctx context.Context) (ServerStats, error) {
 	return st, err
 }
 
+// metricsClient reads /metrics without keeping connections open: a test
+// binary run against an external cluster would otherwise end with the
+// connections' goroutines still running (goleak).
+var metricsClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // readServerStats reads the counters of the etcd member serving endpoint
 // (http://host:port; etcd serves /metrics on its client URLs).
 func readServerStats(ctx context.Context, endpoint string) (ServerStats, error) {
-	st, err := srvstats.Read(ctx, nil, endpoint)
+	st, err := srvstats.Read(ctx, metricsClient, endpoint)
 	if err != nil {
 		return ServerStats{}, fmt.Errorf("embedtest: %w", err)
 	}
@@ -89,7 +95,8 @@ func readServerStats(ctx context.Context, endpoint string) (ServerStats, error) 
 }
 
 // BenchServer is one place a benchmark runs etcd: Name for b.Run
-// ("server=process" or "server=embedded"), Opts for Start.
+// ("server=process", "server=embedded" or "server=external"), Opts for
+// Start.
 type BenchServer struct {
 	Name string
 	Opts []Option
@@ -97,11 +104,14 @@ type BenchServer struct {
 
 // BenchServers are where benchmarks run etcd: first a server process of its
 // own (the binary named by BinaryEnv, as production runs it) when one is
-// given, then embedded in the benchmark's process. On an external cluster
-// (ExternalEnv) Start ignores both.
+// given, then embedded in the benchmark's process; on an external cluster
+// (ExternalEnv) only that cluster, as "server=external".
 func BenchServers() []BenchServer {
+	if External() {
+		return []BenchServer{{Name: "server=external"}}
+	}
 	out := []BenchServer{{Name: "server=embedded"}}
-	if bin := Binary(); bin != "" && !External() {
+	if bin := Binary(); bin != "" {
 		out = append([]BenchServer{{Name: "server=process", Opts: []Option{OwnProcess(bin)}}}, out...)
 	}
 	return out
