@@ -223,3 +223,59 @@ func TestThousandWaitersNoHerd(t *testing.T) {
 		_ = p.Release(ctx)
 	}
 }
+
+// Contenders cycling Acquire and Release take up the line's watch their
+// session kept from the last wait (session.WatchKey): no watch is created
+// or cancelled per grant, and none needs the read that follows a new one.
+// A grant costs the Join, the Release and the grant's confirming read.
+func TestCyclingWaitersKeepWatch(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	const limit, contenders, grants = 2, 6, 300
+	var rc rpcCounts
+	var sems []*semaphore.Semaphore
+	for range contenders {
+		sems = append(sems, newSem(t, newSession(t, instrumentedClient(t, srv, &rc), 10*time.Second), "cycle", limit))
+	}
+	for _, sem := range sems { // each session has opened its streams
+		if err := mustAcquire(t, ctx, sem).Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st0, err := srv.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := rc.unary.Load()
+	var granted atomic.Int64
+	var wg sync.WaitGroup
+	for _, sem := range sems {
+		wg.Go(func() {
+			for granted.Add(1) <= grants {
+				p, err := sem.Acquire(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := p.Release(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st, err := srv.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unary := float64(rc.unary.Load()-before) / grants
+	wreqs := float64(st.Sub(st0).WatchRequests) / grants
+	t.Logf("per grant: %.2f unary requests, %.2f watch requests at the server", unary, wreqs)
+	if wreqs > 0.5 {
+		t.Errorf("%.2f watch requests per grant, want at most 0.5 (a kept watch taken up)", wreqs)
+	}
+	if unary > 3.3 {
+		t.Errorf("%.2f unary requests per grant, want at most 3.3", unary)
+	}
+}

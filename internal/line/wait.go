@@ -76,19 +76,28 @@ func (t *Ticket) waitLimit(ctx context.Context, limit func() (int, <-chan struct
 
 // waitAhead watches the key just ahead until the ticket is admitted, the key
 // ahead changes, the watch fails or the limit changes (nil: the caller
-// re-evaluates), or an error ends the wait.
+// re-evaluates), or an error ends the wait. The watch is the session's
+// (WatchKey): one kept from the last wait on the same key is taken up, and
+// this one is kept for the next, unless it failed.
 func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
-	wctx, cancel := watch.Context(ctx)
-	defer cancel()
 	pred := t.pred
-	wch := t.s.Client().Watch(wctx, string(pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
-	for created := false; ; {
-		wr, err := t.next(ctx, wch, changed, t.recheckAhead)
+	kw := t.s.WatchKey(string(pred.Key), false)
+	keep := true
+	defer func() {
+		if keep {
+			t.s.KeepWatch(kw)
+		} else {
+			kw.Stop()
+		}
+	}()
+	for {
+		wr, broken, err := t.next(ctx, kw.Ch, changed, t.recheckAhead)
 		switch {
 		case err != nil || wr == nil:
+			keep = !broken && t.s.Err() == nil
 			return err
-		case wr.Created && !created:
-			created = true
+		case wr.Created && !kw.Created:
+			kw.Created = true
 			if wr.Header.Revision <= t.readRev {
 				// Nothing changed since the last read: the watch sees
 				// every later change, so no re-read is needed.
@@ -100,14 +109,14 @@ func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 			if string(t.pred.Key) != string(pred.Key) || t.pred.CreateRevision != pred.CreateRevision {
 				return nil // the key ahead changed: watch the new one
 			}
-		case !created || !t.predGone(wr.Events, pred.CreateRevision):
-			// Not the key ahead leaving: a member that lags behind the
-			// last read can replay the deletion of an earlier key of the
-			// same name (names are reused).
+		case !kw.Created || !t.predGone(wr.Events, pred.CreateRevision):
+			// Not the key ahead leaving: a deletion the last read already
+			// saw (a kept watch holds those of earlier incarnations, and a
+			// member that lags behind the last read can replay them).
 		case t.ahead != math.MaxInt && t.ahead <= 1:
 			// The last key ahead is gone: none can join ahead, so no
 			// re-read is needed.
-			t.pred, t.lower, t.exact, t.ahead = nil, 0, true, 0
+			t.pred, t.lower, t.exact, t.upper, t.ahead = nil, 0, true, false, 0
 			return nil
 		default:
 			if t.ahead != math.MaxInt {
@@ -121,23 +130,38 @@ func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 // waitCount watches the line's deletions until fewer than n keys are ahead,
 // the watch fails or the limit changes (nil: the caller re-evaluates), or an
 // error ends the wait. Every deletion after the last read is seen, so the
-// count stays exact without a re-read.
+// count stays exact without a re-read. The watch is the session's, as in
+// waitAhead; a new one is followed by one read of the line, a kept one has
+// seen every deletion since before the Join.
 func (t *Ticket) waitCount(ctx context.Context, n int, changed <-chan struct{}) error {
-	wctx, cancel := watch.Context(ctx)
-	defer cancel()
-	wch := t.s.Client().Watch(wctx, t.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
-	for created := false; ; {
-		wr, err := t.next(ctx, wch, changed, t.recheckCount)
+	kw := t.s.WatchKey(t.prefix, true)
+	keep := true
+	defer func() {
+		if keep {
+			t.s.KeepWatch(kw)
+		} else {
+			kw.Stop()
+		}
+	}()
+	if kw.Created && t.upper {
+		// A window's count is only a bound: count the line once.
+		if err := t.recheckCount(ctx); err != nil || t.Admitted(n) {
+			return err
+		}
+	}
+	for {
+		wr, broken, err := t.next(ctx, kw.Ch, changed, t.recheckCount)
 		switch {
 		case err != nil || wr == nil:
+			keep = !broken && t.s.Err() == nil
 			return err
-		case wr.Created && !created:
-			created = true
+		case wr.Created && !kw.Created:
+			kw.Created = true
 			// The watch now sees every later change: read the line once.
 			if err := t.recheckCount(ctx); err != nil || t.Admitted(n) {
 				return err
 			}
-		case !created:
+		case !kw.Created:
 		case t.countDeletes(wr.Events):
 			return nil // our own key went: the re-read reports why
 		case t.Admitted(n):
@@ -239,9 +263,9 @@ func (t *Ticket) readNear(ctx context.Context, n int) error {
 	}
 	t.near, t.nearRev = kvs, t.readRev
 	if len(kvs) <= n {
-		t.lower = len(kvs)
+		t.lower, t.upper = len(kvs), false
 	} else {
-		t.lower = max(t.lower, n+1)
+		t.lower, t.upper = max(t.lower, n+1), true
 	}
 	t.exact = true
 	t.ahead = min(t.ahead, t.lower)
@@ -253,24 +277,24 @@ func (t *Ticket) readNear(ctx context.Context, n int) error {
 
 // next returns the watch's next response, nil (and a nil error) when the
 // limit changed, or, when the watch broke (compaction, a lost leader, a
-// broken stream), the result of re-reading the line: the caller then
-// re-evaluates with a new watch.
-func (t *Ticket) next(ctx context.Context, wch clientv3.WatchChan, changed <-chan struct{}, recheck func(context.Context) error) (*clientv3.WatchResponse, error) {
+// broken stream: broken is true), the result of re-reading the line: the
+// caller then re-evaluates with a new watch.
+func (t *Ticket) next(ctx context.Context, wch clientv3.WatchChan, changed <-chan struct{}, recheck func(context.Context) error) (wr *clientv3.WatchResponse, broken bool, err error) {
 	select {
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	case <-t.s.Done():
-		return nil, t.s.Err()
+		return nil, false, t.s.Err()
 	case <-changed:
-		return nil, nil
+		return nil, false, nil
 	case wr, ok := <-wch:
 		if ok && !wr.Canceled && wr.Err() == nil {
-			return &wr, nil
+			return &wr, false, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, true, ctx.Err()
 		}
-		return nil, recheck(ctx)
+		return nil, true, recheck(ctx)
 	}
 }
 
@@ -319,7 +343,7 @@ func (t *Ticket) recheckAhead(ctx context.Context) error {
 		return err
 	}
 	t.pred = nil
-	t.lower, t.exact = 0, false
+	t.lower, t.exact, t.upper = 0, false, false
 	if len(kvs) > 0 {
 		t.pred = kvs[0]
 		t.lower = 1
@@ -336,7 +360,7 @@ func (t *Ticket) recheckCount(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t.lower, t.exact = len(kvs), true
+	t.lower, t.exact, t.upper = len(kvs), true, false
 	t.ahead = min(t.ahead, t.lower)
 	return nil
 }

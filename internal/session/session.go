@@ -99,6 +99,7 @@ type Session struct {
 	strayKick   chan struct{}
 	strayLoop   bool           // the stray watcher is running
 	owned       sync.WaitGroup // the stray watcher and Go goroutines; Add under mu while !closed
+	keptWatches []*KeyWatch    // see KeepWatch
 }
 
 // check validates cfg and fills in its defaults.
@@ -298,6 +299,7 @@ func (s *Session) end(err error) {
 	s.tel.SessionEnded(lost, s.why)
 	close(s.done)
 	s.cancelCtx()
+	s.stopKeptWatches()
 }
 
 // reason classifies a loss: a lease the server no longer has while the last
