@@ -83,13 +83,7 @@ func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 	pred := t.pred
 	kw := t.s.WatchKey(string(pred.Key), false)
 	keep := true
-	defer func() {
-		if keep {
-			t.s.KeepWatch(kw)
-		} else {
-			kw.Stop()
-		}
-	}()
+	defer func() { t.s.KeepWatch(kw, keep) }()
 	for {
 		wr, broken, err := t.next(ctx, kw.Ch, changed, t.recheckAhead)
 		switch {
@@ -136,13 +130,7 @@ func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 func (t *Ticket) waitCount(ctx context.Context, n int, changed <-chan struct{}) error {
 	kw := t.s.WatchKey(t.prefix, true)
 	keep := true
-	defer func() {
-		if keep {
-			t.s.KeepWatch(kw)
-		} else {
-			kw.Stop()
-		}
-	}()
+	defer func() { t.s.KeepWatch(kw, keep) }()
 	if kw.Created && t.upper {
 		// A window's count is only a bound: count the line once.
 		if err := t.recheckCount(ctx); err != nil || t.Admitted(n) {

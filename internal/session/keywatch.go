@@ -55,12 +55,13 @@ func (s *Session) WatchKey(key string, prefix bool) *KeyWatch {
 	return &KeyWatch{Key: key, Prefix: prefix, Ch: s.client.Watch(ctx, key, opts...), cancel: cancel}
 }
 
-// KeepWatch keeps w for the next wait on its key, for keepWatchFor; the
-// oldest kept watch makes room if the session keeps too many.
-func (s *Session) KeepWatch(w *KeyWatch) {
+// KeepWatch keeps w for the next wait on its key, for keepWatchFor (the
+// oldest kept watch makes room if the session keeps too many); with keep
+// false (a watch that failed) it stops w.
+func (s *Session) KeepWatch(w *KeyWatch, keep bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.ctx.Err() != nil {
+	if !keep || s.closed || s.ctx.Err() != nil {
 		w.Stop()
 		return
 	}

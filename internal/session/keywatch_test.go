@@ -35,7 +35,7 @@ func TestKeptWatches(t *testing.T) {
 	}
 
 	w := s.WatchKey("kw/a", false)
-	s.KeepWatch(w)
+	s.KeepWatch(w, true)
 	if got := s.WatchKey("kw/a", true); got == w {
 		t.Fatal("a prefix watch was served by a single key's")
 	} else {
@@ -44,7 +44,7 @@ func TestKeptWatches(t *testing.T) {
 	if got := s.WatchKey("kw/a", false); got != w {
 		t.Fatal("the kept watch was not taken up")
 	}
-	s.KeepWatch(w)
+	s.KeepWatch(w, true)
 	if !closed(w, keepWatchFor+5*time.Second) {
 		t.Fatalf("a kept watch not taken up still open after %v", keepWatchFor+5*time.Second)
 	}
@@ -57,7 +57,7 @@ func TestKeptWatches(t *testing.T) {
 	var kept []*KeyWatch
 	for _, k := range []string{"kw/1", "kw/2", "kw/3", "kw/4", "kw/5"} {
 		kw := s.WatchKey(k, false)
-		s.KeepWatch(kw)
+		s.KeepWatch(kw, true)
 		kept = append(kept, kw)
 	}
 	s.mu.Lock()
