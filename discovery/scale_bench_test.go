@@ -35,16 +35,21 @@ import (
 //     a new endpoints watch channel) takes to load a 100-instance service's
 //     snapshot (100 loads) and the big service's (20 loads), p50 and p99
 //     (target: p99 under 1 s for 10,000 instances);
+//   - quiet-big-*: with 100 Watchers of the big service and nothing
+//     changing, the server's unary requests per second and its CPU per
+//     watcher per second (each Watcher's staleness probe reads once a
+//     second; one in ten of those reads ranges over the whole service),
+//     over 5 s after 2 s to settle;
 //   - heap-B/instance: client heap (runtime.MemStats.HeapInuse after GC,
 //     before and after) per cached instance with one Watcher on every
 //     service, all instances cached (target: under 1 KiB);
-//   - with those Watchers and 1,000 more on one 100-instance service (on 16
-//     connections), the server's watch streams and watchers, and its unary
-//     requests per second over 5 s of quiet (each Watcher's staleness
-//     probe reads once a second);
+//   - quiet-*: the same with the Watchers of every service and 1,000 more on
+//     one 100-instance service (on 16 connections), and the server's watch
+//     streams and watchers;
 //   - fanout-*: one instance's metadata update until all 1,000 watchers of
 //     its service have it, p50 and p99 over 50 updates, for concord's
-//     Watchers and then etcd's watch channels (target: p99 under 50 ms).
+//     Watchers and then etcd's watch channels (target: p99 under 50 ms),
+//     with the server's stats (and the client's CPU) per update.
 //
 // Instances default to 1000,100000 (CONCORD_SCALE_INSTANCES overrides, a
 // comma-separated list). The 100,000 run needs a few minutes and ~2 GB:
@@ -71,6 +76,7 @@ const (
 	scaleService      = 100  // instances per small service
 	scaleBigWatchers  = 100  // watchers of the big service, for its quiet cost
 	scaleQuiet        = 5 * time.Second
+	scaleSettle       = 2 * time.Second
 )
 
 func scaleInstances(b *testing.B) []int {
@@ -134,6 +140,10 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 		reportQuantiles(b, pfx+"-big", scaleLoads(ctx, b, f.wc, impl, 20*b.N, func(int) string { return f.service(0) }, f.big))
 	}
 
+	big := openWatchers(ctx, b, f.wc, repeat(f.service(0), scaleBigWatchers))
+	quietCost(ctx, b, srv, "quiet-big", scaleBigWatchers)
+	closeWatchers(big)
+
 	before := heapInUse()
 	cache := openWatchers(ctx, b, f.wc, f.services())
 	defer closeWatchers(cache)
@@ -146,14 +156,13 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 	b.ReportMetric(streams, "srv-watch-streams")
 	b.ReportMetric(watchers, "srv-watchers")
 
-	reportQuantiles(b, "fanout", fanoutConcord(ctx, b, target, fan, 50*b.N))
+	rounds := 50 * b.N
+	st0 := embedtest.BenchStats(b, srv)
+	reportQuantiles(b, "fanout", fanoutConcord(ctx, b, target, fan, rounds))
+	embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, rounds, "fanout")
 	closeWatchers(fan)
-	reportQuantiles(b, "etcd-fanout", fanoutEtcd(ctx, b, f.wc, target, 50*b.N))
+	reportQuantiles(b, "etcd-fanout", fanoutEtcd(ctx, b, srv, f.wc, target, rounds))
 
-	closeWatchers(cache)
-	big := openWatchers(ctx, b, f.wc, repeat(f.service(0), scaleBigWatchers))
-	quietCost(ctx, b, srv, "quiet-big", scaleBigWatchers)
-	closeWatchers(big)
 	b.StopTimer()
 }
 
@@ -267,14 +276,18 @@ func scaleLoads(ctx context.Context, b *testing.B, cs []*clientv3.Client, impl s
 // changing, and reports the server's unary requests per second and its CPU
 // (the process's, embedded) per watcher per second.
 func quietCost(ctx context.Context, b *testing.B, srv *embedtest.Server, label string, watchers int) {
-	st0 := embedtest.BenchStats(b, srv)
-	t := time.NewTimer(scaleQuiet)
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		t.Stop()
-		b.Fatal(ctx.Err())
+	wait := func(d time.Duration) {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			b.Fatal(ctx.Err())
+		}
 	}
+	wait(scaleSettle) // not a condition: lets the last phase's tail (GC, closing watches) pass
+	st0 := embedtest.BenchStats(b, srv)
+	wait(scaleQuiet)
 	st := embedtest.BenchStats(b, srv).Sub(st0)
 	secs := scaleQuiet.Seconds()
 	b.ReportMetric(float64(st.Unary)/secs, label+"-srv-unary/s")
@@ -354,8 +367,9 @@ func watcherHas(w *discovery.Watcher, id, v string) bool {
 }
 
 // fanoutEtcd is fanoutConcord with scaleFanout endpoints watch channels of
-// g's service (on cs in turn) reading the updates.
-func fanoutEtcd(ctx context.Context, b *testing.B, cs []*clientv3.Client, g *discovery.Registration, rounds int) []time.Duration {
+// g's service (on cs in turn) reading the updates; it reports the server's
+// stats per update (as the caller does for concord's).
+func fanoutEtcd(ctx context.Context, b *testing.B, srv *embedtest.Server, cs []*clientv3.Client, g *discovery.Registration, rounds int) []time.Duration {
 	wctx, wcancel := context.WithCancel(ctx)
 	chs := make([]endpoints.WatchChannel, scaleFanout)
 	defer func() {
@@ -377,6 +391,8 @@ func fanoutEtcd(ctx context.Context, b *testing.B, cs []*clientv3.Client, g *dis
 	}
 	in := g.Instance()
 	var out []time.Duration
+	st0 := embedtest.BenchStats(b, srv)
+	defer func() { embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, rounds, "etcd-fanout") }()
 	for i := range rounds {
 		v := "e" + strconv.Itoa(i)
 		in.Metadata = map[string]string{"v": v}
