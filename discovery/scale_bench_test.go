@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/concordkit/concord/discovery"
 	"github.com/concordkit/concord/embedtest"
@@ -40,16 +44,20 @@ import (
 //     watcher per second (each Watcher's staleness probe reads once a
 //     second; one in ten of those reads ranges over the whole service),
 //     over 5 s after 2 s to settle;
-//   - heap-B/instance: client heap (runtime.MemStats.HeapInuse after GC,
+//   - heap-B/instance: client heap (runtime.MemStats.HeapAlloc after GC,
 //     before and after) per cached instance with one Watcher on every
-//     service, all instances cached (target: under 1 KiB);
+//     service, all instances cached (target: under 1 KiB); not reported
+//     embedded, where the server's heap is the process's too;
 //   - quiet-*: the same with the Watchers of every service and 1,000 more on
 //     one 100-instance service (on 16 connections), and the server's watch
 //     streams and watchers;
 //   - fanout-*: one instance's metadata update until all 1,000 watchers of
 //     its service have it, p50 and p99 over 50 updates, for concord's
 //     Watchers and then etcd's watch channels (target: p99 under 50 ms),
-//     with the server's stats (and the client's CPU) per update.
+//     with the server's stats (and the client's CPU) per update;
+//   - sessions-lost and reregistrations over the whole run: Registries
+//     whose session was lost (no keepalive answered in time) and the
+//     instances they registered again (target: none).
 //
 // Instances default to 1000,100000 (CONCORD_SCALE_INSTANCES overrides, a
 // comma-separated list). The 100,000 run needs a few minutes and ~2 GB:
@@ -99,6 +107,7 @@ func scaleInstances(b *testing.B) []int {
 // i % len(regs) under service(i).
 type scaleFleet struct {
 	n, big  int
+	metrics *sdkmetric.ManualReader // the Registries' (and their sessions') metrics
 	regs    []*discovery.Registry
 	handles []*discovery.Registration
 	rc, wc  []*clientv3.Client // the Registries' and the watchers' connections
@@ -144,10 +153,12 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 	quietCost(ctx, b, srv, "quiet-big", scaleBigWatchers)
 	closeWatchers(big)
 
-	before := heapInUse()
+	before := liveHeap()
 	cache := openWatchers(ctx, b, f.wc, f.services())
 	defer closeWatchers(cache)
-	b.ReportMetric(float64(heapInUse()-before)/float64(n), "heap-B/instance")
+	if !strings.Contains(b.Name(), "server=embedded") { // else the server's heap is in it
+		b.ReportMetric(float64(liveHeap()-before)/float64(n), "heap-B/instance")
+	}
 
 	target := f.handles[f.big] // the first instance of the first small service
 	fan := openWatchers(ctx, b, f.wc, repeat(target.Service(), scaleFanout))
@@ -164,6 +175,29 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 	reportQuantiles(b, "etcd-fanout", fanoutEtcd(ctx, b, srv, f.wc, target, rounds))
 
 	b.StopTimer()
+	// A Registry whose session was lost (a keepalive not answered in time
+	// on a starved machine) registers its instances again.
+	b.ReportMetric(float64(sumCounter(b, f.metrics, "concord.session.lost")), "sessions-lost")
+	b.ReportMetric(float64(sumCounter(b, f.metrics, "concord.discovery.reregistrations")), "reregistrations")
+}
+
+// sumCounter is the sum of an int64 counter's data points.
+func sumCounter(b *testing.B, r *sdkmetric.ManualReader, name string) int64 {
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		b.Fatal(err)
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
+				for _, dp := range sum.DataPoints {
+					n += dp.Value
+				}
+			}
+		}
+	}
+	return n
 }
 
 func scaleClients(b *testing.B, srv *embedtest.Server, k int) []*clientv3.Client {
@@ -182,8 +216,10 @@ func scaleClients(b *testing.B, srv *embedtest.Server, k int) []*clientv3.Client
 // the fleet, 64 Registries at a time; it returns registrations per second.
 func (f *scaleFleet) register(ctx context.Context, b *testing.B) float64 {
 	nregs := f.n / scaleService
+	f.metrics = sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics))
 	for r := range nregs {
-		reg, err := discovery.NewRegistry(f.rc[r%len(f.rc)])
+		reg, err := discovery.NewRegistry(f.rc[r%len(f.rc)], discovery.WithMeterProvider(mp))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -472,4 +508,13 @@ func watchGauges(b *testing.B, srv *embedtest.Server) (streams, watchers float64
 		b.Fatal(err)
 	}
 	return streams, watchers
+}
+
+// liveHeap is the bytes of live heap objects after a full collection.
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
