@@ -136,6 +136,7 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 	defer f.close()
 	b.ResetTimer() // no ResetTimer after this: it would drop the metrics reported
 	regsPerSec := f.register(ctx, b)
+	f.lostBy(b, "register")
 	b.ReportMetric(regsPerSec, "regs/s")
 	b.ReportMetric(float64(len(f.services())), "services")
 
@@ -148,9 +149,11 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 		reportQuantiles(b, pfx+"-small", scaleLoads(ctx, b, f.wc, impl, 100*b.N, func(k int) string { return small[k%len(small)] }, scaleService))
 		reportQuantiles(b, pfx+"-big", scaleLoads(ctx, b, f.wc, impl, 20*b.N, func(int) string { return f.service(0) }, f.big))
 	}
+	f.lostBy(b, "loads")
 
 	big := openWatchers(ctx, b, f.wc, repeat(f.service(0), scaleBigWatchers))
 	quietCost(ctx, b, srv, "quiet-big", scaleBigWatchers)
+	f.lostBy(b, "quiet-big")
 	closeWatchers(big)
 
 	before := liveHeap()
@@ -163,6 +166,7 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 	target := f.handles[f.big] // the first instance of the first small service
 	fan := openWatchers(ctx, b, f.wc, repeat(target.Service(), scaleFanout))
 	quietCost(ctx, b, srv, "quiet", len(cache)+len(fan))
+	f.lostBy(b, "quiet")
 	streams, watchers := watchGauges(b, srv)
 	b.ReportMetric(streams, "srv-watch-streams")
 	b.ReportMetric(watchers, "srv-watchers")
@@ -172,6 +176,7 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 	reportQuantiles(b, "fanout", fanoutConcord(ctx, b, target, fan, rounds))
 	embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, rounds, "fanout")
 	closeWatchers(fan)
+	f.lostBy(b, "fanout")
 	reportQuantiles(b, "etcd-fanout", fanoutEtcd(ctx, b, srv, f.wc, target, rounds))
 
 	b.StopTimer()
@@ -179,6 +184,52 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 	// on a starved machine) registers its instances again.
 	b.ReportMetric(float64(sumCounter(b, f.metrics, "concord.session.lost")), "sessions-lost")
 	b.ReportMetric(float64(sumCounter(b, f.metrics, "concord.discovery.reregistrations")), "reregistrations")
+}
+
+// lostBy reports the Registries' sessions lost so far, after phase, and
+// the lowest renew margin (time left before a session's renew deadline
+// when its keepalive was answered) seen so far, to 25 ms.
+func (f *scaleFleet) lostBy(b *testing.B, phase string) {
+	b.ReportMetric(float64(sumCounter(b, f.metrics, "concord.session.lost")), "sessions-lost-by-"+phase)
+	b.ReportMetric(float64(minMargin(b, f.metrics).Milliseconds()), "min-renew-margin-ms-by-"+phase)
+}
+
+// marginStep is the renew-margin histogram's bucket width (to 10 s, the
+// Registries' TTL).
+const marginStep = 25 * time.Millisecond
+
+func marginBounds() []float64 {
+	var out []float64
+	for d := time.Duration(0); d <= 10*time.Second; d += marginStep {
+		out = append(out, d.Seconds())
+	}
+	return out
+}
+
+// minMargin is the lower bound of the lowest non-empty bucket of the
+// renew-margin histogram (-25 ms: below zero; 10 s: empty).
+func minMargin(b *testing.B, r *sdkmetric.ManualReader) time.Duration {
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		b.Fatal(err)
+	}
+	lowest := len(marginBounds())
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if !ok || m.Name != "concord.session.renew_margin" {
+				continue
+			}
+			for _, dp := range h.DataPoints {
+				for i, c := range dp.BucketCounts {
+					if c > 0 && i < lowest {
+						lowest = i
+					}
+				}
+			}
+		}
+	}
+	return time.Duration(lowest-1) * marginStep
 }
 
 // sumCounter is the sum of an int64 counter's data points.
@@ -217,7 +268,9 @@ func scaleClients(b *testing.B, srv *embedtest.Server, k int) []*clientv3.Client
 func (f *scaleFleet) register(ctx context.Context, b *testing.B) float64 {
 	nregs := f.n / scaleService
 	f.metrics = sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics), sdkmetric.WithView(sdkmetric.NewView(
+		sdkmetric.Instrument{Name: "concord.session.renew_margin"},
+		sdkmetric.Stream{Aggregation: sdkmetric.AggregationExplicitBucketHistogram{Boundaries: marginBounds()}})))
 	for r := range nregs {
 		reg, err := discovery.NewRegistry(f.rc[r%len(f.rc)], discovery.WithMeterProvider(mp))
 		if err != nil {
