@@ -57,7 +57,9 @@ import (
 //     with the server's stats (and the client's CPU) per update;
 //   - sessions-lost and reregistrations over the whole run: Registries
 //     whose session was lost (no keepalive answered in time) and the
-//     instances they registered again (target: none).
+//     instances they registered again (target: none); and after each phase
+//     the sessions lost so far, the lowest renew margin and the longest
+//     keepalive round trip, to tell which phase starved the keepalives.
 //
 // Instances default to 1000,100000 (CONCORD_SCALE_INSTANCES overrides, a
 // comma-separated list). The 100,000 run needs a few minutes and ~2 GB:
@@ -192,6 +194,31 @@ func benchScaleDiscovery(b *testing.B, srv *embedtest.Server, n int) {
 func (f *scaleFleet) lostBy(b *testing.B, phase string) {
 	b.ReportMetric(float64(sumCounter(b, f.metrics, "concord.session.lost")), "sessions-lost-by-"+phase)
 	b.ReportMetric(float64(minMargin(b, f.metrics).Milliseconds()), "min-renew-margin-ms-by-"+phase)
+	b.ReportMetric(maxRTT(b, f.metrics).Seconds()*1000, "max-keepalive-rtt-ms-by-"+phase)
+}
+
+// maxRTT is the longest keepalive round trip of the Registries' sessions
+// so far (the answered ones).
+func maxRTT(b *testing.B, r *sdkmetric.ManualReader) time.Duration {
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		b.Fatal(err)
+	}
+	var most float64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.ExponentialHistogram[float64])
+			if !ok || m.Name != "concord.session.keepalive.duration" {
+				continue
+			}
+			for _, dp := range h.DataPoints {
+				if v, ok := dp.Max.Value(); ok && v > most {
+					most = v
+				}
+			}
+		}
+	}
+	return time.Duration(most * float64(time.Second))
 }
 
 // marginStep is the renew-margin histogram's bucket width (to 10 s, the
@@ -270,7 +297,10 @@ func (f *scaleFleet) register(ctx context.Context, b *testing.B) float64 {
 	f.metrics = sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics), sdkmetric.WithView(sdkmetric.NewView(
 		sdkmetric.Instrument{Name: "concord.session.renew_margin"},
-		sdkmetric.Stream{Aggregation: sdkmetric.AggregationExplicitBucketHistogram{Boundaries: marginBounds()}})))
+		sdkmetric.Stream{Aggregation: sdkmetric.AggregationExplicitBucketHistogram{Boundaries: marginBounds()}})),
+		sdkmetric.WithView(sdkmetric.NewView(
+			sdkmetric.Instrument{Name: "concord.session.keepalive.duration"},
+			sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 160, MaxScale: 20, NoMinMax: false}})))
 	for r := range nregs {
 		reg, err := discovery.NewRegistry(f.rc[r%len(f.rc)], discovery.WithMeterProvider(mp))
 		if err != nil {
