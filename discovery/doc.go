@@ -24,10 +24,12 @@
 // A Watcher starts from a consistent snapshot and then applies every change
 // in revision order (one resumable watch); after a broken watch it resumes
 // after the last revision it applied, and re-lists when that history was
-// compacted, so there are no silent gaps. A periodic probe (a linearizable read of the
-// service's newest revision and key count) tells it whether etcd answers
-// and whether the cache has caught up; a cache that stays behind is
-// re-listed.
+// compacted, so there are no silent gaps. A periodic probe (a linearizable
+// read, every WithProbeInterval) tells it whether etcd answers; one probe in
+// ten, and every probe while the cache is stale or behind, also reads the
+// service's newest revision and key count to tell whether the cache has
+// caught up (that read ranges over the whole service on the server, so it
+// is kept rare); a cache that stays behind is re-listed.
 //
 // The gRPC resolver (scheme "concord") gives each ClientConn a Watcher of
 // its own and passes every instance's Instance (metadata, weight) as address

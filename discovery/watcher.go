@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -30,8 +31,10 @@ type watchOptionFunc func(*watcherConfig)
 func (f watchOptionFunc) applyWatch(c *watcherConfig) { f(c) }
 
 // WithProbeInterval sets how often a Watcher checks that etcd answers (a
-// linearizable read of one key) to tell whether its cache is stale.
-// Default (and for d <= 0) 1s.
+// linearizable read of one key) to tell whether its cache is stale; every
+// tenth probe (and every probe while the cache is stale or behind) reads the
+// service's newest revision and key count instead, to tell whether the
+// cache has caught up. Default (and for d <= 0) 1s.
 func WithProbeInterval(d time.Duration) WatchOption {
 	return watchOptionFunc(func(c *watcherConfig) { c.probeInterval = d })
 }
@@ -274,39 +277,62 @@ func (w *Watcher) notify() {
 	}
 }
 
-// probeLoop reads the prefix's newest revision and key count now and then.
-// A failed probe marks the cache stale. After a successful one the cache is
-// fresh as soon as it has caught up with what the probe saw; if it has not
-// within resyncAfter (the watch lost events or stalled without breaking),
-// the cache is stale and the watch is restarted from a fresh snapshot.
+// fullProbeEvery: one probe in this many (and every probe while the cache
+// is stale or behind) reads the prefix's newest revision and key count; the
+// others only check that etcd answers. The full read ranges over every key
+// of the service on the server (etcd sorts the whole prefix by mod
+// revision to find the newest), so its cost grows with the service: with a
+// thousand watchers of a 10,000-instance service, one a second each would
+// keep several server cores busy.
+const fullProbeEvery = 10
+
+// probeLoop checks now and then that etcd answers, and every
+// fullProbeEvery-th time (or while the cache is not known to be current)
+// also reads the prefix's newest revision and key count. A failed probe
+// marks the cache stale. After a successful full one the cache is fresh as
+// soon as it has caught up with what the probe saw; if it has not within
+// resyncAfter (the watch lost events or stalled without breaking), the
+// cache is stale and the watch is restarted from a fresh snapshot. The
+// first probe comes at a random point of the first interval, so that
+// watchers started together (a fleet's callers after a deploy, the
+// resolver's conns) do not probe in bursts.
 func (w *Watcher) probeLoop(ctx context.Context) {
 	resyncAfter := 3 * w.cfg.probeInterval
+	first := time.NewTimer(rand.N(w.cfg.probeInterval) + 1)
+	select {
+	case <-ctx.Done():
+		first.Stop()
+		return
+	case <-first.C:
+	}
 	t := time.NewTicker(w.cfg.probeInterval)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for n := 0; ; n++ {
+		if n > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
-		pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), w.cfg.probeTimeout)
-		resp, err := w.client.Get(pctx, w.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-			clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1))
-		cancel()
+		w.mu.Lock()
+		full := n%fullProbeEvery == 0 || !w.fresh || w.pending
+		w.mu.Unlock()
+		target, err := w.probe(ctx, full)
 		if ctx.Err() != nil {
 			return
 		}
 		var restart context.CancelFunc
 		w.mu.Lock()
 		was := w.fresh
-		if err != nil {
+		switch {
+		case err != nil:
 			w.fresh, w.pending = false, false
-		} else {
+		case !full:
+			w.heard = time.Now() // etcd answers; the cache was current at the last full probe
+		default:
 			w.heard = time.Now()
-			w.target = probeResult{rev: resp.Header.Revision, count: resp.Count}
-			if len(resp.Kvs) > 0 {
-				w.target.maxMod = resp.Kvs[0].ModRevision
-			}
+			w.target = target
 			switch {
 			case w.caughtUp():
 				w.fresh, w.pending = true, false
@@ -326,6 +352,29 @@ func (w *Watcher) probeLoop(ctx context.Context) {
 			w.notify()
 		}
 	}
+}
+
+// probe is one linearizable read, bounded by the probe timeout: with full,
+// of the prefix's newest mod revision and key count; without, of one key
+// (the prefix itself, which no record has), whose cost does not grow with
+// the service.
+func (w *Watcher) probe(ctx context.Context, full bool) (probeResult, error) {
+	pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), w.cfg.probeTimeout)
+	defer cancel()
+	if !full {
+		_, err := w.client.Get(pctx, w.prefix, clientv3.WithCountOnly())
+		return probeResult{}, err
+	}
+	resp, err := w.client.Get(pctx, w.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1))
+	if err != nil {
+		return probeResult{}, err
+	}
+	r := probeResult{rev: resp.Header.Revision, count: resp.Count}
+	if len(resp.Kvs) > 0 {
+		r.maxMod = resp.Kvs[0].ModRevision
+	}
+	return r, nil
 }
 
 // observe registers the watcher's gauges: instances, seconds since etcd was
