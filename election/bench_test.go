@@ -109,10 +109,11 @@ func txnClient(b *testing.B, srv *embedtest.Server, txn chan struct{}) *clientv3
 // server's stats per failover (embedtest.ServerStats.Report) cover the
 // whole cycle: two campaigns (two joins), the handover, and the new
 // leader's resign, so four writes where the floor has one; "waited" also
-// counts 150 ms of the server's idle work per failover. floor is one put
-// and its watch event per failover (benchFloorPuts), the least a handover
-// can cost the server. Each runs against a separate etcd process first
-// (CONCORD_ETCD_BIN), then embedded.
+// counts 150 ms of the server's idle work per failover. floor is the same
+// cycle with nothing but its writes and the one watch event the handover
+// needs (benchFloorCycle), the least that cycle can cost the server. Each
+// runs against a separate etcd process first (CONCORD_ETCD_BIN), then
+// embedded.
 //
 //	go test -run '^$' -bench BenchmarkFailover -benchtime 100x ./election
 func BenchmarkFailover(b *testing.B) {
@@ -124,7 +125,7 @@ func BenchmarkFailover(b *testing.B) {
 					b.Run(impl+"/"+mode, func(b *testing.B) { benchFailover(b, srv, impl, mode == "waited") })
 				}
 			}
-			b.Run("floor", func(b *testing.B) { benchFloorPuts(b, srv, 1, "failover") })
+			b.Run("floor", func(b *testing.B) { benchFloorCycle(b, srv) })
 		})
 	}
 }
@@ -176,9 +177,56 @@ func benchFailover(b *testing.B, srv *embedtest.Server, impl string, waited bool
 	st.Report(b, srv, b.N, "failover")
 }
 
-// benchFloorPuts is embedtest.BenchFloor with the latencies reported here.
-func benchFloorPuts(b *testing.B, srv *embedtest.Server, watchers int, op string) {
-	reportLatency(b, embedtest.BenchFloor(b, srv, watchers, op))
+// benchFloorCycle is BenchmarkFailover's cycle reduced to the writes it
+// cannot do without and the handover's watch event: the leader and the
+// candidate each put a key (two joins), the leader deletes its own (the
+// handover), the candidate's watch on it delivers the deletion, and the
+// candidate deletes its key (the new leader's leave). No reads, leases or
+// conditions. The latency is the handover's, from the delete to the event.
+func benchFloorCycle(b *testing.B, srv *embedtest.Server) {
+	ctx := context.Background()
+	pfx := fmt.Sprintf("bench-floor-%d/", benchRun.Add(1))
+	var cs [2]*clientv3.Client
+	for i := range cs {
+		c, err := srv.NewClient()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = c.Close() })
+		cs[i] = c
+	}
+	leader, cand := pfx+"a", pfx+"c"
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := cs[1].Watch(wctx, leader, clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+	if wr := <-wch; !wr.Created {
+		b.Fatalf("watch not created: %v", wr.Err())
+	}
+	lat := make([]time.Duration, 0, b.N)
+	st0 := embedtest.BenchStats(b, srv)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := cs[0].Put(ctx, leader, "a"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cs[1].Put(ctx, cand, "c"); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := cs[0].Delete(ctx, leader); err != nil {
+			b.Fatal(err)
+		}
+		if wr, ok := <-wch; !ok || wr.Err() != nil || len(wr.Events) == 0 {
+			b.Fatalf("watch ended: %v", wr.Err())
+		}
+		lat = append(lat, time.Since(start))
+		if _, err := cs[1].Delete(ctx, cand); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, b.N, "failover")
+	reportLatency(b, lat)
 }
 
 // waitKeys polls until n keys exist under prefix.
