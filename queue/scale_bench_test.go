@@ -193,3 +193,17 @@ func must(b *testing.B, err error) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkCluster3Drain is BenchmarkDrain on what production runs: a
+// 3-member cluster (embedded) with fsync on, every client connected to all
+// members. b.N preloaded items drained by 1, 4 and 16 consumers: concord's
+// claim+ack, etcd's recipes Queue Dequeue (which deletes as it delivers)
+// and the floor (one delete per item, each consumer its own share), in the
+// same run. Reported: items/s and the server's stats per item, every
+// member's requests counted (proc-cpu is the whole process).
+//
+//	go test -c -o /tmp/queue.test ./queue
+//	/tmp/queue.test -test.run '^$' -test.bench Cluster3Drain -test.benchtime 400x
+func BenchmarkCluster3Drain(b *testing.B) {
+	benchDrain(b, embedtest.StartBenchCluster(b, 3))
+}
