@@ -35,6 +35,16 @@ const scaleTTL = 30 * time.Second
 // scaleTimeout bounds one run of a scale benchmark, set-up included.
 const scaleTimeout = 15 * time.Minute
 
+// scaleWave is how many waiters join the line at a time, each wave once
+// the last is in line. On main at cf677bb 10,000 joining at once failed,
+// concord's and etcd's alike: each join reads the line sorted by create
+// revision, which etcd answers by reading and sorting every key of it (a
+// limit does not cut a sorted read short), so the server's apply fell more
+// than 5,000 entries behind ("etcdserver: too many requests") or requests
+// timed out ("etcdserver: request timed out"); in waves of 500 a join
+// still timed out at about 5,600 waiters.
+const scaleWave = 100
+
 // BenchmarkLockWaiters measures handoffs of one lock with a line of 10 and
 // of 10,000 waiters, spread over 100 sessions (concord: 100 Mutex values on
 // each; etcd's Mutex keys its waiter by its session's lease, so etcd gets
@@ -45,9 +55,10 @@ const scaleTimeout = 15 * time.Minute
 // 20% of those at 10. fsync is off: the figures are the server's work, not
 // the disk's.
 //
-// A gate holder takes the lock first; every waiter joins and the server's
-// watcher count settles; then each iteration releases the holder and times
-// until the next waiter's Lock returns; the released waiter joins the line
+// A gate holder takes the lock first; the waiters join (100 at a time,
+// scaleWave) and the server's watcher count settles; then each iteration
+// releases the holder and times until the next waiter's Lock returns; the
+// released waiter joins the line
 // again at its tail (its join is counted in the handoff's requests), so the
 // line stays at its length. Reported: handoffs/s, handoff p50/p99/max;
 // unary requests per handoff (client-side, all waiters) and the server's
@@ -168,6 +179,9 @@ func benchWaiters(b *testing.B, srv *embedtest.Server, impl string, n int) {
 	joinStart := time.Now()
 	for i := range n {
 		acquire(i)
+		if (i+1)%scaleWave == 0 && i+1 < n {
+			awaitKeys(b, ctx, srv, name+"/", i+2, errc)
+		}
 	}
 	gauges := awaitLine(b, ctx, srv, name+"/", n+1, errc)
 	joined := time.Since(joinStart)
@@ -243,6 +257,30 @@ func liveBytes() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc + ms.StackInuse)
+}
+
+// awaitKeys polls until want keys are under pfx, failing the benchmark on
+// an error from errc or after a deadline.
+func awaitKeys(b *testing.B, ctx context.Context, srv *embedtest.Server, pfx string, want int, errc <-chan error) {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		resp, err := srv.Client.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resp.Count >= int64(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d keys after 5m", resp.Count, want)
+		}
+		select {
+		case err := <-errc:
+			b.Fatal(err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // awaitLine polls until want keys are under pfx and the server's watcher
