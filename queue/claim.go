@@ -113,7 +113,8 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
 	// Read the head of the queue along with the write: the consumer's next
 	// claim then needs no read of its own.
 	c.held.Settling(true)
-	resp, err := c.held.Guard().Do(ctx, append(ops, c.q.readyOp(), c.q.delayedOp())...)
+	rop, rw := c.q.readyOp()
+	resp, err := c.held.Guard().Do(ctx, append(ops, rop, c.q.delayedOp())...)
 	if err != nil {
 		c.held.Settling(false)
 	}
@@ -131,7 +132,7 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
 	} else {
 		c.tel.Queue.Nacked.Add(ctx, 1, telemetry.Named(c.name)...)
 	}
-	c.q.keepView(viewOf(resp))
+	c.q.keepView(c.q.viewOf(resp, rw))
 	return nil
 }
 
@@ -186,11 +187,10 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session, leave ..
 	view := q.takeView()
 	for {
 		if view == nil || len(view.ready) == 0 {
-			resp, err := q.client.Txn(ctx).Then(q.readyOp(), q.delayedOp()).Commit()
-			if err != nil {
+			var err error
+			if view, err = q.readHead(ctx); err != nil {
 				return nil, time.Time{}, err
 			}
-			view = viewOf(resp)
 		}
 		promoted, next := q.promoteDue(ctx, view.delayed)
 		ready, rev := view.ready, view.rev
@@ -240,14 +240,32 @@ type view struct {
 }
 
 // viewOf takes the view from a transaction whose last two responses are
-// readyOp and delayedOp.
-func viewOf(resp *clientv3.TxnResponse) *view {
+// readyOp (windowed as it said) and delayedOp, and learns from it.
+func (q *Queue) viewOf(resp *clientv3.TxnResponse, windowed bool) *view {
 	n := len(resp.Responses)
-	return &view{
-		ready:   resp.Responses[n-2].GetResponseRange().Kvs,
-		delayed: resp.Responses[n-1].GetResponseRange().Kvs,
-		rev:     resp.Header.Revision,
+	ready := resp.Responses[n-2].GetResponseRange()
+	q.learn(ready, windowed)
+	return &view{ready: ready.Kvs, delayed: resp.Responses[n-1].GetResponseRange().Kvs, rev: resp.Header.Revision}
+}
+
+// readHead reads the head of the queue: within the windows, and whole when
+// the ready window is empty (the queue may be empty, or its head past the
+// window), so an empty view means nothing is ready and its delayed items
+// are the soonest due of all.
+func (q *Queue) readHead(ctx context.Context) (*view, error) {
+	rop, rw := q.readyOp()
+	resp, err := q.client.Txn(ctx).Then(rop, q.delayedOp()).Commit()
+	if err != nil {
+		return nil, err
 	}
+	v := q.viewOf(resp, rw)
+	if len(v.ready) > 0 {
+		return v, nil
+	}
+	if resp, err = q.client.Txn(ctx).Then(q.readyOpWhole(), q.delayedOpWhole()).Commit(); err != nil {
+		return nil, err
+	}
+	return q.viewOf(resp, false), nil
 }
 
 // newerAhead reports whether v has an item ahead of kv that is newer than
@@ -279,16 +297,6 @@ func (q *Queue) takeView() *view {
 	v := q.view
 	q.view = nil
 	return v
-}
-
-// delayedOp reads the first delayed items, the soonest due first.
-func (q *Queue) delayedOp() clientv3.Op {
-	return clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates))
-}
-
-// readyOp reads the head of the ready items, in delivery order.
-func (q *Queue) readyOp() clientv3.Op {
-	return clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates))
 }
 
 // promoteDue moves due delayed items to ready. It reports whether it moved
@@ -400,19 +408,23 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		} else {
 			dead = encode(m, payload)
 		}
+		rop, rw := q.readyOp()
 		resp, err := q.client.Txn(ctx).If(unchanged).
-			Then(clientv3.OpDelete(key), clientv3.OpPut(q.deadKey(m.ID), dead), q.readyOp()).
-			Else(q.readyOp()).Commit()
+			Then(clientv3.OpDelete(key), clientv3.OpPut(q.deadKey(m.ID), dead), rop).
+			Else(rop).Commit()
 		if err != nil {
 			return nil, nil, err
 		}
 		if resp.Succeeded {
 			q.telFor(s).Queue.DeadLettered.Add(ctx, 1, telemetry.Named(q.scopeFor(s).Name)...)
 		}
-		return nil, &view{ready: resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs, rev: resp.Header.Revision, moved: resp.Succeeded}, nil
+		rr := resp.Responses[len(resp.Responses)-1].GetResponseRange()
+		q.learn(rr, rw)
+		return nil, &view{ready: rr.Kvs, rev: resp.Header.Revision, moved: resp.Succeeded}, nil
 	}
 	m.Attempts++
 	ck := q.claimKey(m.ID)
+	rop, rw := q.readyOp()
 	resp, err := q.client.Txn(ctx).
 		If(unchanged, clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
 			clientv3.Compare(clientv3.ModRevision(q.pfx+readyDir), "<", rev+1).WithRange(key)).
@@ -421,7 +433,7 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 			clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
 			clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
 		}, leave...)...).
-		Else(q.readyOp()).
+		Else(rop).
 		Commit()
 	if err != nil {
 		// The claim may have landed with its answer lost: undo it, so a
@@ -431,7 +443,9 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		return nil, nil, err
 	}
 	if !resp.Succeeded {
-		return nil, &view{ready: resp.Responses[0].GetResponseRange().Kvs, rev: resp.Header.Revision}, nil
+		rr := resp.Responses[0].GetResponseRange()
+		q.learn(rr, rw)
+		return nil, &view{ready: rr.Kvs, rev: resp.Header.Revision}, nil
 	}
 	at := resp.Header.Revision
 	tel, sc := q.telFor(s), q.scopeFor(s)

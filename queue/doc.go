@@ -22,6 +22,15 @@
 // consumers to the queue; with no consumer waiting, they are returned when
 // one next waits.
 //
+// Depth. A claim reads only the head of the queue (a window of a few dozen
+// ready items, and the delayed items already due), so its cost does not
+// grow with the backlog: claim+ack with 100,000 items waiting runs about
+// as fast as with 100 (BenchmarkQueueDepth). What it cannot skip are the
+// keys deleted since etcd's last compaction, which etcd visits in every
+// read of the range: a queue that settles many thousands of items between
+// compactions slows until the next one, so run etcd with
+// --auto-compaction-retention (minutes, not hours) or compact it.
+//
 // Not guaranteed: exactly-once processing; strict FIFO across producers
 // whose clocks disagree.
 //

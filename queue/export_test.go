@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"time"
 
 	"github.com/concordkit/concord/concurrency"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -33,3 +34,27 @@ func (q *Queue) Undo(ctx context.Context, s *concurrency.Session, kv *mvccpb.Key
 
 // Inspect is the package's Inspect on q.
 func (q *Queue) Inspect(ctx context.Context) (Status, error) { return q.inspect(ctx) }
+
+// Preload stores n items as Enqueue would (item i with payload(i), at
+// priority 0, delayed by delay when it is positive), batch items to a
+// transaction, so a test can build a deep queue in seconds, not minutes.
+func (q *Queue) Preload(ctx context.Context, n, batch int, payload func(i int) []byte, delay time.Duration) error {
+	for done := 0; done < n; {
+		var ops []clientv3.Op
+		for ; len(ops) < batch && done < n; done++ {
+			now := q.order()
+			m := meta{ID: newID(), Order: now, Enqueued: now}
+			if delay > 0 {
+				m.Due = now + int64(delay)
+			}
+			ops = append(ops, clientv3.OpPut(q.placeKey(m), encode(m, payload(done))))
+		}
+		if _, err := q.client.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadyPrefix is where q's ready items are kept.
+func (q *Queue) ReadyPrefix() string { return q.pfx + readyDir }

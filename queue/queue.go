@@ -70,6 +70,7 @@ type Queue struct {
 	view      *view        // read by the last Ack or Nack; see claimReady
 	contended atomic.Int32 // claims left to spread out; see claimReady
 	lastSweep atomic.Int64 // when this value last looked for orphans; see sweepDue
+	win       window       // where the head of the queue is; see readyOp
 }
 
 // New returns the queue name.
