@@ -224,14 +224,14 @@ func TestThousandWaitersNoHerd(t *testing.T) {
 	}
 }
 
-// Contenders cycling Acquire and Release take up the line's watch their
-// session kept from the last wait (session.WatchKey): no watch is created
-// or cancelled per grant, and none needs the read that follows a new one.
-// A grant costs the Join, the Release and the grant's confirming read.
+// Contenders cycling Acquire and Release of a one-permit semaphore take up
+// the watch on the key ahead their session kept from the last wait
+// (session.WatchKey): no watch is created or cancelled per grant. A grant
+// costs the Join, the Release and the grant's confirming read.
 func TestCyclingWaitersKeepWatch(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
 	ctx := testCtx(t)
-	const limit, contenders, grants = 2, 6, 300
+	const limit, contenders, grants = 1, 6, 300
 	var rc rpcCounts
 	var sems []*semaphore.Semaphore
 	for range contenders {

@@ -41,7 +41,6 @@ type Ticket struct {
 	// caught by its hold's monitor, which watches from readRev).
 	lower   int
 	exact   bool
-	upper   bool // lower is only an upper bound (a window's count; see waitWindow)
 	ahead   int
 	pred    *mvccpb.KeyValue   // the key just ahead
 	near    []*mvccpb.KeyValue // for n > 1, the n+1 keys just ahead, nearest first, read at nearRev

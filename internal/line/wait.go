@@ -81,7 +81,7 @@ func (t *Ticket) waitLimit(ctx context.Context, limit func() (int, <-chan struct
 // this one is kept for the next, unless it failed.
 func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 	pred := t.pred
-	kw := t.s.WatchKey(string(pred.Key), false)
+	kw := t.s.WatchKey(string(pred.Key), false, t.readRev)
 	keep := true
 	defer func() { t.s.KeepWatch(kw, keep) }()
 	for {
@@ -91,7 +91,7 @@ func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 			keep = !broken && t.s.Err() == nil
 			return err
 		case wr.Created && !kw.Created:
-			kw.Created = true
+			kw.Created, kw.From = true, wr.Header.Revision
 			if wr.Header.Revision <= t.readRev {
 				// Nothing changed since the last read: the watch sees
 				// every later change, so no re-read is needed.
@@ -110,7 +110,7 @@ func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 		case t.ahead != math.MaxInt && t.ahead <= 1:
 			// The last key ahead is gone: none can join ahead, so no
 			// re-read is needed.
-			t.pred, t.lower, t.exact, t.upper, t.ahead = nil, 0, true, false, 0
+			t.pred, t.lower, t.exact, t.ahead = nil, 0, true, 0
 			return nil
 		default:
 			if t.ahead != math.MaxInt {
@@ -124,32 +124,25 @@ func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 // waitCount watches the line's deletions until fewer than n keys are ahead,
 // the watch fails or the limit changes (nil: the caller re-evaluates), or an
 // error ends the wait. Every deletion after the last read is seen, so the
-// count stays exact without a re-read. The watch is the session's, as in
-// waitAhead; a new one is followed by one read of the line, a kept one has
-// seen every deletion since before the Join.
+// count stays exact without a re-read. Its watch is its own (a kept watch on
+// the whole line would hear every deletion in it while its session holds or
+// does other work).
 func (t *Ticket) waitCount(ctx context.Context, n int, changed <-chan struct{}) error {
-	kw := t.s.WatchKey(t.prefix, true)
-	keep := true
-	defer func() { t.s.KeepWatch(kw, keep) }()
-	if kw.Created && t.upper {
-		// A window's count is only a bound: count the line once.
-		if err := t.recheckCount(ctx); err != nil || t.Admitted(n) {
-			return err
-		}
-	}
-	for {
-		wr, broken, err := t.next(ctx, kw.Ch, changed, t.recheckCount)
+	wctx, cancel := watch.Context(ctx)
+	defer cancel()
+	wch := t.s.Client().Watch(wctx, t.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithFilterPut(), clientv3.WithPrevKV())
+	for created := false; ; {
+		wr, _, err := t.next(ctx, wch, changed, t.recheckCount)
 		switch {
 		case err != nil || wr == nil:
-			keep = !broken && t.s.Err() == nil
 			return err
-		case wr.Created && !kw.Created:
-			kw.Created = true
+		case wr.Created && !created:
+			created = true
 			// The watch now sees every later change: read the line once.
 			if err := t.recheckCount(ctx); err != nil || t.Admitted(n) {
 				return err
 			}
-		case !kw.Created:
+		case !created:
 		case t.countDeletes(wr.Events):
 			return nil // our own key went: the re-read reports why
 		case t.Admitted(n):
@@ -190,12 +183,9 @@ func (t *Ticket) waitWindow(ctx context.Context, n int, changed <-chan struct{})
 			return err
 		}
 	}
-	wctx, cancel := watch.Context(ctx)
-	defer cancel()
-	w := newWindow(ctx, t.s.Done(), changed, func(ctx context.Context, key string, rev int64) clientv3.WatchChan {
-		return t.s.Client().Watch(ctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut())
-	})
-	w.sync(wctx, t.near, t.readRev+1)
+	w := newWindow(ctx, t.s, changed)
+	defer w.close()
+	w.sync(t.near, t.readRev)
 	for {
 		kv, wr, err := w.next()
 		switch {
@@ -224,7 +214,7 @@ func (t *Ticket) waitWindow(ctx context.Context, n int, changed <-chan struct{})
 		if err := t.readNear(ctx, n); err != nil || t.Admitted(n) {
 			return err
 		}
-		w.sync(wctx, t.near, t.readRev+1)
+		w.sync(t.near, t.readRev)
 	}
 }
 
@@ -251,9 +241,9 @@ func (t *Ticket) readNear(ctx context.Context, n int) error {
 	}
 	t.near, t.nearRev = kvs, t.readRev
 	if len(kvs) <= n {
-		t.lower, t.upper = len(kvs), false
+		t.lower = len(kvs)
 	} else {
-		t.lower, t.upper = max(t.lower, n+1), true
+		t.lower = max(t.lower, n+1)
 	}
 	t.exact = true
 	t.ahead = min(t.ahead, t.lower)
@@ -331,7 +321,7 @@ func (t *Ticket) recheckAhead(ctx context.Context) error {
 		return err
 	}
 	t.pred = nil
-	t.lower, t.exact, t.upper = 0, false, false
+	t.lower, t.exact = 0, false
 	if len(kvs) > 0 {
 		t.pred = kvs[0]
 		t.lower = 1
@@ -348,7 +338,7 @@ func (t *Ticket) recheckCount(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t.lower, t.exact, t.upper = len(kvs), true, false
+	t.lower, t.exact = len(kvs), true
 	t.ahead = min(t.ahead, t.lower)
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/concordkit/concord/internal/session"
 )
 
 var (
@@ -16,26 +18,27 @@ var (
 
 // window is waitWindow's set of watches, one per key it watches, read
 // together with the wait's context, the session's end and the limit's
-// change in one select.
+// change in one select. The watches are the session's (WatchKeyAfter):
+// taken up when kept from an earlier wait, kept again when done with.
 type window struct {
-	ctx     context.Context
-	watchOn func(ctx context.Context, key string, rev int64) clientv3.WatchChan
-	cases   []reflect.SelectCase // fixedCases, then one per slot
-	slots   []slot
+	ctx   context.Context
+	s     *session.Session
+	cases []reflect.SelectCase // fixedCases, then one per slot
+	slots []slot
 }
 
-// slot is one watched key: the incarnation a read found, and its watch's
-// cancel.
+// slot is one watched key: the incarnation a read found, and its watch.
 type slot struct {
 	kv     *mvccpb.KeyValue
-	cancel context.CancelFunc
+	kw     *session.KeyWatch
+	broken bool
 }
 
 const fixedCases = 3
 
-func newWindow(ctx context.Context, sessionDone, changed <-chan struct{}, watchOn func(context.Context, string, int64) clientv3.WatchChan) *window {
-	w := &window{ctx: ctx, watchOn: watchOn}
-	for _, ch := range []<-chan struct{}{ctx.Done(), sessionDone, changed} {
+func newWindow(ctx context.Context, s *session.Session, changed <-chan struct{}) *window {
+	w := &window{ctx: ctx, s: s}
+	for _, ch := range []<-chan struct{}{ctx.Done(), s.Done(), changed} {
 		c := reflect.SelectCase{Dir: reflect.SelectRecv}
 		if ch != nil {
 			c.Chan = reflect.ValueOf(ch)
@@ -45,15 +48,13 @@ func newWindow(ctx context.Context, sessionDone, changed <-chan struct{}, watchO
 	return w
 }
 
-// sync makes the watched keys those of want: it ends the watches of keys no
-// longer wanted and watches the new ones from rev, each on a context of its
-// own (under wctx) so it can end alone.
-func (w *window) sync(wctx context.Context, want []*mvccpb.KeyValue, rev int64) {
+// sync makes the watched keys those of want, read at revision rev: it hands
+// back the watches of keys no longer wanted and watches the new ones for
+// every deletion after rev.
+func (w *window) sync(want []*mvccpb.KeyValue, rev int64) {
 	for i := 0; i < len(w.slots); {
 		if indexKV(want, w.slots[i].kv) < 0 {
-			w.slots[i].cancel()
-			w.slots = append(w.slots[:i], w.slots[i+1:]...)
-			w.cases = append(w.cases[:fixedCases+i], w.cases[fixedCases+i+1:]...)
+			w.drop(i)
 			continue
 		}
 		i++
@@ -62,9 +63,23 @@ func (w *window) sync(wctx context.Context, want []*mvccpb.KeyValue, rev int64) 
 		if w.index(kv) >= 0 {
 			continue
 		}
-		ctx, cancel := context.WithCancel(wctx)
-		w.cases = append(w.cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w.watchOn(ctx, string(kv.Key), rev))})
-		w.slots = append(w.slots, slot{kv: kv, cancel: cancel})
+		kw := w.s.WatchKeyAfter(string(kv.Key), rev)
+		w.cases = append(w.cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(kw.Ch)})
+		w.slots = append(w.slots, slot{kv: kv, kw: kw})
+	}
+}
+
+// drop hands slot i's watch back to the session (kept unless it broke).
+func (w *window) drop(i int) {
+	w.s.KeepWatch(w.slots[i].kw, !w.slots[i].broken)
+	w.slots = append(w.slots[:i], w.slots[i+1:]...)
+	w.cases = append(w.cases[:fixedCases+i], w.cases[fixedCases+i+1:]...)
+}
+
+// close hands every watch back.
+func (w *window) close() {
+	for len(w.slots) > 0 {
+		w.drop(len(w.slots) - 1)
 	}
 }
 
@@ -78,9 +93,9 @@ func (w *window) index(kv *mvccpb.KeyValue) int {
 }
 
 // next waits for a response on one of the watches and returns the key it
-// watches; a closed watch comes back as a cancelled response. It returns the
-// context's error, errSessionDone or errLimitChanged when one of those comes
-// first.
+// watches; a closed or failed watch comes back as a cancelled response (and
+// is not kept). It returns the context's error, errSessionDone or
+// errLimitChanged when one of those comes first.
 func (w *window) next() (*mvccpb.KeyValue, clientv3.WatchResponse, error) {
 	chosen, v, ok := reflect.Select(w.cases)
 	switch chosen {
@@ -91,11 +106,18 @@ func (w *window) next() (*mvccpb.KeyValue, clientv3.WatchResponse, error) {
 	case 2:
 		return nil, clientv3.WatchResponse{}, errLimitChanged
 	}
-	kv := w.slots[chosen-fixedCases].kv
+	sl := &w.slots[chosen-fixedCases]
 	if !ok {
-		return kv, clientv3.WatchResponse{Canceled: true}, nil
+		sl.broken = true
+		return sl.kv, clientv3.WatchResponse{Canceled: true}, nil
 	}
-	return kv, v.Interface().(clientv3.WatchResponse), nil
+	wr := v.Interface().(clientv3.WatchResponse)
+	if wr.Canceled || wr.Err() != nil {
+		sl.broken = true
+	} else if wr.Created {
+		sl.kw.Created = true
+	}
+	return sl.kv, wr, nil
 }
 
 // sameKV reports whether a and b are the same incarnation of a key.

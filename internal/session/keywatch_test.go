@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,29 +35,56 @@ func TestKeptWatches(t *testing.T) {
 		}
 	}
 
-	w := s.WatchKey("kw/a", false)
+	created := func(w *KeyWatch) {
+		t.Helper()
+		wr := <-w.Ch
+		if !wr.Created {
+			t.Fatalf("first response of the watch on %s: %+v", w.Key, wr)
+		}
+		w.Created, w.From = true, wr.Header.Revision
+	}
+	w := s.WatchKey("kw/a", false, 0)
+	created(w)
 	s.KeepWatch(w, true)
-	if got := s.WatchKey("kw/a", true); got == w {
+	if got := s.WatchKey("kw/a", false, w.From-1); got == w {
+		t.Fatal("a watch created after a wait's read was taken up by it")
+	} else {
+		got.Stop()
+	}
+	if got := s.WatchKey("kw/a", true, w.From); got == w {
 		t.Fatal("a prefix watch was served by a single key's")
 	} else {
 		got.Stop()
 	}
-	if got := s.WatchKey("kw/a", false); got != w {
+	if got := s.WatchKey("kw/a", false, w.From); got != w {
 		t.Fatal("the kept watch was not taken up")
 	}
 	s.KeepWatch(w, true)
 	if !closed(w, keepWatchFor+5*time.Second) {
 		t.Fatalf("a kept watch not taken up still open after %v", keepWatchFor+5*time.Second)
 	}
-	if got := s.WatchKey("kw/a", false); got == w {
+	if got := s.WatchKey("kw/a", false, w.From); got == w {
 		t.Fatal("an expired watch was taken up")
 	} else {
 		got.Stop()
 	}
 
+	// A watch from a revision serves waits reading at or after it.
+	aw := s.WatchKeyAfter("kw/b", 100)
+	s.KeepWatch(aw, true)
+	if got := s.WatchKeyAfter("kw/b", 99); got == aw {
+		t.Fatal("a watch from revision 101 served a wait that read at 99")
+	} else {
+		got.Stop()
+	}
+	if got := s.WatchKeyAfter("kw/b", 150); got != aw {
+		t.Fatal("a watch from revision 101 did not serve a wait that read at 150")
+	}
+	aw.Stop()
+
 	var kept []*KeyWatch
-	for _, k := range []string{"kw/1", "kw/2", "kw/3", "kw/4", "kw/5"} {
-		kw := s.WatchKey(k, false)
+	for i := range maxKeptWatches + 1 {
+		kw := s.WatchKeyAfter(fmt.Sprintf("kw/%d", i), 1)
 		s.KeepWatch(kw, true)
 		kept = append(kept, kw)
 	}
