@@ -24,6 +24,38 @@ import (
 // for the head of the queue can fall back without another read.
 const candidates = 8
 
+// contendedCandidates is how many a read fetches while this Queue value's
+// claims are spreading out after a lost race: 16 consumers picking at
+// random among 8 items mostly collide again, among 32 mostly not.
+const contendedCandidates = 32
+
+// samePriority is how many of ready (in delivery order) share the first
+// one's priority: a claim spreading out picks among those only, never a
+// lower priority while a higher one is ready.
+func samePriority(ready []*mvccpb.KeyValue) int {
+	pp := func(kv *mvccpb.KeyValue) []byte {
+		k := kv.Key
+		if i := bytes.LastIndexByte(k, '/'); i >= 0 {
+			return k[:i] // the priority's directory
+		}
+		return k
+	}
+	first := pp(ready[0])
+	n := 1
+	for n < len(ready) && bytes.Equal(pp(ready[n]), first) {
+		n++
+	}
+	return n
+}
+
+// readyLimit is how many ready items a read fetches now.
+func (q *Queue) readyLimit() int64 {
+	if q.contended.Load() > 0 {
+		return contendedCandidates
+	}
+	return candidates
+}
+
 // contendedClaims is how many claims after a lost race start at a random
 // candidate instead of the first: racing consumers then mostly take
 // different items, while a lone consumer keeps strict order.
@@ -205,7 +237,7 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session, leave ..
 		for raced := q.contended.Load() > 0; len(ready) > 0; {
 			i := 0
 			if raced {
-				i = rand.IntN(len(ready))
+				i = rand.IntN(samePriority(ready))
 			}
 			c, fresh, err := q.claimOne(ctx, s, ready[i], rev, leave...)
 			if err != nil {

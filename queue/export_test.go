@@ -58,3 +58,16 @@ func (q *Queue) Preload(ctx context.Context, n, batch int, payload func(i int) [
 
 // ReadyPrefix is where q's ready items are kept.
 func (q *Queue) ReadyPrefix() string { return q.pfx + readyDir }
+
+// SamePriority is the package's samePriority.
+var SamePriority = samePriority
+
+// ReadyKeysForTest returns ready keys of q for items of the given
+// priorities, in that order.
+func ReadyKeysForTest(q *Queue, prios []int) []*mvccpb.KeyValue {
+	var kvs []*mvccpb.KeyValue
+	for i, p := range prios {
+		kvs = append(kvs, &mvccpb.KeyValue{Key: []byte(q.readyKey(meta{Priority: p, Order: int64(i), ID: "x"}))})
+	}
+	return kvs
+}

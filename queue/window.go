@@ -61,12 +61,12 @@ func (q *Queue) readyOp() (op clientv3.Op, windowed bool) {
 	if end == "" {
 		return q.readyOpWhole(), false
 	}
-	return clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates)), true
+	return clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(q.readyLimit())), true
 }
 
 // readyOpWhole reads the head of all ready items.
 func (q *Queue) readyOpWhole() clientv3.Op {
-	return clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(candidates))
+	return clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(q.readyLimit()))
 }
 
 // delayedOp reads the first delayed items that are due, the soonest first.

@@ -220,3 +220,16 @@ func TestDelayedBacklogIsNotRead(t *testing.T) {
 		t.Fatalf("claimed %s, want soon", got)
 	}
 }
+
+// A claim spreading out after a lost race picks among the items of the
+// head's priority only.
+func TestSamePriority(t *testing.T) {
+	q, _ := queue.New(nil, "sp")
+	ready := queue.ReadyKeysForTest(q, []int{5, 5, 5, 3, 3})
+	if n := queue.SamePriority(ready); n != 3 {
+		t.Fatalf("SamePriority = %d, want 3", n)
+	}
+	if n := queue.SamePriority(ready[3:]); n != 2 {
+		t.Fatalf("SamePriority of the rest = %d, want 2", n)
+	}
+}
