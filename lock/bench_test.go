@@ -300,6 +300,7 @@ func BenchmarkLockContended(b *testing.B) {
 					}
 				}
 				b.Run("floor", func(b *testing.B) { benchFloor(b, srv) })
+				b.Run("floor2", func(b *testing.B) { benchFloorWrites(b, srv, 2) })
 			})
 		}
 	}
@@ -310,7 +311,14 @@ func BenchmarkLockContended(b *testing.B) {
 // its watch event delivered to the next holder. Two clients pass a turn back
 // and forth, each putting a key the other watches (no reads, no lease, no
 // fencing). Reported: handoffs/s.
-func benchFloor(b *testing.B, srv *embedtest.Server) {
+func benchFloor(b *testing.B, srv *embedtest.Server) { benchFloorWrites(b, srv, 1) }
+
+// benchFloorWrites is benchFloor with writes puts per turn: the handoff's,
+// then (writes=2, floor2) a put of the side's own key after it, as a lock's
+// contender joins the line again after its release. Only the first is on
+// the handoff's path, but both go through the server's one log: the bound
+// for any lock whose waiters write to join.
+func benchFloorWrites(b *testing.B, srv *embedtest.Server, writes int) {
 	ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
 	defer cancel()
 	name := benchLockName(b)
@@ -344,6 +352,12 @@ func benchFloor(b *testing.B, srv *embedtest.Server) {
 				if _, err := cs[i].Put(ctx, fmt.Sprintf("%s/%d", name, 1-i), "x"); err != nil {
 					errs <- err
 					return
+				}
+				for range writes - 1 {
+					if _, err := cs[i].Put(ctx, fmt.Sprintf("%s/join-%d", name, i), "x"); err != nil {
+						errs <- err
+						return
+					}
 				}
 			}
 			errs <- nil

@@ -38,15 +38,11 @@ const scaleTTL = 30 * time.Second
 const scaleTimeout = 15 * time.Minute
 
 // scaleWave is how many waiters join the line at a time, each wave once
-// the last is in line. On main at cf677bb every waiter watches the whole
-// line, so each join's (and each release's) event goes to every waiter
-// already in it: 10,000 joining at once made the server's apply fall more
-// than 5,000 entries behind ("etcdserver: too many requests", returned by
-// Acquire), and in waves of 500 a join timed out ("etcdserver: request
-// timed out") at about 2,700 waiters; waiters=10000 fails there until the
-// herd is cut. waiters=1000 shows the growth (about one event per waiter
-// per handoff).
-const scaleWave = 500
+// the last is in line, as BenchmarkLockWaiters joins. Every join reads the
+// line sorted by create revision (all of it: etcd sorts no other way), so
+// waves of 500 at 7,500 waiters timed out ("etcdserver: request timed
+// out"); 10,000 at once overload any etcd (for its own Mutex as well).
+const scaleWave = 100
 
 // BenchmarkSemaphoreWaiters measures permit handoffs of one semaphore of
 // limit 10 with 10, 1,000 and 10,000 waiters in line behind the holders,

@@ -45,14 +45,14 @@ type Ticket struct {
 	pred    *mvccpb.KeyValue   // the key just ahead
 	near    []*mvccpb.KeyValue // for n > 1, the n+1 keys just ahead, nearest first, read at nearRev
 	nearRev int64
-	holders []*mvccpb.KeyValue
-	readRev int64 // a revision at which the key was seen to exist
+	holders []*mvccpb.KeyValue // n == 1: the head, when Join read it (see Head)
+	readRev int64              // a revision at which the key was seen to exist
 }
 
 // Join creates key (which must not exist) with value under the session's
 // lease and, in the same Txn, reads the line under prefix: how many keys are
-// ahead of it, the one just ahead, and (for n > 1) the first n (the
-// holders). prefix is the part of the line that can keep this ticket
+// ahead of it and the one just ahead (for n > 1, the n+1 just ahead: a
+// window and its gate). prefix is the part of the line that can keep this ticket
 // waiting: the whole line for a lock, only the writers for a reader of an
 // RWMutex. A Join that fails leaves no key (see session.RemoveStray).
 func Join(ctx context.Context, s *session.Session, key, value, prefix string, n int) (*Ticket, error) {
@@ -88,16 +88,14 @@ func Join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 	return t, nil
 }
 
-// joinOps are the Join Txn's writes and reads: the put, the newest keys of
-// the line (joinNewest; the response's Count is the whole line's) and, for
-// n > 1, the first n.
+// joinOps are the Join Txn's write and read: the put and the newest keys of
+// the line (joinNewest; the response's Count is the whole line's). etcd
+// sorts a range by create revision only by reading all of it, so this read
+// costs the server in proportion to the line: it is the Join's only one.
 func joinOps(s *session.Session, key, value, prefix string, n int) []clientv3.Op {
 	ops := []clientv3.Op{
 		clientv3.OpPut(key, value, clientv3.WithLease(s.Lease())),
 		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(joinNewest(n))),
-	}
-	if n > 1 {
-		ops = append(ops, clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(int64(n))))
 	}
 	return ops
 }
@@ -133,12 +131,12 @@ func (t *Ticket) readJoin(resp *clientv3.TxnResponse, n int) {
 	t.ahead = t.lower
 	switch {
 	case n > 1:
-		t.holders = resp.Responses[2].GetResponseRange().Kvs
 	case t.lower == 1:
 		t.holders = []*mvccpb.KeyValue{t.pred}
 	case t.lower == 0 && own != nil:
 		t.holders = []*mvccpb.KeyValue{own}
 	}
+	// For n > 1 the head is not known: Head reads it.
 }
 
 // Rejoin finds the oldest key under prefix held under the session's lease (a
@@ -164,11 +162,6 @@ func Rejoin(ctx context.Context, s *session.Session, prefix string) (*Ticket, er
 	}
 	return nil, errs.NoTicket
 }
-
-// Holders are the first keys of the line as Join read them: the first n for
-// n > 1; for n == 1 the head, when at most one key was ahead (Head reads it
-// otherwise).
-func (t *Ticket) Holders() []*mvccpb.KeyValue { return t.holders }
 
 // Head returns the first key of the ticket's line, as of Join if Join read
 // it, else read now (nil if the line is empty).
