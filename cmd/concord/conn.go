@@ -199,8 +199,11 @@ func (c *connFlags) config(ctx context.Context) (clientv3.Config, []endpoint, er
 	if pass != "" && user == "" {
 		return clientv3.Config{}, nil, usagef("--password needs --user")
 	}
+	// The client outlives ctx (an interrupt): a command cleans up after one
+	// (deletes an abandoned waiter's key, revokes its session's lease)
+	// through this client until it closes it.
 	return clientv3.Config{Endpoints: raw, TLS: tlsCfg, Username: user, Password: pass,
-		DialTimeout: c.dialTimeout, Logger: zap.NewNop(), Context: ctx}, eps, nil
+		DialTimeout: c.dialTimeout, Logger: zap.NewNop(), Context: context.WithoutCancel(ctx)}, eps, nil
 }
 
 // awaitAnswer asks ep, an endpoint that took a connection, for its status

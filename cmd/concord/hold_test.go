@@ -244,9 +244,10 @@ func leaseOfEvent(t *testing.T, ev holdEvent) (id clientv3.LeaseID) {
 }
 
 // Interrupted while waiting: it says so and exits 130, as a shell
-// expects of Ctrl-C; no key is left behind.
+// expects of Ctrl-C; no key is left behind, and both commands revoked
+// their leases (the client outlives the interrupt for that).
 func TestInterruptedWhileWaiting(t *testing.T) {
-	_, ep := server(t)
+	srv, ep := server(t)
 	ctx := context.Background()
 	hctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -264,6 +265,9 @@ func TestInterruptedWhileWaiting(t *testing.T) {
 	}
 	stop()
 	waitCode(t, hdone, herr)
+	if leases, err := srv.Client.Leases(ctx); err != nil || len(leases.Leases) != 0 {
+		t.Errorf("leases left after both commands ended: %d (%v)", len(leases.Leases), err)
+	}
 	if r := cli(t, ctx, "lock", ep, "--try", "held", "--", "true"); r.code != 0 {
 		t.Errorf("a key was left behind: --try exit %d, stderr:\n%s", r.code, r.errOut)
 	}
