@@ -147,15 +147,17 @@ func TestDo(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := guardKey(t, m)
-	err = concurrency.Do(ctx, m, func(ctx context.Context) error {
+	err = concurrency.Do(ctx, m, func(fctx context.Context) error {
+		// The delete's own context is the test's: fn's may end (the loss
+		// seen by the hold's watch) before the delete's answer arrives.
 		if _, err := srv.Client.Delete(ctx, key); err != nil {
 			return err
 		}
-		<-ctx.Done()
-		if !errors.Is(context.Cause(ctx), concurrency.ErrKeyDeleted) {
-			t.Errorf("fn's cause = %v, want ErrKeyDeleted", context.Cause(ctx))
+		<-fctx.Done()
+		if !errors.Is(context.Cause(fctx), concurrency.ErrKeyDeleted) {
+			t.Errorf("fn's cause = %v, want ErrKeyDeleted", context.Cause(fctx))
 		}
-		return context.Cause(ctx)
+		return context.Cause(fctx)
 	})
 	if !errors.Is(err, concurrency.ErrKeyDeleted) {
 		t.Fatalf("Do = %v, want fn's error", err)

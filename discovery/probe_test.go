@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"fmt"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -27,7 +28,7 @@ type probeLog struct {
 
 func (l *probeLog) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	if r, ok := req.(*pb.RangeRequest); ok && strings.HasSuffix(string(r.Key), "/.instances/") {
-		svc := strings.TrimSuffix(string(r.Key), "/.instances/")
+		svc := path.Base(strings.TrimSuffix(string(r.Key), "/.instances/")) // past a test prefix
 		l.mu.Lock()
 		switch {
 		case r.SortTarget == pb.RangeRequest_MOD:
@@ -58,7 +59,8 @@ func probedClient(t *testing.T, srv *embedtest.Server) (*clientv3.Client, *probe
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return c, l
+	// On an external cluster, under the test's own prefix as srv.Client.
+	return srv.Confine(c), l
 }
 
 // A Watcher's staleness probe reads the whole service (the newest mod
