@@ -74,3 +74,28 @@ func TestServerStatsOwnProcess(t *testing.T) {
 		t.Fatal("OwnProcess server runs inside the test")
 	}
 }
+
+// Gauges reads the server's watcher count: one more while a watch is open.
+func TestGaugesCountWatchers(t *testing.T) {
+	RequireEmbedded(t, "reads one member's gauges")
+	srv := Start(t, NoFsync())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	before, err := srv.Gauges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if wr := <-srv.Client.Watch(wctx, "gauges", clientv3.WithCreatedNotify()); !wr.Created {
+		t.Fatalf("watch not created: %v", wr.Err())
+	}
+	after, err := srv.Gauges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const w = "etcd_debugging_mvcc_watcher_total"
+	if after[w] != before[w]+1 {
+		t.Fatalf("%s %v with a watch open, %v before", w, after[w], before[w])
+	}
+}

@@ -1,14 +1,8 @@
 package semaphore_test
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +10,6 @@ import (
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/semaphore"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // scaleWaiters are the line lengths BenchmarkSemaphoreWaiters compares: a
@@ -134,7 +127,7 @@ func benchSemWaiters(b *testing.B, srv *embedtest.Server, n int) {
 		gatePermits = append(gatePermits, p)
 	}
 	ws := openSemWaiters(b, ctx, srv, &rc, name, n)
-	mem0 := liveBytes()
+	mem0 := embedtest.LiveHeap()
 
 	runCtx, stop := context.WithCancel(ctx)
 	granted := make(chan int, n)
@@ -162,12 +155,12 @@ func benchSemWaiters(b *testing.B, srv *embedtest.Server, n int) {
 	for i := range n {
 		acquire(i)
 		if (i+1)%scaleWave == 0 && i+1 < n {
-			awaitKeys(b, ctx, srv, name+"/.sem/p/", i+1+scaleLimit, errc)
+			embedtest.BenchAwaitKeys(b, ctx, srv, name+"/.sem/p/", i+1+scaleLimit, errc)
 		}
 	}
-	gauges := awaitLine(b, ctx, srv, name+"/.sem/p/", n+scaleLimit, errc)
+	gauges := embedtest.BenchAwaitLine(b, ctx, srv, name+"/.sem/p/", n+scaleLimit, errc)
 	joined := time.Since(joinStart)
-	mem := liveBytes() - mem0
+	mem := embedtest.LiveHeap() - mem0
 
 	// held are the holders, oldest first; -1 is a gate permit.
 	held := make([]int, scaleLimit)
@@ -237,110 +230,4 @@ func benchSemWaiters(b *testing.B, srv *embedtest.Server, n int) {
 	if drain > 0 {
 		b.ReportMetric(drain.Seconds(), "drain-s")
 	}
-}
-
-// liveBytes is this process's live heap and goroutine stacks, after a GC.
-func liveBytes() int64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc + ms.StackInuse)
-}
-
-// awaitKeys polls until want keys are under pfx, failing the benchmark on
-// an error from errc or after a deadline.
-func awaitKeys(b *testing.B, ctx context.Context, srv *embedtest.Server, pfx string, want int, errc <-chan error) {
-	b.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		resp, err := srv.Client.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if resp.Count >= int64(want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d keys after 5m", resp.Count, want)
-		}
-		select {
-		case err := <-errc:
-			b.Fatal(err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// awaitLine polls until want keys are under pfx and the server's watcher
-// count has stopped changing (every waiter has opened what it waits on),
-// and returns the server's gauges then. It fails the benchmark on an error
-// from errc or after a deadline.
-func awaitLine(b *testing.B, ctx context.Context, srv *embedtest.Server, pfx string, want int, errc <-chan error) map[string]float64 {
-	b.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
-	var last map[string]float64
-	steady := 0
-	for {
-		select {
-		case err := <-errc:
-			b.Fatal(err)
-		case <-time.After(250 * time.Millisecond):
-		}
-		resp, err := srv.Client.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			b.Fatal(err)
-		}
-		g, err := serverGauges(ctx, srv)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if resp.Count == int64(want) && last != nil && g["etcd_debugging_mvcc_watcher_total"] == last["etcd_debugging_mvcc_watcher_total"] {
-			if steady++; steady == 3 {
-				return g
-			}
-		} else {
-			steady = 0
-		}
-		last = g
-		if time.Now().After(deadline) {
-			b.Fatalf("line not settled after 5m: %d of %d keys, %v server watchers", resp.Count, want, g["etcd_debugging_mvcc_watcher_total"])
-		}
-	}
-}
-
-// serverGauges reads the unlabelled figures of srv's /metrics (on an
-// external cluster none are read: the gauges would be one member's).
-func serverGauges(ctx context.Context, srv *embedtest.Server) (map[string]float64, error) {
-	out := map[string]float64{}
-	if embedtest.External() {
-		return out, nil
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(srv.Endpoints[0], "/")+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		name, v, ok := strings.Cut(line, " ")
-		if !ok || line[0] == '#' || strings.Contains(name, "{") {
-			continue
-		}
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			out[name] = f
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no metrics read")
-	}
-	return out, nil
 }
