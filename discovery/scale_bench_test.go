@@ -1,10 +1,8 @@
 package discovery_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -557,40 +555,16 @@ func forEachIndex(n, k int, fn func(i int) error) error {
 	return <-errs
 }
 
-// watchGauges reads the server's open watch streams and watchers from its
-// /metrics (embedtest.ServerStats carries counters only).
+// watchGauges reads the server's open watch streams and watchers
+// (embedtest.Server.Gauges; none on an external cluster).
 func watchGauges(b *testing.B, srv *embedtest.Server) (streams, watchers float64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(srv.Endpoints[0], "/")+"/metrics", nil)
+	g, err := srv.Gauges(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		f, err := strconv.ParseFloat(v, 64)
-		switch {
-		case err != nil:
-		case name == "etcd_debugging_mvcc_watch_stream_total":
-			streams = f
-		case name == "etcd_debugging_mvcc_watcher_total":
-			watchers = f
-		}
-	}
-	if err := sc.Err(); err != nil {
-		b.Fatal(err)
-	}
-	return streams, watchers
+	return g["etcd_debugging_mvcc_watch_stream_total"], g["etcd_debugging_mvcc_watcher_total"]
 }
 
 // liveHeap is the bytes of live heap objects after a full collection.
