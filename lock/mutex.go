@@ -147,7 +147,14 @@ func (h *holder) clearPrevious(ctx context.Context, prev *hold.Hold) (*hold.Hold
 }
 
 func (h *holder) join(ctx context.Context, op *telemetry.Op, keyPrefix, rangePrefix string, try bool) (*hold.Hold, error) {
-	t, err := line.Join(ctx, h.s, h.s.LineKey(keyPrefix), h.value, rangePrefix, 1)
+	var t *line.Ticket
+	var err error
+	if try {
+		// A TryLock behind others names the holder: read it with the join.
+		t, err = line.JoinHead(ctx, h.s, h.s.LineKey(keyPrefix), h.value, rangePrefix)
+	} else {
+		t, err = line.Join(ctx, h.s, h.s.LineKey(keyPrefix), h.value, rangePrefix, 1)
+	}
 	if err != nil {
 		return nil, err
 	}

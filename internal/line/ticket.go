@@ -45,7 +45,7 @@ type Ticket struct {
 	pred    *mvccpb.KeyValue   // the key just ahead
 	near    []*mvccpb.KeyValue // for n > 1, the n+1 keys just ahead, nearest first, read at nearRev
 	nearRev int64
-	holders []*mvccpb.KeyValue // n == 1: the head, when Join read it (see Head)
+	holders []*mvccpb.KeyValue // n == 1: the head, when JoinHead read it (see Head)
 	readRev int64              // a revision at which the key was seen to exist
 }
 
@@ -56,6 +56,17 @@ type Ticket struct {
 // waiting: the whole line for a lock, only the writers for a reader of an
 // RWMutex. A Join that fails leaves no key (see session.RemoveStray).
 func Join(ctx context.Context, s *session.Session, key, value, prefix string, n int) (*Ticket, error) {
+	return join(ctx, s, key, value, prefix, n, false)
+}
+
+// JoinHead is Join (n == 1) for a caller that will ask for the head when it
+// is not admitted (a TryLock naming the holder): its read carries the keys'
+// values and leases, so Head answers without another request.
+func JoinHead(ctx context.Context, s *session.Session, key, value, prefix string) (*Ticket, error) {
+	return join(ctx, s, key, value, prefix, 1, true)
+}
+
+func join(ctx context.Context, s *session.Session, key, value, prefix string, n int, values bool) (*Ticket, error) {
 	if key == "" || prefix == "" {
 		return nil, errs.InvalidName
 	}
@@ -72,7 +83,7 @@ func Join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 	}
 	resp, err := s.Client().Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(joinOps(s, key, value, prefix, n)...).
+		Then(joinOps(s, key, value, prefix, n, values)...).
 		Commit()
 	if err != nil {
 		// The put may have landed with its answer lost, or may land yet:
@@ -84,7 +95,7 @@ func Join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 		return nil, fmt.Errorf("concurrency: key %q already exists", key)
 	}
 	t := &Ticket{s: s, key: key, value: value, rev: resp.Header.Revision, readRev: resp.Header.Revision, prefix: prefix}
-	t.readJoin(resp, n)
+	t.readJoin(resp, n, values)
 	return t, nil
 }
 
@@ -92,12 +103,16 @@ func Join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 // the line (joinNewest; the response's Count is the whole line's). etcd
 // sorts a range by create revision only by reading all of it, so this read
 // costs the server in proportion to the line: it is the Join's only one.
-func joinOps(s *session.Session, key, value, prefix string, n int) []clientv3.Op {
-	ops := []clientv3.Op{
-		clientv3.OpPut(key, value, clientv3.WithLease(s.Lease())),
-		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(joinNewest(n))),
+// Unless values is set it reads keys only (see readOpts).
+func joinOps(s *session.Session, key, value, prefix string, n int, values bool) []clientv3.Op {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(joinNewest(n))}
+	if !values {
+		opts = append(opts, clientv3.WithKeysOnly())
 	}
-	return ops
+	return []clientv3.Op{
+		clientv3.OpPut(key, value, clientv3.WithLease(s.Lease())),
+		clientv3.OpGet(prefix, opts...),
+	}
 }
 
 // joinNewest is how many of the line's newest keys Join reads: its own and
@@ -110,8 +125,9 @@ func joinNewest(n int) int64 {
 	return 2
 }
 
-// readJoin records what the Join Txn read.
-func (t *Ticket) readJoin(resp *clientv3.TxnResponse, n int) {
+// readJoin records what the Join Txn read; values says whether the read
+// carried values, so the head it found can answer Head.
+func (t *Ticket) readJoin(resp *clientv3.TxnResponse, n int, values bool) {
 	newest := resp.Responses[1].GetResponseRange()
 	t.lower, t.exact = int(newest.Count), true
 	var own *mvccpb.KeyValue
@@ -130,13 +146,13 @@ func (t *Ticket) readJoin(resp *clientv3.TxnResponse, n int) {
 	}
 	t.ahead = t.lower
 	switch {
-	case n > 1:
+	case n > 1 || !values:
 	case t.lower == 1:
 		t.holders = []*mvccpb.KeyValue{t.pred}
 	case t.lower == 0 && own != nil:
 		t.holders = []*mvccpb.KeyValue{own}
 	}
-	// For n > 1 the head is not known: Head reads it.
+	// Otherwise Head reads the head.
 }
 
 // Rejoin finds the oldest key under prefix held under the session's lease (a
@@ -163,8 +179,8 @@ func Rejoin(ctx context.Context, s *session.Session, prefix string) (*Ticket, er
 	return nil, errs.NoTicket
 }
 
-// Head returns the first key of the ticket's line, as of Join if Join read
-// it, else read now (nil if the line is empty).
+// Head returns the first key of the ticket's line, as of JoinHead if it
+// read it, else read now (nil if the line is empty).
 func (t *Ticket) Head(ctx context.Context) (*mvccpb.KeyValue, error) {
 	if len(t.holders) > 0 {
 		return t.holders[0], nil
