@@ -17,7 +17,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -83,11 +82,10 @@ type Session struct {
 	ctx       context.Context
 	cancelCtx context.CancelFunc
 
-	mu         sync.Mutex
-	err        error
-	why        telemetry.Reason // why the session was lost, once err is a loss
-	closed     bool
-	anchorDone chan struct{} // closed when the anchor watch's opener returns
+	mu     sync.Mutex
+	err    error
+	why    telemetry.Reason // why the session was lost, once err is a loss
+	closed bool
 
 	nonce       string                  // tells this Session's LineKeys from a resumed lease's
 	slots       map[string]map[int]bool // LineKey slots in use, by prefix
@@ -180,14 +178,12 @@ func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, er
 		kick:        make(chan struct{}, 1),
 		strayKick:   make(chan struct{}, 1),
 		cleanerDone: make(chan struct{}),
-		anchorDone:  make(chan struct{}),
 	}
 	s.ctx, s.cancelCtx = context.WithCancel(context.Background())
 	s.confirmed.Store(sent.UnixNano())
 	s.tel.SessionStarted()
 	go s.keepalive(sent)
 	go s.cleaner()
-	s.startAnchor()
 	return s, nil
 }
 
@@ -273,7 +269,6 @@ func (s *Session) stopAll(ctx context.Context) error {
 	go func() {
 		<-s.loopDone
 		<-s.cleanerDone
-		<-s.anchorDone
 		s.owned.Wait()
 		close(stopped)
 	}()
@@ -342,22 +337,21 @@ func (s *Session) LossReason() (why telemetry.Reason, ok bool) {
 	return s.why, s.err != nil && s.err != errs.SessionClosed
 }
 
-// keepalive owns the lease's renewal: it sends a keepalive every TTL/3 on a
-// LeaseKeepAlive stream, times each request when sent, and ends the session
-// when the server reports the lease gone or the renew deadline passes.
+// keepalive owns the lease's renewal: it sends a keepalive every TTL/3 on
+// its client's shared LeaseKeepAlive stream (see hub), times each request
+// when sent, and ends the session when the server reports the lease gone or
+// the renew deadline passes.
 func (s *Session) keepalive(confirmed time.Time) {
 	defer close(s.loopDone)
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
-	defer cancel()
+	h, answers := joinHub(s.client, s.id)
+	defer h.leave(s.id)
 	deadline := time.NewTimer(time.Until(confirmed.Add(s.ttl - s.margin)))
 	defer deadline.Stop()
 	interval := s.ttl / 3
 	backoff := retry.Request.UpTo(interval).New()
 
 	for {
-		st := newKeepaliveStream(ctx, s.client, s.id)
-		err := st.run(s, interval, deadline, &confirmed)
-		st.close()
+		err := s.renew(h.current(), answers, interval, deadline, &confirmed)
 		switch {
 		case err == nil: // stopped
 			s.end(errs.SessionClosed)
@@ -389,57 +383,26 @@ func (s *Session) keepalive(confirmed time.Time) {
 	}
 }
 
-// keepaliveStream is one LeaseKeepAlive stream with its receive goroutine.
-type keepaliveStream struct {
-	cancel context.CancelFunc
-	stream pb.Lease_LeaseKeepAliveClient
-	err    error
-	resps  chan *pb.LeaseKeepAliveResponse
-	recvWG sync.WaitGroup
-	id     clientv3.LeaseID
-}
-
-func newKeepaliveStream(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID) *keepaliveStream {
-	ctx, cancel := context.WithCancel(ctx)
-	ks := &keepaliveStream{cancel: cancel, id: id, resps: make(chan *pb.LeaseKeepAliveResponse, 16)}
-	ks.stream, ks.err = pb.NewLeaseClient(c.ActiveConnection()).LeaseKeepAlive(ctx)
-	if ks.err != nil {
-		return ks
+// renew sends keepalives on st and reads their answers until the stream
+// fails (an error to retry), the session is stopped (nil), or the lease is
+// lost.
+func (s *Session) renew(st *hubStream, answers <-chan hubResp, interval time.Duration, deadline *time.Timer, confirmed *time.Time) error {
+	select {
+	case <-st.ready:
+	case <-s.stop:
+		return nil
+	case <-deadline.C:
+		return errs.RenewDeadline
 	}
-	ks.recvWG.Add(1)
-	go func() {
-		defer ks.recvWG.Done()
-		defer close(ks.resps)
-		for {
-			r, err := ks.stream.Recv()
-			if err != nil {
-				return
-			}
-			select {
-			case ks.resps <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return ks
-}
-
-func (ks *keepaliveStream) close() {
-	ks.cancel()
-	ks.recvWG.Wait()
-}
-
-// run sends keepalives and reads their answers until the stream fails (an
-// error to retry), the session is stopped (nil), or the lease is lost.
-func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *time.Timer, confirmed *time.Time) error {
-	if ks.err != nil {
-		return ks.err
+	select {
+	case <-st.done:
+		return st.err
+	default:
 	}
 	var pending []time.Time // send times of unanswered requests, in order
 	send := func() error {
 		pending = append(pending, time.Now())
-		return ks.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(ks.id)})
+		return st.send(s.id)
 	}
 	if err := send(); err != nil {
 		return err
@@ -452,17 +415,17 @@ func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *tim
 			return nil
 		case <-deadline.C:
 			return errs.RenewDeadline
+		case <-st.done:
+			return st.err
 		case <-tick.C:
 			if err := send(); err != nil {
 				return err
 			}
-		case r, ok := <-ks.resps:
-			if !ok {
-				return fmt.Errorf("keepalive stream closed")
+		case a := <-answers:
+			if a.st != st || len(pending) == 0 {
+				continue // an answer to a send on an earlier stream
 			}
-			if len(pending) == 0 {
-				continue
-			}
+			r := a.r
 			sent := pending[0]
 			pending = pending[1:]
 			if r.TTL <= 0 {
@@ -490,21 +453,6 @@ func revoke(c *clientv3.Client, id clientv3.LeaseID) {
 	defer cancel()
 	_, _ = c.Revoke(ctx, id)
 }
-
-// startAnchor keeps one watch open for the session's life on a key nobody
-// writes, so that the short watches of waits and holds ride an existing gRPC
-// watch stream instead of each opening (and closing) a new one. clientv3's
-// Watch blocks until the server confirms the watch, so it is opened from a
-// goroutine of the session's: NewSession never waits on it.
-func (s *Session) startAnchor() {
-	ctx := clientv3.WithRequireLeader(s.ctx) // ends with the session
-	go func() {
-		defer close(s.anchorDone)
-		s.client.Watch(ctx, anchorKey)
-	}()
-}
-
-const anchorKey = "\x00concord/anchor"
 
 // Ctx is a context that ends when the session does, for requests and
 // watches made for the session's holders and waiters.

@@ -1,0 +1,151 @@
+package session
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/concordkit/concord/embedtest"
+)
+
+// streamCountingClient is a client of endpoint that counts the
+// LeaseKeepAlive streams it opens.
+func streamCountingClient(t *testing.T, endpoint string, opened *atomic.Int64) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{endpoint},
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			if method == "/etcdserverpb.Lease/LeaseKeepAlive" {
+				opened.Add(1)
+			}
+			return streamer(ctx, desc, cc, method, opts...)
+		})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// renewedSince waits until every session has had a keepalive sent after
+// since acknowledged.
+func renewedSince(t *testing.T, ss []*Session, since time.Time, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for _, s := range ss {
+		for s.confirmed.Load() <= since.UnixNano() {
+			if err := s.Err(); err != nil {
+				t.Fatalf("session lost: %v", err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("lease %x not renewed within %v", int64(s.id), within)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// serverWatchers is the server's watcher count once it has been steady
+// for 300 ms.
+func serverWatchers(t *testing.T, srv *embedtest.Server) float64 {
+	t.Helper()
+	if embedtest.External() {
+		return 0 // one member's figure, of every test's watchers
+	}
+	last, steady := -1.0, 0
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		g, err := srv.Gauges(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := g["etcd_debugging_mvcc_watcher_total"]
+		if w == last && w > 0 {
+			if steady++; steady == 3 {
+				return w
+			}
+		} else {
+			steady = 0
+		}
+		last = w
+	}
+	t.Fatal("the server's watcher count did not settle")
+	return 0
+}
+
+// The sessions of a client renew their leases over one LeaseKeepAlive
+// stream; when it breaks they go on over one new stream; the last to close
+// ends it; one anchor watch serves them all. A session of a lease another session of the client already
+// keeps alive (a resumed lease) gets a stream of its own and renews too.
+func TestSessionsShareAKeepaliveStream(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	p := embedtest.NewProxy(t, srv.Endpoints[0])
+	var opened atomic.Int64
+	c := streamCountingClient(t, p.Endpoint(), &opened)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	const n = 20
+	var ss []*Session
+	for range n {
+		s, err := New(ctx, c, Config{TTL: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, s)
+	}
+	defer func() {
+		for _, s := range ss {
+			_ = s.Close(context.Background())
+		}
+	}()
+	renewedSince(t, ss, time.Now(), 3*time.Second) // TTL/3 apart, each
+	if got := opened.Load(); got != 1 {
+		t.Fatalf("%d sessions opened %d keepalive streams, want 1", n, got)
+	}
+	if w := serverWatchers(t, srv); !embedtest.External() && w != 1 {
+		t.Fatalf("%d sessions keep %v watchers at the server, want 1 (the client's anchor)", n, w)
+	}
+
+	// Break the connection: the stream fails, one new one carries them all.
+	p.Blackhole()
+	time.Sleep(200 * time.Millisecond)
+	p.Unblackhole()
+	renewedSince(t, ss, time.Now(), 2500*time.Millisecond)
+	if got := opened.Load(); got != 2 {
+		t.Fatalf("after the connection broke, %d keepalive streams opened in all, want 2", got)
+	}
+
+	// A second session of one lease on the same client.
+	twin, err := New(ctx, c, Config{TTL: 3 * time.Second, Lease: ss[0].id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss = append(ss, twin)
+	renewedSince(t, ss, time.Now(), 2500*time.Millisecond)
+	// Resuming proves the lease with clientv3's KeepAliveOnce (a stream
+	// of its own), then the twin's keepalives take another.
+	if got := opened.Load(); got != 4 {
+		t.Fatalf("with a resumed lease's session, %d keepalive streams opened in all, want 4", got)
+	}
+
+	for _, s := range ss[:n] {
+		if err := s.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = twin.Close(ctx) // its lease is revoked already
+	hubs.mu.Lock()
+	left := len(hubs.m)
+	hubs.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d keepalive hubs left after every session closed", left)
+	}
+}
