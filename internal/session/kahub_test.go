@@ -149,3 +149,23 @@ func TestSessionsShareAKeepaliveStream(t *testing.T) {
 		t.Fatalf("%d keepalive hubs left after every session closed", left)
 	}
 }
+
+// Keepalives are sent on multiples of sendQuantum, so a client's sessions
+// send in bursts, never later than interval after the last send.
+func TestUntilNextSendAligns(t *testing.T) {
+	for _, interval := range []time.Duration{time.Second, 3333 * time.Millisecond, 10 * time.Second} {
+		for range 50 {
+			now := time.Now()
+			d := untilNextSend(interval)
+			at := now.Add(d)
+			if d > interval || d <= interval/2 {
+				t.Fatalf("interval %v: next send in %v", interval, d)
+			}
+			off := at.Sub(at.Truncate(sendQuantum))
+			if off = min(off, sendQuantum-off); off > 5*time.Millisecond {
+				t.Fatalf("interval %v: next send %v off a multiple of %v", interval, off, sendQuantum)
+			}
+			time.Sleep(time.Duration(now.UnixNano()%7) * time.Millisecond)
+		}
+	}
+}

@@ -407,7 +407,7 @@ func (s *Session) renew(st *hubStream, answers <-chan hubResp, interval time.Dur
 	if err := send(); err != nil {
 		return err
 	}
-	tick := time.NewTicker(interval)
+	tick := time.NewTimer(untilNextSend(interval))
 	defer tick.Stop()
 	for {
 		select {
@@ -421,6 +421,7 @@ func (s *Session) renew(st *hubStream, answers <-chan hubResp, interval time.Dur
 			if err := send(); err != nil {
 				return err
 			}
+			tick.Reset(untilNextSend(interval))
 		case a := <-answers:
 			if a.st != st || len(pending) == 0 {
 				continue // an answer to a send on an earlier stream
@@ -443,6 +444,25 @@ func (s *Session) renew(st *hubStream, answers <-chan hubResp, interval time.Dur
 			}
 		}
 	}
+}
+
+// sendQuantum aligns the keepalives of a process's sessions: each is sent
+// at most interval after the last, at the last multiple of sendQuantum of
+// the clock before that, so the sessions of a client send theirs in bursts
+// that the stream carries in few writes and the server reads in few
+// (clientv3's keepalive sends its leases' every 500 ms together). A send is
+// early by less than sendQuantum, never late.
+const sendQuantum = 100 * time.Millisecond
+
+// untilNextSend is how long until the next aligned send, interval from now
+// at most.
+func untilNextSend(interval time.Duration) time.Duration {
+	now := time.Now()
+	next := now.Add(interval).Truncate(sendQuantum)
+	if d := next.Sub(now); d > interval/2 {
+		return d
+	}
+	return interval
 }
 
 func revoke(c *clientv3.Client, id clientv3.LeaseID) {
