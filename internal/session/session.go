@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -182,6 +183,7 @@ func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, er
 	s.ctx, s.cancelCtx = context.WithCancel(context.Background())
 	s.confirmed.Store(sent.UnixNano())
 	s.tel.SessionStarted()
+	joinAnchor(client)
 	go s.keepalive(sent)
 	go s.cleaner()
 	return s, nil
@@ -337,25 +339,30 @@ func (s *Session) LossReason() (why telemetry.Reason, ok bool) {
 	return s.why, s.err != nil && s.err != errs.SessionClosed
 }
 
-// keepalive owns the lease's renewal: it sends a keepalive every TTL/3 on
-// its client's shared LeaseKeepAlive stream (see hub), times each request
-// when sent, and ends the session when the server reports the lease gone or
-// the renew deadline passes.
+// keepalive owns the lease's renewal: it sends a keepalive every TTL/3 on a
+// LeaseKeepAlive stream, times each request when sent, and ends the session
+// when the server reports the lease gone or the renew deadline passes.
 func (s *Session) keepalive(confirmed time.Time) {
 	defer close(s.loopDone)
-	h, answers := joinHub(s.client, s.id)
-	defer h.leave(s.id)
+	defer leaveAnchor(s.client)
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	defer cancel()
 	deadline := time.NewTimer(time.Until(confirmed.Add(s.ttl - s.margin)))
 	defer deadline.Stop()
 	interval := s.ttl / 3
 	backoff := retry.Request.UpTo(interval).New()
 
 	for {
-		err := s.renew(h.current(), answers, interval, deadline, &confirmed)
+		st := newKeepaliveStream(ctx, s.client, s.id)
+		err := st.run(s, interval, deadline, &confirmed)
+		st.close()
 		switch {
 		case err == nil: // stopped
 			s.end(errs.SessionClosed)
 			return
+		case err == errStalled:
+			s.log.Debug("concord keepalive stalled: new stream", "lease", int64(s.id))
+			continue // a new stream at once
 		case err == errs.LeaseExpired || err == errs.RenewDeadline:
 			s.log.Warn("concord session lost", "lease", int64(s.id), "err", err)
 			s.end(err)
@@ -383,26 +390,82 @@ func (s *Session) keepalive(confirmed time.Time) {
 	}
 }
 
-// renew sends keepalives on st and reads their answers until the stream
-// fails (an error to retry), the session is stopped (nil), or the lease is
-// lost.
-func (s *Session) renew(st *hubStream, answers <-chan hubResp, interval time.Duration, deadline *time.Timer, confirmed *time.Time) error {
-	select {
-	case <-st.ready:
-	case <-s.stop:
-		return nil
-	case <-deadline.C:
-		return errs.RenewDeadline
+// errStalled ends a stream whose oldest unanswered keepalive was sent half
+// an interval ago (TTL/6; answers take milliseconds). etcd answers a stream's keepalives one at a time, and a
+// member that is not the leader forwards each to the leader: one forwarded
+// to a leader that stopped (a paused process, a partition) waits out the
+// member's request timeout, five seconds or more, and every later one on the
+// stream waits behind it, past the renew deadline, although a new leader
+// would answer at once. A new stream's keepalive goes to the member's
+// current leader.
+var errStalled = errors.New("keepalive unanswered for an interval")
+
+// keepaliveStream is one LeaseKeepAlive stream with its receive goroutine.
+type keepaliveStream struct {
+	cancel context.CancelFunc
+	stream pb.Lease_LeaseKeepAliveClient
+	err    error
+	resps  chan *pb.LeaseKeepAliveResponse
+	recvWG sync.WaitGroup
+	id     clientv3.LeaseID
+}
+
+func newKeepaliveStream(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID) *keepaliveStream {
+	ctx, cancel := context.WithCancel(ctx)
+	ks := &keepaliveStream{cancel: cancel, id: id, resps: make(chan *pb.LeaseKeepAliveResponse, 16)}
+	ks.stream, ks.err = pb.NewLeaseClient(c.ActiveConnection()).LeaseKeepAlive(ctx)
+	if ks.err != nil {
+		return ks
 	}
-	select {
-	case <-st.done:
-		return st.err
-	default:
+	ks.recvWG.Add(1)
+	go func() {
+		defer ks.recvWG.Done()
+		defer close(ks.resps)
+		for {
+			r, err := ks.stream.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case ks.resps <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ks
+}
+
+func (ks *keepaliveStream) close() {
+	ks.cancel()
+	ks.recvWG.Wait()
+}
+
+// run sends keepalives and reads their answers until the stream fails (an
+// error to retry), the session is stopped (nil), or the lease is lost.
+func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *time.Timer, confirmed *time.Time) error {
+	if ks.err != nil {
+		return ks.err
 	}
 	var pending []time.Time // send times of unanswered requests, in order
+	// stall fires when the oldest unanswered request has waited half an
+	// interval (see errStalled).
+	stall := time.NewTimer(interval)
+	stall.Stop()
+	defer stall.Stop()
+	armStall := func() {
+		if len(pending) == 0 {
+			stall.Stop()
+		} else {
+			stall.Reset(time.Until(pending[0].Add(interval / 2)))
+		}
+	}
 	send := func() error {
 		pending = append(pending, time.Now())
-		return st.send(s.id)
+		if len(pending) == 1 {
+			armStall()
+		}
+		return ks.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(ks.id)})
 	}
 	if err := send(); err != nil {
 		return err
@@ -415,20 +478,23 @@ func (s *Session) renew(st *hubStream, answers <-chan hubResp, interval time.Dur
 			return nil
 		case <-deadline.C:
 			return errs.RenewDeadline
-		case <-st.done:
-			return st.err
+		case <-stall.C:
+			return errStalled
 		case <-tick.C:
 			if err := send(); err != nil {
 				return err
 			}
 			tick.Reset(untilNextSend(interval))
-		case a := <-answers:
-			if a.st != st || len(pending) == 0 {
-				continue // an answer to a send on an earlier stream
+		case r, ok := <-ks.resps:
+			if !ok {
+				return fmt.Errorf("keepalive stream closed")
 			}
-			r := a.r
+			if len(pending) == 0 {
+				continue
+			}
 			sent := pending[0]
 			pending = pending[1:]
+			armStall()
 			if r.TTL <= 0 {
 				return errs.LeaseExpired
 			}
@@ -449,9 +515,13 @@ func (s *Session) renew(st *hubStream, answers <-chan hubResp, interval time.Dur
 // sendQuantum aligns the keepalives of a process's sessions: each is sent
 // at most interval after the last, at the last multiple of sendQuantum of
 // the clock before that, so the sessions of a client send theirs in bursts
-// that the stream carries in few writes and the server reads in few
+// that their connection carries in few writes and the server reads in few
 // (clientv3's keepalive sends its leases' every 500 ms together). A send is
-// early by less than sendQuantum, never late.
+// early by less than sendQuantum, never late. Each session keeps its own
+// stream: etcd answers a stream's keepalives one at a time, and a member
+// that is not the leader forwards each to the leader, so on a shared stream
+// one renewal stuck on a paused leader would hold up every session's
+// (TestStaleLeaderRevokes caught it).
 const sendQuantum = 100 * time.Millisecond
 
 // untilNextSend is how long until the next aligned send, interval from now
