@@ -154,3 +154,54 @@ func TestLineReadsAskForKeysOnly(t *testing.T) {
 	}
 	ht.Abandon()
 }
+
+// A ticket two behind the head watches the head too (its gate): when the
+// head goes it reads the line while the key ahead still holds, so when that
+// key goes it is admitted with no read between the release and its grant.
+func TestGateReadsBeforeTheHandoff(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	var l rangeLog
+	s := newSession(t, rangeLoggingClient(t, srv, &l), concurrency.WithTTL(5*time.Second))
+	for _, k := range []string{"g/head", "g/next"} {
+		if _, err := srv.Client.Put(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tk, err := line.Join(ctx, s, s.LineKey("g/"), "", "g/", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.take()
+	done := make(chan error, 1)
+	go func() { done <- tk.Wait(ctx, 1) }()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := srv.Client.Delete(ctx, "g/head"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		l.mu.Lock()
+		n := len(l.keysOnly)
+		l.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no read after the gate went")
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	l.take()
+	if _, err := srv.Client.Delete(ctx, "g/next"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if reads := l.take(); len(reads) != 0 {
+		t.Fatalf("%d reads between the release of the key ahead and the grant, want 0", len(reads))
+	}
+	if err := tk.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

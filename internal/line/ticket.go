@@ -43,6 +43,7 @@ type Ticket struct {
 	exact   bool
 	ahead   int
 	pred    *mvccpb.KeyValue   // the key just ahead
+	gate    *mvccpb.KeyValue   // n == 1: the key ahead of pred, when the last read saw one
 	near    []*mvccpb.KeyValue // for n > 1, the n+1 keys just ahead, nearest first, read at nearRev
 	nearRev int64
 	holders []*mvccpb.KeyValue // n == 1: the head, when JoinHead read it (see Head)
@@ -116,13 +117,10 @@ func joinOps(s *session.Session, key, value, prefix string, n int, values bool) 
 }
 
 // joinNewest is how many of the line's newest keys Join reads: its own and
-// the one just ahead, or for n > 1 its own and the n+1 just ahead (a
-// window and its gate; see waitWindow).
+// the n+1 just ahead (for n == 1 the key ahead and its gate, see
+// waitAhead; for n > 1 a window and its gate, see waitWindow).
 func joinNewest(n int) int64 {
-	if n > 1 {
-		return int64(n) + 2
-	}
-	return 2
+	return int64(n) + 2
 }
 
 // readJoin records what the Join Txn read; values says whether the read
@@ -137,8 +135,11 @@ func (t *Ticket) readJoin(resp *clientv3.TxnResponse, n int, values bool) {
 			own = kv
 			continue
 		}
-		if t.pred == nil {
+		switch {
+		case t.pred == nil:
 			t.pred = kv
+		case n == 1 && t.gate == nil:
+			t.gate = kv
 		}
 		if n > 1 {
 			t.near, t.nearRev = append(t.near, kv), t.rev

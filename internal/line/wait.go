@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/concordkit/concord/internal/errs"
+	"github.com/concordkit/concord/internal/session"
 	"github.com/concordkit/concord/internal/watch"
 )
 
@@ -79,14 +80,52 @@ func (t *Ticket) waitLimit(ctx context.Context, limit func() (int, <-chan struct
 // re-evaluates), or an error ends the wait. The watch is the session's
 // (WatchKey): one kept from the last wait on the same key is taken up, and
 // this one is kept for the next, unless it failed.
+//
+// With more than one key ahead it also watches the gate, the key ahead of
+// that one, from the last read: when the gate goes it re-reads, while the
+// key ahead still holds or waits, and a read that finds the key ahead alone
+// makes the count exact (1), so that key's deletion admits the ticket
+// without a read between a release and the grant. Without the gate that
+// read came after the key ahead had gone, on the handoff's path.
 func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 	pred := t.pred
 	kw := t.s.WatchKey(string(pred.Key), false, t.readRev)
 	keep := true
 	defer func() { t.s.KeepWatch(kw, keep) }()
+	var gw *session.KeyWatch
+	var gateCh clientv3.WatchChan
+	gate := t.gate
+	if gate != nil && t.ahead > 1 {
+		gw = t.s.WatchKeyAfter(string(gate.Key), t.readRev)
+		gateCh = gw.Ch
+		keepGate := true
+		defer func() { t.s.KeepWatch(gw, keepGate && t.s.Err() == nil) }()
+		defer func() { keepGate = gateCh != nil }()
+	}
 	for {
-		wr, broken, err := t.next(ctx, kw.Ch, changed, t.recheckAhead)
+		wr, fromGate, broken, err := t.next2(ctx, kw.Ch, gateCh, changed, t.recheckAhead)
 		switch {
+		case wr != nil && fromGate:
+			gw.Saw(wr)
+		case wr != nil:
+			kw.Saw(wr)
+		}
+		switch {
+		case fromGate && broken:
+			gateCh = nil // not kept
+			return err
+		case fromGate && wr != nil:
+			if wr.Created {
+				// Marked, so that a wait taking this watch up as its key
+				// ahead's does not wait for a created response again.
+				gw.Created = true
+				continue
+			}
+			if !t.predGone(wr.Events, gate.CreateRevision) {
+				continue
+			}
+			// The gate went: read while the key ahead still holds.
+			return t.recheckAhead(ctx)
 		case err != nil || wr == nil:
 			keep = !broken && t.s.Err() == nil
 			return err
@@ -110,7 +149,7 @@ func (t *Ticket) waitAhead(ctx context.Context, changed <-chan struct{}) error {
 		case t.ahead != math.MaxInt && t.ahead <= 1:
 			// The last key ahead is gone: none can join ahead, so no
 			// re-read is needed.
-			t.pred, t.lower, t.exact, t.ahead = nil, 0, true, 0
+			t.pred, t.gate, t.lower, t.exact, t.ahead = nil, nil, 0, true, 0
 			return nil
 		default:
 			if t.ahead != math.MaxInt {
@@ -258,22 +297,33 @@ func (t *Ticket) readNear(ctx context.Context, n int) error {
 // broken stream: broken is true), the result of re-reading the line: the
 // caller then re-evaluates with a new watch.
 func (t *Ticket) next(ctx context.Context, wch clientv3.WatchChan, changed <-chan struct{}, recheck func(context.Context) error) (wr *clientv3.WatchResponse, broken bool, err error) {
+	wr, _, broken, err = t.next2(ctx, wch, nil, changed, recheck)
+	return wr, broken, err
+}
+
+// next2 is next over two watches (a nil second one never answers);
+// fromSecond says which one answered.
+func (t *Ticket) next2(ctx context.Context, wch, second clientv3.WatchChan, changed <-chan struct{}, recheck func(context.Context) error) (wr *clientv3.WatchResponse, fromSecond, broken bool, err error) {
+	var r clientv3.WatchResponse
+	var ok bool
 	select {
 	case <-ctx.Done():
-		return nil, false, ctx.Err()
+		return nil, false, false, ctx.Err()
 	case <-t.s.Done():
-		return nil, false, t.s.Err()
+		return nil, false, false, t.s.Err()
 	case <-changed:
-		return nil, false, nil
-	case wr, ok := <-wch:
-		if ok && !wr.Canceled && wr.Err() == nil {
-			return &wr, false, nil
-		}
-		if ctx.Err() != nil {
-			return nil, true, ctx.Err()
-		}
-		return nil, true, recheck(ctx)
+		return nil, false, false, nil
+	case r, ok = <-wch:
+	case r, ok = <-second:
+		fromSecond = true
 	}
+	if ok && !r.Canceled && r.Err() == nil {
+		return &r, fromSecond, false, nil
+	}
+	if ctx.Err() != nil {
+		return nil, fromSecond, true, ctx.Err()
+	}
+	return nil, fromSecond, true, recheck(ctx)
 }
 
 // predGone reports whether evs hold the deletion of the watched key ahead:
@@ -314,19 +364,22 @@ func (t *Ticket) countDeletes(evs []*clientv3.Event) bool {
 }
 
 // recheckAhead reads, in one round trip, whether the ticket's key still
-// exists and which key is just ahead of it.
+// exists and which two keys are just ahead of it: the key ahead and its
+// gate. Finding one, the count is exact.
 func (t *Ticket) recheckAhead(ctx context.Context) error {
-	kvs, err := t.readAhead(ctx, clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1))
+	kvs, err := t.readAhead(ctx, clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))
 	if err != nil {
 		return err
 	}
-	t.pred = nil
+	t.pred, t.gate = nil, nil
 	t.lower, t.exact = 0, false
-	if len(kvs) > 0 {
-		t.pred = kvs[0]
-		t.lower = 1
-	} else {
-		t.ahead = 0
+	switch len(kvs) {
+	case 0:
+		t.ahead, t.exact = 0, true
+	case 1:
+		t.pred, t.lower, t.exact, t.ahead = kvs[0], 1, true, 1
+	default:
+		t.pred, t.gate, t.lower = kvs[0], kvs[1], 1
 	}
 	return nil
 }

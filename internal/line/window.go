@@ -117,6 +117,7 @@ func (w *window) next() (*mvccpb.KeyValue, clientv3.WatchResponse, error) {
 	} else if wr.Created {
 		sl.kw.Created = true
 	}
+	sl.kw.Saw(&wr)
 	return sl.kv, wr, nil
 }
 

@@ -25,8 +25,12 @@ type KeyWatch struct {
 	Ch      clientv3.WatchChan
 	Created bool
 	From    int64
-	cancel  context.CancelFunc
-	timer   *time.Timer
+	// Seen is the revision of the last event a wait read from it (Saw):
+	// a later wait whose last read is older would miss the events between,
+	// so it is not given this watch.
+	Seen   int64
+	cancel context.CancelFunc
+	timer  *time.Timer
 }
 
 const (
@@ -66,7 +70,7 @@ func (s *Session) takeKept(key string, prefix bool, after int64) *KeyWatch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, w := range s.keptWatches {
-		if w.Key != key || w.Prefix != prefix || w.From == 0 || w.From > after {
+		if w.Key != key || w.Prefix != prefix || w.From == 0 || w.From > after || w.Seen > after {
 			continue
 		}
 		if w.timer.Stop() {
@@ -120,6 +124,13 @@ func (s *Session) KeepWatch(w *KeyWatch, keep bool) {
 		w.cancel()
 	})
 	s.keptWatches = append(s.keptWatches, w)
+}
+
+// Saw records that a wait read wr's events (see Seen).
+func (w *KeyWatch) Saw(wr *clientv3.WatchResponse) {
+	if n := len(wr.Events); n > 0 {
+		w.Seen = max(w.Seen, wr.Events[n-1].Kv.ModRevision)
+	}
 }
 
 // Stop ends the watch.

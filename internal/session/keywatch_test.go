@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/concordkit/concord/embedtest"
 )
 
@@ -105,4 +108,31 @@ func TestKeptWatches(t *testing.T) {
 			t.Fatalf("kept watch on %s open after the session closed", kw.Key)
 		}
 	}
+}
+
+// A kept watch from which a wait read events up to some revision is not
+// given to a wait whose last read is older: it would miss the events
+// between (two waits of one session watch the same key: one's gate is the
+// other's key ahead).
+func TestKeptWatchNotGivenBehindWhatItDelivered(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := New(ctx, srv.Client, Config{TTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	w := s.WatchKeyAfter("kw/k", 10)
+	w.Saw(&clientv3.WatchResponse{Events: []*clientv3.Event{{Kv: &mvccpb.KeyValue{ModRevision: 50}}}})
+	s.KeepWatch(w, true)
+	if got := s.WatchKeyAfter("kw/k", 40); got == w {
+		t.Fatal("a wait whose last read was at 40 took a watch that delivered up to 50")
+	} else {
+		got.Stop()
+	}
+	if got := s.WatchKeyAfter("kw/k", 60); got != w {
+		t.Fatal("a wait whose last read was at 60 did not take the kept watch")
+	}
+	w.Stop()
 }
