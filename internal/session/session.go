@@ -391,14 +391,14 @@ func (s *Session) keepalive(confirmed time.Time) {
 }
 
 // errStalled ends a stream whose oldest unanswered keepalive was sent half
-// an interval ago (TTL/6; answers take milliseconds). etcd answers a stream's keepalives one at a time, and a
-// member that is not the leader forwards each to the leader: one forwarded
+// an interval ago (TTL/6; answers take milliseconds). etcd answers a
+// stream's keepalives one at a time, and a member that is not the leader forwards each to the leader: one forwarded
 // to a leader that stopped (a paused process, a partition) waits out the
 // member's request timeout, five seconds or more, and every later one on the
 // stream waits behind it, past the renew deadline, although a new leader
 // would answer at once. A new stream's keepalive goes to the member's
 // current leader.
-var errStalled = errors.New("keepalive unanswered for an interval")
+var errStalled = errors.New("keepalive unanswered for half an interval")
 
 // keepaliveStream is one LeaseKeepAlive stream with its receive goroutine.
 type keepaliveStream struct {
@@ -408,42 +408,56 @@ type keepaliveStream struct {
 	resps  chan *pb.LeaseKeepAliveResponse
 	recvWG sync.WaitGroup
 	id     clientv3.LeaseID
+	opened chan struct{} // closed once the stream is open, or failed to open (err)
 }
 
 func newKeepaliveStream(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID) *keepaliveStream {
 	ctx, cancel := context.WithCancel(ctx)
-	ks := &keepaliveStream{cancel: cancel, id: id, resps: make(chan *pb.LeaseKeepAliveResponse, 16)}
-	ks.stream, ks.err = pb.NewLeaseClient(c.ActiveConnection()).LeaseKeepAlive(ctx)
-	if ks.err != nil {
-		return ks
-	}
-	ks.recvWG.Add(1)
+	ks := &keepaliveStream{cancel: cancel, id: id, resps: make(chan *pb.LeaseKeepAliveResponse, 16), opened: make(chan struct{})}
+	// Opened from a goroutine: gRPC waits for a connection that is down,
+	// and run must still end the session at its renew deadline meanwhile.
 	go func() {
-		defer ks.recvWG.Done()
-		defer close(ks.resps)
-		for {
-			r, err := ks.stream.Recv()
-			if err != nil {
-				return
-			}
-			select {
-			case ks.resps <- r:
-			case <-ctx.Done():
-				return
-			}
+		defer close(ks.opened)
+		ks.stream, ks.err = pb.NewLeaseClient(c.ActiveConnection()).LeaseKeepAlive(ctx)
+		if ks.err != nil {
+			return
 		}
+		ks.recvWG.Add(1)
+		go func() {
+			defer ks.recvWG.Done()
+			defer close(ks.resps)
+			for {
+				r, err := ks.stream.Recv()
+				if err != nil {
+					return
+				}
+				select {
+				case ks.resps <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
 	}()
 	return ks
 }
 
 func (ks *keepaliveStream) close() {
 	ks.cancel()
+	<-ks.opened
 	ks.recvWG.Wait()
 }
 
 // run sends keepalives and reads their answers until the stream fails (an
 // error to retry), the session is stopped (nil), or the lease is lost.
 func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *time.Timer, confirmed *time.Time) error {
+	select {
+	case <-ks.opened:
+	case <-s.stop:
+		return nil
+	case <-deadline.C:
+		return errs.RenewDeadline
+	}
 	if ks.err != nil {
 		return ks.err
 	}
