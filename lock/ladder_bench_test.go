@@ -26,7 +26,15 @@ import (
 //     new and reads the line's two newest keys (sorted by create revision,
 //     keys only).
 //   - prevkv: the watches ask for previous values.
+//   - read: after joining, each side reads the keys ahead of its key as a
+//     waiter with more than one key ahead does once per handoff (the gate's
+//     re-read, line.Ticket.recheckAhead): a Txn that compares its key's
+//     create revision and reads the two keys just ahead (keys only, sorted
+//     by create revision). This rung is two writes and that read per
+//     handoff, the least a lock without a herd does from 3 contenders.
 //   - concord: lock.Mutex at 2 contenders (BenchmarkLockContended's).
+//   - concord8: lock.Mutex at 8 contenders, where every handoff has the
+//     re-read.
 //
 // Reported: handoffs/s and the server's stats per handoff. Run against a
 // separate etcd process, fsync on:
@@ -41,13 +49,14 @@ func BenchmarkLockFloorLadder(b *testing.B) {
 				b.Run(r.name, func(b *testing.B) { benchLadder(b, srv, r) })
 			}
 			b.Run("concord", func(b *testing.B) { benchContended(b, srv, benchImpls[0], 2) })
+			b.Run("concord8", func(b *testing.B) { benchContended(b, srv, benchImpls[0], 8) })
 		})
 	}
 }
 
 type ladderRung struct {
-	name               string
-	lease, txn, prevKV bool
+	name                     string
+	lease, txn, prevKV, read bool
 }
 
 var ladderRungs = []ladderRung{
@@ -55,6 +64,7 @@ var ladderRungs = []ladderRung{
 	{name: "lease", lease: true},
 	{name: "txn", lease: true, txn: true},
 	{name: "prevkv", lease: true, txn: true, prevKV: true},
+	{name: "read", lease: true, txn: true, prevKV: true, read: true},
 }
 
 // benchLadder passes a lock-shaped turn between two sides: the holder
@@ -122,6 +132,18 @@ func benchLadder(b *testing.B, srv *embedtest.Server, r ladderRung) {
 			Commit()
 		return err
 	}
+	// reread is the gate's read of the keys ahead (see the read rung).
+	reread := func(i int) error {
+		resp, err := cs[i].Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(keys[i]), "=", revs[i])).
+			Then(clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithMaxCreateRev(revs[i]-1),
+				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))).
+			Commit()
+		if err == nil && !resp.Succeeded {
+			return fmt.Errorf("%s gone", keys[i])
+		}
+		return err
+	}
 	for i := range 2 {
 		if err := put(i); err != nil {
 			b.Fatal(err)
@@ -161,6 +183,12 @@ func benchLadder(b *testing.B, srv *embedtest.Server, r ladderRung) {
 				if err := put(i); err != nil {
 					errc <- err
 					return
+				}
+				if r.read {
+					if err := reread(i); err != nil {
+						errc <- err
+						return
+					}
 				}
 			}
 			errc <- nil
