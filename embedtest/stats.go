@@ -184,3 +184,78 @@ func BenchFloor(b *testing.B, srv *Server, watchers int, op string) []time.Durat
 	BenchStats(b, srv).Sub(st0).Report(b, srv, b.N, op)
 	return lat
 }
+
+// BenchFloorCycle is the floor of a handoff whose contenders also write and
+// read, as a lock's or semaphore's do: two clients pass a turn back and
+// forth, each turn a put of the key the other side watches (the handoff),
+// then writes-1 puts of the side's own key (a join after the release: off
+// the handoff's path, but through the server's one log) and reads small
+// reads of that key (a waiter's read of the line). No leases, Txns or
+// fencing. It reports handoffs/s and the server's stats per op (Report).
+func BenchFloorCycle(b *testing.B, srv *Server, writes, reads int, op string) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	name := fmt.Sprintf("bench-floor-cycle/%d", floorRun.Add(1))
+	var cs [2]*clientv3.Client
+	var wchs [2]clientv3.WatchChan
+	for i := range 2 {
+		c, err := srv.NewClient()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = c.Close() }()
+		cs[i] = c
+		wchs[i] = c.Watch(ctx, fmt.Sprintf("%s/%d", name, i), clientv3.WithCreatedNotify())
+		if wr := <-wchs[i]; !wr.Created {
+			b.Fatalf("watch not created: %v", wr.Err())
+		}
+	}
+	n := b.N
+	errs := make(chan error, 2)
+	st0 := BenchStats(b, srv)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range 2 {
+		go func() {
+			own := fmt.Sprintf("%s/join-%d", name, i)
+			seen := 0 // turns handed to this side so far
+			for turn := i; turn < n; turn += 2 {
+				for seen < turn/2+turn%2 && turn > 0 {
+					wr, ok := <-wchs[i]
+					if !ok || wr.Err() != nil {
+						errs <- fmt.Errorf("watch ended: %v", wr.Err())
+						return
+					}
+					seen += len(wr.Events)
+				}
+				if _, err := cs[i].Put(ctx, fmt.Sprintf("%s/%d", name, 1-i), "x"); err != nil {
+					errs <- err
+					return
+				}
+				for range writes - 1 {
+					if _, err := cs[i].Put(ctx, own, "x"); err != nil {
+						errs <- err
+						return
+					}
+				}
+				for range reads {
+					if _, err := cs[i].Get(ctx, own, clientv3.WithKeysOnly()); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "handoffs/s")
+	BenchStats(b, srv).Sub(st0).Report(b, srv, n, op)
+}

@@ -313,65 +313,11 @@ func BenchmarkLockContended(b *testing.B) {
 // fencing). Reported: handoffs/s.
 func benchFloor(b *testing.B, srv *embedtest.Server) { benchFloorWrites(b, srv, 1) }
 
-// benchFloorWrites is benchFloor with writes puts per turn: the handoff's,
-// then (writes=2, floor2) a put of the side's own key after it, as a lock's
-// contender joins the line again after its release. Only the first is on
-// the handoff's path, but both go through the server's one log: the bound
-// for any lock whose waiters write to join.
+// benchFloorWrites is embedtest.BenchFloorCycle with writes puts per turn
+// and no reads: floor2 (writes=2) is the bound for any lock whose waiters
+// write to join.
 func benchFloorWrites(b *testing.B, srv *embedtest.Server, writes int) {
-	ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
-	defer cancel()
-	name := benchLockName(b)
-	var cs [2]*clientv3.Client
-	var wchs [2]clientv3.WatchChan
-	for i := range 2 {
-		cs[i] = newBenchClient(b, srv, newRPCCounter())
-		defer func() { _ = cs[i].Close() }()
-		wchs[i] = cs[i].Watch(ctx, fmt.Sprintf("%s/%d", name, i), clientv3.WithCreatedNotify())
-		if wr := <-wchs[i]; !wr.Created {
-			b.Fatalf("watch not created: %v", wr.Err())
-		}
-	}
-	n := b.N
-	errs := make(chan error, 2)
-	st0 := embedtest.BenchStats(b, srv)
-	b.ResetTimer()
-	start := time.Now()
-	for i := range 2 {
-		go func() {
-			seen := 0 // turns handed to this side so far
-			for turn := i; turn < n; turn += 2 {
-				for seen < turn/2+turn%2 && turn > 0 {
-					wr, ok := <-wchs[i]
-					if !ok || wr.Err() != nil {
-						errs <- fmt.Errorf("watch ended: %v", wr.Err())
-						return
-					}
-					seen += len(wr.Events)
-				}
-				if _, err := cs[i].Put(ctx, fmt.Sprintf("%s/%d", name, 1-i), "x"); err != nil {
-					errs <- err
-					return
-				}
-				for range writes - 1 {
-					if _, err := cs[i].Put(ctx, fmt.Sprintf("%s/join-%d", name, i), "x"); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range 2 {
-		if err := <-errs; err != nil {
-			b.Fatal(err)
-		}
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	b.ReportMetric(float64(n)/elapsed.Seconds(), "handoffs/s")
-	embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, n, "handoff")
+	embedtest.BenchFloorCycle(b, srv, writes, 0, "handoff")
 }
 
 type benchContender struct {

@@ -80,8 +80,10 @@ func measureEach(b *testing.B, srv *embedtest.Server, unit string, op func(i int
 // Dequeue (etcd, which deletes on dequeue: a crash loses the item) with C
 // consumers, each on its own connection. floor: the consumers delete the
 // preloaded keys, each its own share, one Delete per item and no reads:
-// taking an item away needs at least one write (concord's claim and ack
-// are two, as at-least-once delivery needs).
+// taking an item away needs at least one write. floor2 is the least an
+// at-least-once queue can do, two writes per item and no reads: a consumer
+// puts a claim on the item the counter hands it, then deletes the item and
+// its claim in one Txn (concord's claim and ack, without their races).
 func BenchmarkDrain(b *testing.B) {
 	for _, where := range embedtest.BenchServers() {
 		b.Run(where.Name, func(b *testing.B) {
@@ -131,6 +133,29 @@ func benchDrain(b *testing.B, srv *embedtest.Server) {
 				for left.Add(-1) >= 0 {
 					if _, err := qc.Dequeue(); err != nil {
 						return err
+					}
+				}
+				return nil
+			})
+		})
+		b.Run(fmt.Sprintf("floor2/consumers=%d", consumers), func(b *testing.B) {
+			pfx := fmt.Sprintf("bench-drain-floor2-%d-%d-%d/", consumers, b.N, benchRun.Add(1))
+			compactBefore(b, srv)
+			key := func(i int) string { return fmt.Sprintf("%sitems/%08d", pfx, i) }
+			claim := func(i int) string { return fmt.Sprintf("%sclaims/%08d", pfx, i) }
+			preload(b, func(i int) error { _, err := srv.Client.Put(context.Background(), key(i), "x"); return err })
+			var next atomic.Int64
+			runConsumers(b, srv, consumers, func(c *clientv3.Client) error {
+				for i := int(next.Add(1)) - 1; i < b.N; i = int(next.Add(1)) - 1 {
+					if _, err := c.Put(context.Background(), claim(i), "x"); err != nil {
+						return err
+					}
+					resp, err := c.Txn(context.Background()).Then(clientv3.OpDelete(key(i)), clientv3.OpDelete(claim(i))).Commit()
+					if err != nil {
+						return err
+					}
+					if d := resp.Responses[0].GetResponseDeleteRange().Deleted; d != 1 {
+						return fmt.Errorf("item %d: %d keys deleted", i, d)
 					}
 				}
 				return nil

@@ -196,7 +196,11 @@ func benchAcquireRelease(b *testing.B, srv *embedtest.Server, impl string, limit
 // release and a join are two writes, so about twice the floor is the
 // least this loop can cost). baseline/put is one Put's latency on the
 // same server; floor is one put and its watch event per handoff
-// (benchFloorPuts), the least any handoff can cost the server. Each runs
+// (benchFloorPuts), the least any handoff can cost the server; floor2r2
+// adds what this loop cannot do without: the releaser's join (a second
+// write) and two reads, the window's read of a waiter whose gate went
+// and the admitted waiter's read of the limit at its grant's revision (a
+// limit can be lowered). Each runs
 // against a separate etcd process first (CONCORD_ETCD_BIN), then embedded.
 //
 //	go test -run '^$' -bench Handoff -benchtime=200x ./semaphore
@@ -227,6 +231,7 @@ func BenchmarkHandoff(b *testing.B) {
 				reportLatency(b, lat)
 			})
 			b.Run("floor", func(b *testing.B) { benchFloorPuts(b, srv, 1, "handoff") })
+			b.Run("floor2r2", func(b *testing.B) { embedtest.BenchFloorCycle(b, srv, 2, 2, "handoff") })
 		})
 	}
 }
