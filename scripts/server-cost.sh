@@ -17,6 +17,8 @@
 # output do not.
 #
 # Environment: BENCHTIME (e.g. 500x) replaces every package's default;
+# BENCHSCALE (e.g. 5) multiplies each package's default instead, for finer
+# CPU figures on a quiet machine (the run takes as many times longer);
 # SERVER_COST_RAW names a file for the raw `go test -bench` output
 # (default: a temp file, named on stderr). Takes about 10 minutes on
 # 2 cores at the defaults.
@@ -49,7 +51,7 @@ runs=(
 )
 for r in "${runs[@]}"; do
   IFS=';' read -r pkg bench bt <<<"$r"
-  bt=${BENCHTIME:-$bt}
+  bt=${BENCHTIME:-$((${bt%x} * ${BENCHSCALE:-1}))x}
   echo "server-cost: $pkg -bench '$bench/^server=process\$' -benchtime $bt" >&2
   go test -run '^$' -bench "$bench/^server=process\$" -benchtime "$bt" -timeout 30m "$pkg" >>"$raw" 2>&1 || {
     echo "server-cost: $pkg failed; see $raw" >&2
