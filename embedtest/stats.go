@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -191,7 +192,9 @@ func BenchFloor(b *testing.B, srv *Server, watchers int, op string) []time.Durat
 // then writes-1 puts of the side's own key (a join after the release: off
 // the handoff's path, but through the server's one log) and reads small
 // reads of that key (a waiter's read of the line). No leases, Txns or
-// fencing. It reports handoffs/s and the server's stats per op (Report).
+// fencing. It reports handoffs/s, the handoff's p50 and p99 (from before
+// the handoff's put until the other side has its event: the least latency
+// such a loop can have) and the server's stats per op (Report).
 func BenchFloorCycle(b *testing.B, srv *Server, writes, reads int, op string) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -213,6 +216,8 @@ func BenchFloorCycle(b *testing.B, srv *Server, writes, reads int, op string) {
 	}
 	n := b.N
 	errs := make(chan error, 2)
+	handed := make([]atomic.Int64, n) // when each turn's handoff put began (UnixNano)
+	var lats [2][]time.Duration
 	st0 := BenchStats(b, srv)
 	b.ResetTimer()
 	start := time.Now()
@@ -229,6 +234,10 @@ func BenchFloorCycle(b *testing.B, srv *Server, writes, reads int, op string) {
 					}
 					seen += len(wr.Events)
 				}
+				if turn > 0 {
+					lats[i] = append(lats[i], time.Since(time.Unix(0, handed[turn-1].Load())))
+				}
+				handed[turn].Store(time.Now().UnixNano())
 				if _, err := cs[i].Put(ctx, fmt.Sprintf("%s/%d", name, 1-i), "x"); err != nil {
 					errs <- err
 					return
@@ -257,5 +266,11 @@ func BenchFloorCycle(b *testing.B, srv *Server, writes, reads int, op string) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "handoffs/s")
+	if lat := append(lats[0], lats[1]...); len(lat) > 0 {
+		slices.Sort(lat)
+		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+		b.ReportMetric(q(0.5), "p50-ms")
+		b.ReportMetric(q(0.99), "p99-ms")
+	}
 	BenchStats(b, srv).Sub(st0).Report(b, srv, n, op)
 }

@@ -281,6 +281,9 @@ func runSeed(t *testing.T, seed int64, runLen time.Duration, bin string) result 
 			}
 			fmt.Fprintf(&b, "\t%s\n", v)
 		}
+		if e.pc != nil {
+			b.WriteString(memberLogs(e.pc))
+		}
 		t.Error(b.String())
 	}
 	return res
@@ -331,4 +334,28 @@ func concordStacks() string {
 		}
 	}
 	return strings.Join(out, "\n\n")
+}
+
+// memberLogs is what the members of a process cluster logged about leases
+// and leadership (they log warnings and errors only), the last lines of
+// each, for a failed run's report.
+func memberLogs(pc *embedtest.ProcessCluster) string {
+	var b strings.Builder
+	for i := range 3 {
+		data, err := os.ReadFile(pc.LogPath(i))
+		if err != nil {
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, "lease") || strings.Contains(l, "leader") {
+				lines = append(lines, l)
+			}
+		}
+		fmt.Fprintf(&b, "member %d's log, lines on leases and leaders (last 40 of %d):\n", i, len(lines))
+		for _, l := range lines[max(0, len(lines)-40):] {
+			fmt.Fprintf(&b, "\t%s\n", l)
+		}
+	}
+	return b.String()
 }

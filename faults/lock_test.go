@@ -264,8 +264,8 @@ func lostBeforeTakeover(recipe string, c *checkIn) (vs []violation, margin time.
 			continue
 		}
 		if d < 0 {
-			vs = append(vs, violation{recipe, fmt.Sprintf("hold %d was granted %v before hold %d learned it was lost (%s)",
-				next.token, -d.Round(time.Millisecond), l.token, l.note), []op{l, *next}})
+			vs = append(vs, violation{recipe, fmt.Sprintf("hold %d was granted %v before hold %d learned it was lost (%s; lease %x, acknowledged valid until %v after that grant; last leader resume %v before it)",
+				next.token, -d.Round(time.Millisecond), l.token, l.note, l.lease, l.valid.Sub(next.end).Round(time.Millisecond), c.e.sinceLeaderResume(next.end).Round(time.Millisecond)), []op{l, *next}})
 			continue
 		}
 		if margin < 0 || d < margin {
