@@ -111,6 +111,25 @@ func TestCheckLock(t *testing.T) {
 		_, vs = (&lockWL{}).check(&checkIn{e: e, ops: ops, events: good, ctx: context.Background()})
 		wantViolation(t, vs, "learned it was lost")
 	})
+	t.Run("stale revokes a request timeout after a resume", func(t *testing.T) {
+		// The resumed leader's revokes after its first 16 land about 5.2 s
+		// after it resumed: excused while the lease was still
+		// acknowledged valid, and not once the window has passed.
+		t0 := time.Now()
+		ops := []op{incr(2, 3, ok), incr(5, 7, ok),
+			{recipe: "lock", kind: "acquire", out: ok, token: 5, start: t0, end: t0},
+			{recipe: "lock", kind: "lost", out: ok, token: 2, start: t0.Add(30 * time.Millisecond), valid: t0.Add(time.Second)}}
+		e := &env{t: t, ttl: 2 * time.Second, leaderResumes: []time.Time{t0.Add(-5300 * time.Millisecond)}}
+		_, vs := (&lockWL{}).check(&checkIn{e: e, ops: ops, events: good, ctx: context.Background()})
+		for _, v := range vs {
+			if strings.Contains(v.msg, "learned it was lost") {
+				t.Errorf("a stale revoke's second wave counted against the client: %s", v)
+			}
+		}
+		e.leaderResumes = []time.Time{t0.Add(-e.staleRevokeWindow() - time.Millisecond)}
+		_, vs = (&lockWL{}).check(&checkIn{e: e, ops: ops, events: good, ctx: context.Background()})
+		wantViolation(t, vs, "learned it was lost")
+	})
 }
 
 func TestCheckSemaphore(t *testing.T) {

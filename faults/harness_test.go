@@ -197,24 +197,38 @@ func (e *env) outageIn(t time.Time, d time.Duration) time.Duration {
 // until valid, but which another holder was granted at granted, was ended
 // by etcd revoking the lease early rather than by its expiry: granted is
 // before valid (so no expiry ended it), and a stopped leader resumed within
-// a TTL before it. A leader process resumed from SIGSTOP revokes the leases
-// that expired in its stale view, renewed meanwhile by the new leader
-// (etcd-io/etcd#15247: the leadership check added for it is skipped when
-// the raft loop ticked recently, and a resumed process ticks first);
-// TestStaleLeaderRevokes shows it on its own. No client can learn of such
-// a revoke before it lands, which is why writes carry a Guard.
+// staleRevokeWindow before it. A leader process resumed from SIGSTOP
+// revokes the leases that expired in its stale view, renewed meanwhile by
+// the new leader (etcd-io/etcd#15247: the leadership check added for it is
+// skipped when the raft loop ticked recently, and a resumed process ticks
+// first); TestStaleLeaderRevokes shows it on its own. No client can learn
+// of such a revoke before it lands, which is why writes carry a Guard.
 func (e *env) serverRevokedEarly(valid, granted time.Time) bool {
 	if !granted.Before(valid) {
 		return false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	window := e.staleRevokeWindow()
 	for _, r := range e.leaderResumes {
-		if !granted.Before(r) && granted.Sub(r) <= e.ttl {
+		if !granted.Before(r) && granted.Sub(r) <= window {
 			return true
 		}
 	}
 	return false
+}
+
+// staleRevokeWindow is how long after a stopped leader resumes its stale
+// revokes can land: a request timeout (5 s and two election timeouts) and
+// a TTL. The resumed process proposes them 16 at a time (etcd's
+// maxPendingRevokes); the first ones, made in its old term, are never
+// committed and time out, and the rest, proposed once it follows the new
+// leader, are forwarded to that leader and revoke leases it kept alive, a
+// request timeout after the resume (see TestStaleLeaderRevokes;
+// TestProcessFaults saw it 5.2 and 5.5 s after).
+func (e *env) staleRevokeWindow() time.Duration {
+	const election = 100 * time.Millisecond // embedtest.FastTicks'
+	return 5*time.Second + 2*election + e.ttl
 }
 
 func (e *env) revokedLease(id int64) bool {
