@@ -33,23 +33,29 @@ func (l *rangeLog) take() []bool {
 }
 
 func rangeLoggingClient(t *testing.T, srv *embedtest.Server, l *rangeLog) *clientv3.Client {
+	return interceptedClient(t, srv, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if tr, ok := req.(*pb.TxnRequest); ok {
+			l.mu.Lock()
+			for _, op := range tr.Success {
+				if r := op.GetRequestRange(); r != nil {
+					l.keysOnly = append(l.keysOnly, r.KeysOnly)
+				}
+			}
+			l.mu.Unlock()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+}
+
+// interceptedClient is a client of srv whose unary requests go through
+// in: to record them, or to fail some before they reach the server.
+func interceptedClient(t *testing.T, srv *embedtest.Server, in grpc.UnaryClientInterceptor) *clientv3.Client {
 	t.Helper()
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   srv.Endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			if tr, ok := req.(*pb.TxnRequest); ok {
-				l.mu.Lock()
-				for _, op := range tr.Success {
-					if r := op.GetRequestRange(); r != nil {
-						l.keysOnly = append(l.keysOnly, r.KeysOnly)
-					}
-				}
-				l.mu.Unlock()
-			}
-			return invoker(ctx, method, req, reply, cc, opts...)
-		})},
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(in)},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -6,10 +6,13 @@ package line
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
+	"github.com/cenkalti/backoff/v4"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/concordkit/concord/concurrency"
@@ -17,6 +20,7 @@ import (
 	"github.com/concordkit/concord/internal/fence"
 	"github.com/concordkit/concord/internal/hold"
 	"github.com/concordkit/concord/internal/names"
+	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/session"
 	"github.com/concordkit/concord/internal/telemetry"
 )
@@ -82,10 +86,7 @@ func join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 		return nil, s.Err()
 	default:
 	}
-	resp, err := s.Client().Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(joinOps(s, key, value, prefix, n, values)...).
-		Commit()
+	resp, err := joinTxn(ctx, s, key, value, prefix, n, values)
 	if err != nil {
 		// The put may have landed with its answer lost, or may land yet:
 		// remove it for good, so a failed or cancelled Join leaves no key.
@@ -98,6 +99,30 @@ func join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 	t := &Ticket{s: s, key: key, value: value, rev: resp.Header.Revision, readRev: resp.Header.Revision, prefix: prefix}
 	t.readJoin(resp, n, values)
 	return t, nil
+}
+
+// joinTxn commits the Join Txn, again while the server refuses it as
+// overloaded (etcd's "too many requests": its apply lags its commits by more
+// than 5,000 entries, and it refuses before proposing, so nothing landed),
+// after a pause from retry.Overload (randomized: thousands joining at once
+// spread out) or until ctx ends.
+func joinTxn(ctx context.Context, s *session.Session, key, value, prefix string, n int, values bool) (*clientv3.TxnResponse, error) {
+	var b *backoff.ExponentialBackOff
+	for {
+		resp, err := s.Client().Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(joinOps(s, key, value, prefix, n, values)...).
+			Commit()
+		if !errors.Is(err, rpctypes.ErrTooManyRequests) {
+			return resp, err
+		}
+		if b == nil {
+			b = retry.Overload.New()
+		}
+		if !retry.Sleep(ctx, b.NextBackOff()) {
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // joinOps are the Join Txn's write and read: the put and the newest keys of

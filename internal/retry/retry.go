@@ -31,6 +31,10 @@ var (
 	// Conflict retries a compare-and-swap that lost a race: at once, then
 	// briefly apart.
 	Conflict = Policy{Initial: time.Millisecond, Max: 50 * time.Millisecond}
+	// Overload retries a write an overloaded server refused before
+	// proposing it ("too many requests"): its pauses are randomized, so
+	// that many clients refused at once come back spread out.
+	Overload = Policy{Initial: 50 * time.Millisecond, Max: 2 * time.Second}
 	// Session replaces a lost session (Supervise, a campaign's retry).
 	Session = Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
 )
