@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,6 +22,20 @@ func LiveHeap() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc + ms.StackInuse)
+}
+
+// WaveEnv names the variable that sets how many waiters a scale benchmark
+// joins at a time (BenchWave).
+const WaveEnv = "CONCORD_SCALE_WAVE"
+
+// BenchWave is how many waiters a scale benchmark joins at a time: def,
+// or the number WaveEnv gives (the whole line at once, to see whether the
+// server keeps up).
+func BenchWave(def int) int {
+	if n, err := strconv.Atoi(os.Getenv(WaveEnv)); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 // BenchAwaitKeys polls until want keys are under pfx, failing the

@@ -36,7 +36,7 @@ const scaleTimeout = 15 * time.Minute
 // than 5,000 entries behind ("etcdserver: too many requests") or requests
 // timed out ("etcdserver: request timed out"); in waves of 500 a join
 // still timed out at about 5,600 waiters.
-const scaleWave = 100
+var scaleWave = embedtest.BenchWave(100) // CONCORD_SCALE_WAVE sets it
 
 // BenchmarkLockWaiters measures handoffs of one lock with a line of 10 and
 // of 10,000 waiters, spread over 100 sessions (concord: 100 Mutex values on

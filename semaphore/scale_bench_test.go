@@ -35,7 +35,7 @@ const scaleTimeout = 15 * time.Minute
 // line sorted by create revision (all of it: etcd sorts no other way), so
 // waves of 500 at 7,500 waiters timed out ("etcdserver: request timed
 // out"); 10,000 at once overload any etcd (for its own Mutex as well).
-const scaleWave = 100
+var scaleWave = embedtest.BenchWave(100) // CONCORD_SCALE_WAVE sets it
 
 // BenchmarkSemaphoreWaiters measures permit handoffs of one semaphore of
 // limit 10 with 10, 1,000 and 10,000 waiters in line behind the holders,
