@@ -3,6 +3,7 @@ package line_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,5 +78,46 @@ func TestJoinOverloadedUntilContextEnds(t *testing.T) {
 	}
 	if len(resp.Kvs) != 0 {
 		t.Fatalf("the line holds %v, want nothing", resp.Kvs)
+	}
+}
+
+// A Join whose Txn timed out is tried again; if the timed-out attempt
+// landed after all, the retry finds the key and the Join takes it up, else
+// the retry creates it: either way one key, the ticket's.
+func TestJoinRetriesAfterTimeout(t *testing.T) {
+	for _, landed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("landed=%v", landed), func(t *testing.T) {
+			srv := embedtest.Start(t, embedtest.FastTicks())
+			var n atomic.Int64
+			c := interceptedClient(t, srv, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) > 0 && tr.Success[0].GetRequestPut() != nil && n.Add(1) == 1 {
+					if landed {
+						if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+							return err
+						}
+					}
+					return rpctypes.ErrGRPCTimeout
+				}
+				return invoker(ctx, method, req, reply, cc, opts...)
+			})
+			s := newSession(t, c)
+			tk, err := line.Join(testCtx(t), s, "tmo/a", "v", "tmo/", 1)
+			if err != nil {
+				t.Fatalf("Join: %v", err)
+			}
+			if got := n.Load(); got != 2 {
+				t.Errorf("the Join Txn was sent %d times, want 2", got)
+			}
+			resp, err := srv.Client.Get(testCtx(t), "tmo/", clientv3.WithPrefix())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != int64(tk.Token()) || clientv3.LeaseID(resp.Kvs[0].Lease) != s.Lease() {
+				t.Fatalf("the line holds %v, want the ticket's key once, under the session's lease", resp.Kvs)
+			}
+			if !tk.Admitted(1) {
+				t.Errorf("alone in line, the ticket is not admitted (ahead %d)", tk.Ahead())
+			}
+		})
 	}
 }

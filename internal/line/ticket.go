@@ -86,7 +86,14 @@ func join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 		return nil, s.Err()
 	default:
 	}
-	resp, err := joinTxn(ctx, s, key, value, prefix, n, values)
+	resp, retried, err := joinTxn(ctx, s, key, value, prefix, n, values)
+	if err == nil && !resp.Succeeded && retried {
+		// An attempt that timed out landed after all: take up its key.
+		var t *Ticket
+		if t, err = adopt(ctx, s, key, value, prefix); t != nil || err == nil {
+			return t, err
+		}
+	}
 	if err != nil {
 		// The put may have landed with its answer lost, or may land yet:
 		// remove it for good, so a failed or cancelled Join leaves no key.
@@ -101,26 +108,50 @@ func join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 	return t, nil
 }
 
-// joinTxn commits the Join Txn, again while the server refuses it as
-// overloaded (etcd's "too many requests": its apply lags its commits by more
-// than 5,000 entries, and it refuses before proposing, so nothing landed),
-// after a pause from retry.Overload (randomized: thousands joining at once
-// spread out) or until ctx ends.
-func joinTxn(ctx context.Context, s *session.Session, key, value, prefix string, n int, values bool) (*clientv3.TxnResponse, error) {
+// adopt returns a ticket for key, created by an earlier attempt of this
+// Join whose answer was lost (its lease and value are the session's and
+// the Join's), read afresh as Rejoin reads; an error if the key is not that.
+func adopt(ctx context.Context, s *session.Session, key, value, prefix string) (*Ticket, error) {
+	resp, err := s.Client().Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 || clientv3.LeaseID(resp.Kvs[0].Lease) != s.Lease() || string(resp.Kvs[0].Value) != value {
+		return nil, fmt.Errorf("concurrency: key %q already exists", key)
+	}
+	t := &Ticket{s: s, key: key, rev: resp.Kvs[0].CreateRevision, value: value, prefix: prefix, lower: 1, ahead: math.MaxInt}
+	if err := t.recheckAhead(ctx); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// joinTxn commits the Join Txn, again after a pause from retry.Overload
+// (randomized: thousands joining at once spread out) while the server
+// refuses it as overloaded or it times out, until ctx ends. An overloaded
+// etcd ("too many requests": its apply lags its commits by more than 5,000
+// entries) refuses before proposing, so nothing landed; a Txn that timed
+// out ("request timed out": proposed, not applied within the request
+// timeout) may land later, and the Txn's comparison lets only one attempt
+// create the key: retried reports whether an attempt before the last
+// timed out, so that a last one that found the key can take it up (adopt).
+func joinTxn(ctx context.Context, s *session.Session, key, value, prefix string, n int, values bool) (resp *clientv3.TxnResponse, retried bool, err error) {
 	var b *backoff.ExponentialBackOff
 	for {
 		resp, err := s.Client().Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(joinOps(s, key, value, prefix, n, values)...).
 			Commit()
-		if !errors.Is(err, rpctypes.ErrTooManyRequests) {
-			return resp, err
+		timedOut := errors.Is(err, rpctypes.ErrTimeout)
+		if !timedOut && !errors.Is(err, rpctypes.ErrTooManyRequests) {
+			return resp, retried, err
 		}
+		retried = retried || timedOut
 		if b == nil {
 			b = retry.Overload.New()
 		}
 		if !retry.Sleep(ctx, b.NextBackOff()) {
-			return nil, ctx.Err()
+			return nil, retried, ctx.Err()
 		}
 	}
 }
