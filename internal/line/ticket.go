@@ -90,8 +90,8 @@ func join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 	if err == nil && !resp.Succeeded && retried {
 		// An attempt that timed out landed after all: take up its key.
 		var t *Ticket
-		if t, err = adopt(ctx, s, key, value, prefix); t != nil || err == nil {
-			return t, err
+		if t, err = adopt(ctx, s, key, value, prefix); err == nil {
+			return t, nil
 		}
 	}
 	if err != nil {
