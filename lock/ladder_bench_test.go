@@ -14,7 +14,8 @@ import (
 // BenchmarkLockFloorLadder measures, piece by piece, what separates a lock
 // handoff at 2 contenders from floor2 (two puts per handoff, one watch
 // event): each rung adds one thing concord's lock does, on the same server
-// in the same run, ending with concord's Mutex itself.
+// in the same run, ending with concord's Mutex itself; floor (one put per
+// handoff) is there for the ratios.
 //
 //   - floor2: the handoff is a put of the key the other side watches, then a
 //     put of the side's own key (the floor2 of BenchmarkLockContended).
@@ -44,6 +45,7 @@ func BenchmarkLockFloorLadder(b *testing.B) {
 	for _, where := range embedtest.BenchServers() {
 		b.Run(where.Name, func(b *testing.B) {
 			srv := embedtest.Start(b, where.Opts...)
+			b.Run("floor", func(b *testing.B) { benchFloor(b, srv) })
 			b.Run("floor2", func(b *testing.B) { benchFloorWrites(b, srv, 2) })
 			for _, r := range ladderRungs {
 				b.Run(r.name, func(b *testing.B) { benchLadder(b, srv, r) })
