@@ -9,7 +9,10 @@
 // can hand the lock to the next waiter) or the key is deleted by someone
 // else. Unlock deletes only its own key, never a newer holder's. A waiter
 // whose session is lost stops waiting at once. A cancelled or failed Lock
-// leaves no key behind. RWMutex readers share the lock, writers hold it
+// leaves no key behind. A Lock whose join etcd refuses as overloaded or
+// times out tries again after a randomized pause until its context ends
+// (one that landed after all is taken up), so thousands locking at once
+// all get in line. RWMutex readers share the lock, writers hold it
 // alone, and a waiting writer holds back later readers.
 //
 // A Multi holds several Mutex locks as one: it takes them in one global
