@@ -352,17 +352,30 @@ func (s *Session) keepalive(confirmed time.Time) {
 	interval := s.ttl / 3
 	backoff := retry.Request.UpTo(interval).New()
 
+	// stalled is the last stream given up as stalled: its answers still
+	// count until it has answered what it was sent, or fails.
+	var stalled *keepaliveStream
+	defer func() {
+		if stalled != nil {
+			stalled.close()
+		}
+	}()
 	for {
 		st := newKeepaliveStream(ctx, s.client, s.id)
-		err := st.run(s, interval, deadline, &confirmed)
+		err := st.run(s, interval, deadline, &confirmed, stalled)
+		if err == errStalled {
+			s.log.Debug("concord keepalive stalled: new stream", "lease", int64(s.id))
+			if stalled != nil {
+				stalled.close()
+			}
+			stalled = st
+			continue // a new stream at once
+		}
 		st.close()
 		switch {
 		case err == nil: // stopped
 			s.end(errs.SessionClosed)
 			return
-		case err == errStalled:
-			s.log.Debug("concord keepalive stalled: new stream", "lease", int64(s.id))
-			continue // a new stream at once
 		case err == errs.LeaseExpired || err == errs.RenewDeadline:
 			s.log.Warn("concord session lost", "lease", int64(s.id), "err", err)
 			s.end(err)
@@ -397,18 +410,21 @@ func (s *Session) keepalive(confirmed time.Time) {
 // member's request timeout, five seconds or more, and every later one on the
 // stream waits behind it, past the renew deadline, although a new leader
 // would answer at once. A new stream's keepalive goes to the member's
-// current leader.
+// current leader. The stalled stream is kept (run's stalled) until it has
+// answered what it was sent: a server slow under load answers every
+// keepalive late, and those answers still renew (TestLateAnswersStillRenew).
 var errStalled = errors.New("keepalive unanswered for half an interval")
 
 // keepaliveStream is one LeaseKeepAlive stream with its receive goroutine.
 type keepaliveStream struct {
-	cancel context.CancelFunc
-	stream pb.Lease_LeaseKeepAliveClient
-	err    error
-	resps  chan *pb.LeaseKeepAliveResponse
-	recvWG sync.WaitGroup
-	id     clientv3.LeaseID
-	opened chan struct{} // closed once the stream is open, or failed to open (err)
+	cancel  context.CancelFunc
+	stream  pb.Lease_LeaseKeepAliveClient
+	err     error
+	resps   chan *pb.LeaseKeepAliveResponse
+	recvWG  sync.WaitGroup
+	id      clientv3.LeaseID
+	opened  chan struct{} // closed once the stream is open, or failed to open (err)
+	pending []time.Time   // send times of unanswered requests, in order (run's goroutine only)
 }
 
 func newKeepaliveStream(ctx context.Context, c *clientv3.Client, id clientv3.LeaseID) *keepaliveStream {
@@ -449,34 +465,84 @@ func (ks *keepaliveStream) close() {
 }
 
 // run sends keepalives and reads their answers until the stream fails (an
-// error to retry), the session is stopped (nil), or the lease is lost.
-func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *time.Timer, confirmed *time.Time) error {
-	select {
-	case <-ks.opened:
-	case <-s.stop:
+// error to retry), the session is stopped (nil), or the lease is lost. It
+// also reads the answers of stalled, the stream given up before it (nil
+// if none), closing it once it has answered everything it was sent or
+// failed.
+func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *time.Timer, confirmed *time.Time, stalled *keepaliveStream) error {
+	var stalledResps <-chan *pb.LeaseKeepAliveResponse
+	if stalled != nil && len(stalled.pending) > 0 {
+		stalledResps = stalled.resps
+	}
+	// answered records the answer r to a request of st; it returns
+	// errs.LeaseExpired if the server no longer has the lease.
+	answered := func(st *keepaliveStream, r *pb.LeaseKeepAliveResponse) error {
+		if len(st.pending) == 0 {
+			return nil
+		}
+		sent := st.pending[0]
+		st.pending = st.pending[1:]
+		if r.TTL <= 0 {
+			return errs.LeaseExpired
+		}
+		now := time.Now()
+		s.tel.KeepaliveAcked(now.Sub(sent), confirmed.Add(s.ttl-s.margin).Sub(now))
+		if sent.After(*confirmed) {
+			s.confirmed.Store(sent.UnixNano())
+			*confirmed = sent
+			// A late answer still proves the lease lived until sent+TTL,
+			// so moving the deadline forward is right even if the old
+			// one has just passed (Go 1.23 timers drop a stale fire).
+			deadline.Reset(time.Until(sent.Add(time.Duration(r.TTL)*time.Second - s.margin)))
+		}
 		return nil
-	case <-deadline.C:
-		return errs.RenewDeadline
+	}
+	// fromStalled handles what the stalled stream delivered.
+	fromStalled := func(r *pb.LeaseKeepAliveResponse, ok bool) error {
+		if ok {
+			if err := answered(stalled, r); err != nil {
+				return err
+			}
+		}
+		if !ok || len(stalled.pending) == 0 {
+			stalledResps = nil
+			stalled.cancel() // done with it; keepalive's loop waits for it
+		}
+		return nil
+	}
+	for {
+		select {
+		case <-ks.opened:
+		case <-s.stop:
+			return nil
+		case <-deadline.C:
+			return errs.RenewDeadline
+		case r, ok := <-stalledResps:
+			if err := fromStalled(r, ok); err != nil {
+				return err
+			}
+			continue
+		}
+		break
 	}
 	if ks.err != nil {
 		return ks.err
 	}
-	var pending []time.Time // send times of unanswered requests, in order
 	// stall fires when the oldest unanswered request has waited half an
 	// interval (see errStalled).
 	stall := time.NewTimer(interval)
 	stall.Stop()
 	defer stall.Stop()
 	armStall := func() {
-		if len(pending) == 0 {
+		if len(ks.pending) == 0 {
 			stall.Stop()
 		} else {
-			stall.Reset(time.Until(pending[0].Add(interval / 2)))
+			stall.Reset(time.Until(ks.pending[0].Add(interval / 2)))
 		}
 	}
 	send := func() error {
-		pending = append(pending, time.Now())
-		if len(pending) == 1 {
+		ks.pending = append(ks.pending, time.Now())
+		if len(ks.pending) == 1 {
 			armStall()
 		}
 		return ks.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(ks.id)})
@@ -499,29 +565,18 @@ func (ks *keepaliveStream) run(s *Session, interval time.Duration, deadline *tim
 				return err
 			}
 			tick.Reset(untilNextSend(interval))
+		case r, ok := <-stalledResps:
+			if err := fromStalled(r, ok); err != nil {
+				return err
+			}
 		case r, ok := <-ks.resps:
 			if !ok {
 				return fmt.Errorf("keepalive stream closed")
 			}
-			if len(pending) == 0 {
-				continue
+			if err := answered(ks, r); err != nil {
+				return err
 			}
-			sent := pending[0]
-			pending = pending[1:]
 			armStall()
-			if r.TTL <= 0 {
-				return errs.LeaseExpired
-			}
-			now := time.Now()
-			s.tel.KeepaliveAcked(now.Sub(sent), confirmed.Add(s.ttl-s.margin).Sub(now))
-			if sent.After(*confirmed) {
-				s.confirmed.Store(sent.UnixNano())
-				*confirmed = sent
-				// A late answer still proves the lease lived until sent+TTL,
-				// so moving the deadline forward is right even if the old
-				// one has just passed (Go 1.23 timers drop a stale fire).
-				deadline.Reset(time.Until(sent.Add(time.Duration(r.TTL)*time.Second - s.margin)))
-			}
 		}
 	}
 }
