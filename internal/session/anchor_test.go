@@ -16,17 +16,23 @@ import (
 // streamCountingClient is a client of endpoint that counts the
 // LeaseKeepAlive streams it opens.
 func streamCountingClient(t *testing.T, endpoint string, opened *atomic.Int64) *clientv3.Client {
+	return streamInterceptedClient(t, endpoint, func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if method == "/etcdserverpb.Lease/LeaseKeepAlive" {
+			opened.Add(1)
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	})
+}
+
+// streamInterceptedClient is a client of endpoint whose streams go through
+// in.
+func streamInterceptedClient(t *testing.T, endpoint string, in grpc.StreamClientInterceptor) *clientv3.Client {
 	t.Helper()
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{endpoint},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-			if method == "/etcdserverpb.Lease/LeaseKeepAlive" {
-				opened.Add(1)
-			}
-			return streamer(ctx, desc, cc, method, opts...)
-		})},
+		DialOptions: []grpc.DialOption{grpc.WithChainStreamInterceptor(in)},
 	})
 	if err != nil {
 		t.Fatal(err)
