@@ -121,8 +121,9 @@ func (h *Hold) end(err error) {
 	defer h.mu.Unlock()
 	if h.err == nil {
 		h.err = err
-		close(h.done)
+		// Counted before Done closes: whoever sees Done sees the count.
 		h.record(err)
+		close(h.done)
 	}
 }
 
