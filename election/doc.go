@@ -6,7 +6,9 @@
 // writes, which fail once the term has ended. A term's Done closes when it
 // is lost (the session's lease is lost, detected before the server can elect
 // the next candidate, or the key is deleted) or resigned. A failed or
-// cancelled Campaign leaves no key behind. Observe reports every leader
+// cancelled Campaign leaves no key behind; a Campaign whose join etcd
+// refuses as overloaded or times out tries again after a randomized pause
+// until its context ends. Observe reports every leader
 // change it sees, proclaimed values and "no leader", and survives
 // compaction and reconnects by re-reading the candidates.
 //

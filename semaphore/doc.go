@@ -15,7 +15,9 @@
 // was created WithFollowLimit. Each permit carries a fencing token (its
 // key's create revision, unique and increasing in grant order) and a Guard
 // for etcd writes that must land only while it is held. Release deletes only
-// its own key; a cancelled or failed Acquire leaves no key behind.
+// its own key; a cancelled or failed Acquire leaves no key behind. An
+// Acquire whose join etcd refuses as overloaded or times out tries again
+// after a randomized pause until its context ends.
 //
 // Not guaranteed: a limit on work outside etcd when a holder pauses past its
 // lease (no lease-based permit can give that); fence such work with Token.
