@@ -130,6 +130,19 @@ func TestObserveSeesEveryState(t *testing.T) {
 		t.Fatalf("got %+v, want a", l)
 	}
 	bGot := campaignAsync(ctx, b, "b")
+	// b in line before a resigns, or "no leader" comes between them.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		resp, err := srv.Client.Get(ctx, "sched/.election/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b not in line within 5s (%d candidates)", resp.Count)
+		}
+	}
 	if err := la.Proclaim(ctx, "a2"); err != nil {
 		t.Fatal(err)
 	}
