@@ -15,6 +15,7 @@ import (
 
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/internal/line"
+	"github.com/concordkit/concord/internal/session"
 )
 
 // overloadingClient is a client of srv whose Txns that write are refused,
@@ -83,16 +84,29 @@ func TestJoinOverloadedUntilContextEnds(t *testing.T) {
 
 // A Join whose Txn timed out is tried again; if the timed-out attempt
 // landed after all, the retry finds the key and the Join takes it up, else
-// the retry creates it: either way one key, the ticket's.
+// the retry creates it: either way one key, the ticket's, and a count of
+// the keys ahead as exact as a Join's (a taken-up ticket of a semaphore
+// that only knew "someone is ahead" read every key ahead to count them:
+// thousands of those at once overloaded etcd). If the revision it was
+// created at is compacted, the ticket counts the line when it waits.
 func TestJoinRetriesAfterTimeout(t *testing.T) {
-	for _, landed := range []bool{true, false} {
-		t.Run(fmt.Sprintf("landed=%v", landed), func(t *testing.T) {
+	for _, tc := range []struct{ landed, compacted bool }{{true, false}, {false, false}, {true, true}} {
+		t.Run(fmt.Sprintf("landed=%v/compacted=%v", tc.landed, tc.compacted), func(t *testing.T) {
 			srv := embedtest.Start(t, embedtest.FastTicks())
 			var n atomic.Int64
 			c := interceptedClient(t, srv, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) > 0 && tr.Success[0].GetRequestPut() != nil && n.Add(1) == 1 {
-					if landed {
+					if tc.landed {
 						if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+							return err
+						}
+					}
+					if tc.compacted {
+						r, err := srv.Client.Put(ctx, "other", "")
+						if err != nil {
+							return err
+						}
+						if _, err := srv.Client.Compact(ctx, r.Header.Revision); err != nil {
 							return err
 						}
 					}
@@ -100,8 +114,13 @@ func TestJoinRetriesAfterTimeout(t *testing.T) {
 				}
 				return invoker(ctx, method, req, reply, cc, opts...)
 			})
+			for _, k := range []string{"tmo/x", "tmo/y", "tmo/z"} {
+				if _, err := srv.Client.Put(testCtx(t), k, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
 			s := newSession(t, c)
-			tk, err := line.Join(testCtx(t), s, "tmo/a", "v", "tmo/", 1)
+			tk, err := line.Join(testCtx(t), s, "tmo/a", "v", "tmo/", 2)
 			if err != nil {
 				t.Fatalf("Join: %v", err)
 			}
@@ -112,12 +131,64 @@ func TestJoinRetriesAfterTimeout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != int64(tk.Token()) || clientv3.LeaseID(resp.Kvs[0].Lease) != s.Lease() {
-				t.Fatalf("the line holds %v, want the ticket's key once, under the session's lease", resp.Kvs)
+			if len(resp.Kvs) != 4 || string(resp.Kvs[0].Key) != "tmo/a" ||
+				resp.Kvs[0].CreateRevision != int64(tk.Token()) || clientv3.LeaseID(resp.Kvs[0].Lease) != s.Lease() {
+				t.Fatalf("the line holds %v, want the ticket's key once, under the session's lease, behind 3", resp.Kvs)
 			}
-			if !tk.Admitted(1) {
-				t.Errorf("alone in line, the ticket is not admitted (ahead %d)", tk.Ahead())
+			if tc.compacted {
+				ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+				defer cancel()
+				if err := tk.Wait(ctx, 4); err != nil {
+					t.Fatalf("Wait under a limit of 4 with 3 ahead: %v", err)
+				}
+			}
+			if tk.Ahead() != 3 || !tk.Admitted(4) || tk.Admitted(3) {
+				t.Errorf("the ticket counts %d ahead (admitted under a limit of 4: %v, of 3: %v), want exactly 3",
+					tk.Ahead(), tk.Admitted(4), tk.Admitted(3))
 			}
 		})
+	}
+}
+
+// A client's sessions send at most 8 Joins at a time; the rest wait their
+// turn, and every one lands. 10,000 sent at once to one line put tens of
+// seconds of work in etcd's apply loop, and every session on the cluster
+// missed its renew deadline behind it.
+func TestJoinsInFlightBounded(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	var cur, peak atomic.Int64
+	c := interceptedClient(t, srv, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) > 0 && tr.Success[0].GetRequestPut() != nil {
+			n := cur.Add(1)
+			defer cur.Add(-1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			time.Sleep(20 * time.Millisecond) // a loaded server's answer
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+	sessions := []*session.Session{newSession(t, c), newSession(t, c)}
+	const joins = 40
+	errc := make(chan error, joins)
+	for i := range joins {
+		go func() {
+			_, err := line.Join(testCtx(t), sessions[i%2], fmt.Sprintf("inf/%02d", i), "v", "inf/", 10)
+			errc <- err
+		}()
+	}
+	for range joins {
+		if err := <-errc; err != nil {
+			t.Fatalf("Join: %v", err)
+		}
+	}
+	if got := peak.Load(); got > 8 || got < 2 {
+		t.Errorf("%d Joins of one client were in flight at once, want 2 to 8", got)
+	}
+	resp, err := srv.Client.Get(testCtx(t), "inf/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != joins {
+		t.Errorf("the line holds %d keys, want %d", resp.Count, joins)
 	}
 }

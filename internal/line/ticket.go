@@ -90,7 +90,7 @@ func join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 	if err == nil && !resp.Succeeded && retried {
 		// An attempt that timed out landed after all: take up its key.
 		var t *Ticket
-		if t, err = adopt(ctx, s, key, value, prefix); err == nil {
+		if t, err = adopt(ctx, s, key, value, prefix, n, values); err == nil {
 			return t, nil
 		}
 	}
@@ -104,14 +104,20 @@ func join(ctx context.Context, s *session.Session, key, value, prefix string, n 
 		return nil, fmt.Errorf("concurrency: key %q already exists", key)
 	}
 	t := &Ticket{s: s, key: key, value: value, rev: resp.Header.Revision, readRev: resp.Header.Revision, prefix: prefix}
-	t.readJoin(resp, n, values)
+	t.readJoin((*clientv3.GetResponse)(resp.Responses[1].GetResponseRange()), n, values)
 	return t, nil
 }
 
 // adopt returns a ticket for key, created by an earlier attempt of this
 // Join whose answer was lost (its lease and value are the session's and
-// the Join's), read afresh as Rejoin reads; an error if the key is not that.
-func adopt(ctx context.Context, s *session.Session, key, value, prefix string) (*Ticket, error) {
+// the Join's), or an error if the key is not that. It reads the line as
+// the Join's Txn would have, at the key's create revision: the same count
+// and nearest keys, as exact as a Join's. Only if that revision is
+// compacted does it read afresh as Rejoin does, which leaves an n > 1
+// ticket's count to a read of every key ahead (see waitLimit): thousands
+// of those at once, after joins timed out under load, kept etcd's apply
+// busy past its sessions' renew deadlines.
+func adopt(ctx context.Context, s *session.Session, key, value, prefix string, n int, values bool) (*Ticket, error) {
 	resp, err := s.Client().Get(ctx, key)
 	if err != nil {
 		return nil, err
@@ -119,14 +125,26 @@ func adopt(ctx context.Context, s *session.Session, key, value, prefix string) (
 	if len(resp.Kvs) == 0 || clientv3.LeaseID(resp.Kvs[0].Lease) != s.Lease() || string(resp.Kvs[0].Value) != value {
 		return nil, fmt.Errorf("concurrency: key %q already exists", key)
 	}
-	t := &Ticket{s: s, key: key, rev: resp.Kvs[0].CreateRevision, value: value, prefix: prefix, lower: 1, ahead: math.MaxInt}
+	rev := resp.Kvs[0].CreateRevision
+	t := &Ticket{s: s, key: key, rev: rev, value: value, prefix: prefix}
+	line, err := s.Client().Get(ctx, prefix, append(joinReadOpts(n, values), clientv3.WithRev(rev))...)
+	switch {
+	case err == nil:
+		t.readRev = rev
+		t.readJoin(line, n, values)
+		return t, nil
+	case !errors.Is(err, rpctypes.ErrCompacted):
+		return nil, err
+	}
+	t.lower, t.ahead = 1, math.MaxInt
 	if err := t.recheckAhead(ctx); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// joinTxn commits the Join Txn, again after a pause from retry.Overload
+// joinTxn commits the Join Txn, in turn with the client's other Joins
+// (session.JoinTurn), again after a pause from retry.Overload
 // (randomized: thousands joining at once spread out) while the server
 // refuses it as overloaded or it times out, until ctx ends. An overloaded
 // etcd ("too many requests": its apply lags its commits by more than 5,000
@@ -138,10 +156,15 @@ func adopt(ctx context.Context, s *session.Session, key, value, prefix string) (
 func joinTxn(ctx context.Context, s *session.Session, key, value, prefix string, n int, values bool) (resp *clientv3.TxnResponse, retried bool, err error) {
 	var b *backoff.ExponentialBackOff
 	for {
+		done, err := s.JoinTurn(ctx)
+		if err != nil {
+			return nil, retried, err
+		}
 		resp, err := s.Client().Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(joinOps(s, key, value, prefix, n, values)...).
 			Commit()
+		done()
 		timedOut := errors.Is(err, rpctypes.ErrTimeout)
 		if !timedOut && !errors.Is(err, rpctypes.ErrTooManyRequests) {
 			return resp, retried, err
@@ -162,14 +185,19 @@ func joinTxn(ctx context.Context, s *session.Session, key, value, prefix string,
 // costs the server in proportion to the line: it is the Join's only one.
 // Unless values is set it reads keys only (see readOpts).
 func joinOps(s *session.Session, key, value, prefix string, n int, values bool) []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpPut(key, value, clientv3.WithLease(s.Lease())),
+		clientv3.OpGet(prefix, joinReadOpts(n, values)...),
+	}
+}
+
+// joinReadOpts are the options of the Join's read of the line.
+func joinReadOpts(n int, values bool) []clientv3.OpOption {
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(joinNewest(n))}
 	if !values {
 		opts = append(opts, clientv3.WithKeysOnly())
 	}
-	return []clientv3.Op{
-		clientv3.OpPut(key, value, clientv3.WithLease(s.Lease())),
-		clientv3.OpGet(prefix, opts...),
-	}
+	return opts
 }
 
 // joinNewest is how many of the line's newest keys Join reads: its own and
@@ -179,10 +207,10 @@ func joinNewest(n int) int64 {
 	return int64(n) + 2
 }
 
-// readJoin records what the Join Txn read; values says whether the read
-// carried values, so the head it found can answer Head.
-func (t *Ticket) readJoin(resp *clientv3.TxnResponse, n int, values bool) {
-	newest := resp.Responses[1].GetResponseRange()
+// readJoin records what the Join's read of the line found at the ticket's
+// create revision; values says whether the read carried values, so the
+// head it found can answer Head.
+func (t *Ticket) readJoin(newest *clientv3.GetResponse, n int, values bool) {
 	t.lower, t.exact = int(newest.Count), true
 	var own *mvccpb.KeyValue
 	for _, kv := range newest.Kvs {

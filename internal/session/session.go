@@ -99,6 +99,7 @@ type Session struct {
 	strayLoop   bool           // the stray watcher is running
 	owned       sync.WaitGroup // the stray watcher and Go goroutines; Add under mu while !closed
 	keptWatches []*KeyWatch    // see KeepWatch
+	joins       chan struct{}  // the client's join turns (JoinTurn)
 }
 
 // check validates cfg and fills in its defaults.
@@ -183,7 +184,7 @@ func New(ctx context.Context, client *clientv3.Client, cfg Config) (*Session, er
 	s.ctx, s.cancelCtx = context.WithCancel(context.Background())
 	s.confirmed.Store(sent.UnixNano())
 	s.tel.SessionStarted()
-	joinAnchor(client)
+	s.joins = joinAnchor(client)
 	go s.keepalive(sent)
 	go s.cleaner()
 	return s, nil
