@@ -165,8 +165,21 @@ func (sem *Semaphore) ensure(ctx context.Context) (int, error) {
 func (sem *Semaphore) checkLimit(ctx context.Context) (int, error) {
 	n, ok := sem.lim.known()
 	if !ok {
+		// One at a time: Acquires that start together on a new
+		// Semaphore wait for the first one's write instead of each
+		// making its own (10,000 at once made 10,000).
+		select {
+		case sem.ensuring <- struct{}{}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		n, ok = sem.lim.known()
 		var err error
-		if n, err = sem.ensure(ctx); err != nil {
+		if !ok {
+			n, err = sem.ensure(ctx)
+		}
+		<-sem.ensuring
+		if err != nil {
 			return 0, err
 		}
 	}

@@ -282,3 +282,41 @@ func TestRaiseAfterMiscountedDeletion(t *testing.T) {
 		_ = p.Release(ctx)
 	}
 }
+
+// Acquires that start together on a new Semaphore store its limit with one
+// write, not one each (10,000 at once made 10,000).
+func TestAcquiresStoreTheLimitOnce(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks())
+	ctx := testCtx(t)
+	var stores atomic.Int64
+	c, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
+			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 1 {
+					if p := tr.Success[0].GetRequestPut(); p != nil && string(p.Key) == "once/.sem/limit" {
+						stores.Add(1)
+						time.Sleep(50 * time.Millisecond) // the others start meanwhile
+					}
+				}
+				return invoker(ctx, method, req, reply, cc, opts...)
+			})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	sem := newSem(t, newSession(t, srv.Confine(c), 5*time.Second), "once", 20)
+	var chs []<-chan acquired
+	for range 20 {
+		chs = append(chs, acquireAsync(ctx, sem))
+	}
+	for i, ch := range chs {
+		a := mustGet(t, ch, 10*time.Second, fmt.Sprintf("Acquire %d of 20 under a limit of 20", i))
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		defer func() { _ = a.p.Release(ctx) }()
+	}
+	if n := stores.Load(); n != 1 {
+		t.Fatalf("20 Acquires on a new Semaphore sent %d writes of its limit, want 1", n)
+	}
+}

@@ -57,6 +57,7 @@ type Semaphore struct {
 	value    string
 	log      *slog.Logger
 	lim      *storedLimit
+	ensuring chan struct{} // held by the checkLimit storing the limit
 
 	closeCtx   context.Context
 	closeAll   context.CancelFunc
@@ -100,6 +101,7 @@ func New(s *concurrency.Session, name string, limit int, opts ...Option) (*Semap
 		value:       c.value,
 		log:         c.logger,
 		lim:         newStoredLimit(limit),
+		ensuring:    make(chan struct{}, 1),
 		closeCtx:    closeCtx,
 		closeAll:    closeAll,
 		followDone:  make(chan struct{}),
