@@ -221,6 +221,17 @@ func TestRaiseAfterMiscountedDeletion(t *testing.T) {
 		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
 			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 				requests.Add(1)
+				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 2 {
+					if put := tr.Success[0].GetRequestPut(); put != nil && string(put.Value) == "w" {
+						// w's Join: a write after it, so that w's watch
+						// opens after its read and w re-reads the line.
+						if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+							return err
+						}
+						_, err := srv.Client.Put(ctx, "unrelated", "")
+						return err
+					}
+				}
 				// Hold back the ticket's first re-read of the line (a Txn
 				// with one range read below its own revision).
 				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 1 {

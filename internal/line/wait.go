@@ -19,10 +19,11 @@ import (
 // those ahead, making no request until the count drops below n (waitCount),
 // or, far back in a long line, watches only the n+1 keys just ahead
 // (waitWindow). The first two open their watch without a start revision
-// (synced, served at once by the server) and re-read the line once after
-// it is created, unless (n == 1) the watch began at the revision of the
-// last read, so it misses nothing; a window's watches start after the read
-// that found their keys.
+// (synced, served at once by the server; one with a start revision behind
+// the server's waits for etcd's catch-up of slow watchers, up to 100 ms)
+// and re-read the line once after it is created, unless the watch began
+// at the revision of the last read, so it misses nothing; a window's
+// watches start after the read that found their keys.
 // Wait returns ctx.Err() when ctx ends, the session's error when the session
 // is lost, and errs.KeyDeleted when the ticket's own key is deleted; the key
 // is left in place either way (Abandon it, or let the lease take it).
@@ -177,6 +178,11 @@ func (t *Ticket) waitCount(ctx context.Context, n int, changed <-chan struct{}) 
 			return err
 		case wr.Created && !created:
 			created = true
+			if wr.Header.Revision <= t.readRev {
+				// Nothing changed since the last read: the watch sees
+				// every later change, so the count stays exact.
+				continue
+			}
 			// The watch now sees every later change: read the line once.
 			if err := t.recheckCount(ctx); err != nil || t.Admitted(n) {
 				return err
