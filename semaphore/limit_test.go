@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -261,7 +262,11 @@ func TestRaiseAfterMiscountedDeletion(t *testing.T) {
 	w2 := acquireAsync(ctx, admin)
 	waitLine(t, srv.Client, "m", 4)
 	w := acquireAsync(ctx, newSem(t, newSession(t, c, 5*time.Second), "m", 2, semaphore.WithFollowLimit(), semaphore.WithValue("w")))
-	<-blocked // w's watch is open, its re-read not yet made
+	select { // w's watch is open, its re-read not yet made
+	case <-blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("w did not re-read the line within 10s of joining")
+	}
 	cancelW1()
 	if a := mustGet(t, w1, 5*time.Second, "cancelled waiter"); a.err == nil {
 		t.Fatal("cancelled waiter got a permit")
@@ -304,7 +309,8 @@ func TestAcquiresStoreTheLimitOnce(t *testing.T) {
 		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
 			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 1 {
-					if p := tr.Success[0].GetRequestPut(); p != nil && string(p.Key) == "once/.sem/limit" {
+					// (Suffix: an external cluster's client is namespaced.)
+					if p := tr.Success[0].GetRequestPut(); p != nil && strings.HasSuffix(string(p.Key), "once/.sem/limit") {
 						stores.Add(1)
 						time.Sleep(50 * time.Millisecond) // the others start meanwhile
 					}
