@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,6 +197,25 @@ func BenchFloor(b *testing.B, srv *Server, watchers int, op string) []time.Durat
 // the handoff's put until the other side has its event: the least latency
 // such a loop can have) and the server's stats per op (Report).
 func BenchFloorCycle(b *testing.B, srv *Server, writes, reads int, op string) {
+	BenchFloorCycleOf(b, srv, FloorCycle{Writes: writes, Reads: reads}, op)
+}
+
+// FloorCycle is what each turn of BenchFloorCycleOf does.
+type FloorCycle struct {
+	Writes, Reads int // as BenchFloorCycle's
+	// Watchers hear each handoff's put besides the other side (each on a
+	// client of its own), as a semaphore's waiters each hear each release
+	// to count the holders ahead of them.
+	Watchers int
+	// Rewatch opens a watch and closes it again after the turn's writes,
+	// as a contender that joins the line starts watching it (and stops
+	// once granted) instead of hearing every release while it holds.
+	Rewatch bool
+}
+
+// BenchFloorCycleOf is BenchFloorCycle with what fc adds to each turn.
+func BenchFloorCycleOf(b *testing.B, srv *Server, fc FloorCycle, op string) {
+	writes, reads := fc.Writes, fc.Reads
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -213,6 +233,25 @@ func BenchFloorCycle(b *testing.B, srv *Server, writes, reads int, op string) {
 		if wr := <-wchs[i]; !wr.Created {
 			b.Fatalf("watch not created: %v", wr.Err())
 		}
+	}
+	var drained sync.WaitGroup
+	defer drained.Wait()
+	defer cancel()
+	for range fc.Watchers {
+		c, err := srv.NewClient()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = c.Close() }()
+		// Both sides' handoff keys, not their own keys' puts.
+		wch := c.Watch(ctx, name+"/0", clientv3.WithRange(name+"/2"), clientv3.WithCreatedNotify())
+		if wr := <-wch; !wr.Created {
+			b.Fatalf("watch not created: %v", wr.Err())
+		}
+		drained.Go(func() {
+			for range wch {
+			}
+		})
 	}
 	n := b.N
 	errs := make(chan error, 2)
@@ -251,6 +290,15 @@ func BenchFloorCycle(b *testing.B, srv *Server, writes, reads int, op string) {
 				for range reads {
 					if _, err := cs[i].Get(ctx, own, clientv3.WithKeysOnly()); err != nil {
 						errs <- err
+						return
+					}
+				}
+				if fc.Rewatch {
+					wctx, stop := context.WithCancel(ctx)
+					wr := <-cs[i].Watch(wctx, own, clientv3.WithCreatedNotify())
+					stop()
+					if !wr.Created {
+						errs <- fmt.Errorf("watch not created: %v", wr.Err())
 						return
 					}
 				}

@@ -19,6 +19,7 @@
 # Environment: BENCHTIME (e.g. 500x) replaces every package's default;
 # BENCHSCALE (e.g. 5) multiplies each package's default instead, for finer
 # CPU figures on a quiet machine (the run takes as many times longer);
+# ONLY (e.g. semaphore) runs only the packages whose path contains it;
 # SERVER_COST_RAW names a file for the raw `go test -bench` output
 # (default: a temp file, named on stderr). Takes about 10 minutes on
 # 2 cores at the defaults.
@@ -51,6 +52,7 @@ runs=(
 )
 for r in "${runs[@]}"; do
   IFS=';' read -r pkg bench bt <<<"$r"
+  [[ -z ${ONLY:-} || $pkg == *"$ONLY"* ]] || continue
   bt=${BENCHTIME:-$((${bt%x} * ${BENCHSCALE:-1}))x}
   echo "server-cost: $pkg -bench '$bench/^server=process\$' -benchtime $bt" >&2
   go test -run '^$' -bench "$bench/^server=process\$" -benchtime "$bt" -timeout 30m "$pkg" >>"$raw" 2>&1 || {

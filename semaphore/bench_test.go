@@ -196,11 +196,14 @@ func benchAcquireRelease(b *testing.B, srv *embedtest.Server, impl string, limit
 // release and a join are two writes, so about twice the floor is the
 // least this loop can cost). baseline/put is one Put's latency on the
 // same server; floor is one put and its watch event per handoff
-// (benchFloorPuts), the least any handoff can cost the server; floor2r2
-// adds what this loop cannot do without: the releaser's join (a second
-// write) and two reads, the window's read of a waiter whose gate went
-// and the admitted waiter's read of the limit at its grant's revision (a
-// limit can be lowered). Each runs
+// (benchFloorPuts), the least any handoff can cost the server;
+// floor2r1w4rw adds what this loop cannot do without: the releaser's join
+// (a second write), the admitted waiter's read of the limit at its grant's
+// revision (a limit can be lowered), the release heard by each of the 4
+// waiters (a waiter counts the holders ahead of it by their deletions; one
+// that did not hear them would have to read), and the releaser's watch of
+// the line opened when it joins and closed when it is granted (kept open,
+// it would hear every release while it holds). Each runs
 // against a separate etcd process first (CONCORD_ETCD_BIN), then embedded.
 //
 //	go test -run '^$' -bench Handoff -benchtime=200x ./semaphore
@@ -231,7 +234,9 @@ func BenchmarkHandoff(b *testing.B) {
 				reportLatency(b, lat)
 			})
 			b.Run("floor", func(b *testing.B) { benchFloorPuts(b, srv, 1, "handoff") })
-			b.Run("floor2r2", func(b *testing.B) { embedtest.BenchFloorCycle(b, srv, 2, 2, "handoff") })
+			b.Run("floor2r1w4rw", func(b *testing.B) {
+				embedtest.BenchFloorCycleOf(b, srv, embedtest.FloorCycle{Writes: 2, Reads: 1, Watchers: 3, Rewatch: true}, "handoff")
+			})
 		})
 	}
 }
