@@ -17,7 +17,9 @@
 // for etcd writes that must land only while it is held. Release deletes only
 // its own key; a cancelled or failed Acquire leaves no key behind. An
 // Acquire whose join etcd refuses as overloaded or times out tries again
-// after a randomized pause until its context ends.
+// after a randomized pause until its context ends, and a client's sessions
+// send at most 8 joins at a time: 10,000 Acquires at once from 100 clients
+// all got in line with no session lost (README, Scale).
 //
 // Not guaranteed: a limit on work outside etcd when a holder pauses past its
 // lease (no lease-based permit can give that); fence such work with Token.
