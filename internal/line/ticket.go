@@ -183,7 +183,7 @@ func joinTxn(ctx context.Context, s *session.Session, key, value, prefix string,
 // the line (joinNewest; the response's Count is the whole line's). etcd
 // sorts a range by create revision only by reading all of it, so this read
 // costs the server in proportion to the line: it is the Join's only one.
-// Unless values is set it reads keys only (see readOpts).
+// Unless values is set it reads keys only (see readAhead).
 func joinOps(s *session.Session, key, value, prefix string, n int, values bool) []clientv3.Op {
 	return []clientv3.Op{
 		clientv3.OpPut(key, value, clientv3.WithLease(s.Lease())),
