@@ -21,7 +21,7 @@
 //	CONCORD_FAULT_SEED=n   replay the run of seed n (printed by a failing run)
 //	CONCORD_TIME_SCALE=x   multiply every timeout, TTL and fault duration by x
 //	CONCORD_FAULT_RUN=d    length of each short run's fault phase (default 16s)
-//	CONCORD_SOAK=d         run seed after seed for d and report totals
+//	CONCORD_SOAK=d         run seed after seed for d (whole runs only) and report totals
 //	CONCORD_FAULT_DUMP=1   log every recorded operation
 //	CONCORD_FAULT_ALL=1    run every workload in every run (by default a run
 //	                       has two of barrier, counter, multi-lock and
