@@ -113,16 +113,21 @@ func waitLine(t testing.TB, c *clientv3.Client, name string, n int) {
 
 // countingClient returns a client whose unary requests are counted in n.
 func countingClient(t testing.TB, srv *embedtest.Server, n *atomic.Int64) *clientv3.Client {
+	return interceptedClient(t, srv, func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		n.Add(1)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+}
+
+// interceptedClient is a client of srv whose unary requests go through in:
+// to count or hold back some of them.
+func interceptedClient(t testing.TB, srv *embedtest.Server, in grpc.UnaryClientInterceptor) *clientv3.Client {
 	t.Helper()
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   srv.Endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
-			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-				n.Add(1)
-				return invoker(ctx, method, req, reply, cc, opts...)
-			})},
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(in)},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,6 @@ import (
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/semaphore"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 )
 
@@ -218,41 +216,35 @@ func TestRaiseAfterMiscountedDeletion(t *testing.T) {
 	blocked, answered, unblock := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	var requests atomic.Int64
-	c, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints, Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
-			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-				requests.Add(1)
-				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 2 {
-					if put := tr.Success[0].GetRequestPut(); put != nil && string(put.Value) == "w" {
-						// w's Join: a write after it, so that w's watch
-						// opens after its read and w re-reads the line.
-						if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
-							return err
-						}
-						_, err := srv.Client.Put(ctx, "unrelated", "")
+	c := interceptedClient(t, srv,
+		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			requests.Add(1)
+			if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 2 {
+				if put := tr.Success[0].GetRequestPut(); put != nil && string(put.Value) == "w" {
+					// w's Join: a write after it, so that w's watch
+					// opens after its read and w re-reads the line.
+					if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
 						return err
 					}
+					_, err := srv.Client.Put(ctx, "unrelated", "")
+					return err
 				}
-				// Hold back the ticket's first re-read of the line (a Txn
-				// with one range read below its own revision).
-				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 1 {
-					if r := tr.Success[0].GetRequestRange(); r != nil && r.MaxCreateRevision > 0 {
-						first := false
-						once.Do(func() { first = true })
-						if first {
-							close(blocked)
-							<-unblock
-							defer close(answered)
-						}
+			}
+			// Hold back the ticket's first re-read of the line (a Txn
+			// with one range read below its own revision).
+			if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 1 {
+				if r := tr.Success[0].GetRequestRange(); r != nil && r.MaxCreateRevision > 0 {
+					first := false
+					once.Do(func() { first = true })
+					if first {
+						close(blocked)
+						<-unblock
+						defer close(answered)
 					}
 				}
-				return invoker(ctx, method, req, reply, cc, opts...)
-			})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	c = srv.Confine(c)
+			}
+			return invoker(ctx, method, req, reply, cc, opts...)
+		})
 
 	admin := newSem(t, newSession(t, srv.Client, 5*time.Second), "m", 2, semaphore.WithFollowLimit())
 	h1, h2 := mustAcquire(t, ctx, admin), mustAcquire(t, ctx, admin)
@@ -305,23 +297,18 @@ func TestAcquiresStoreTheLimitOnce(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks())
 	ctx := testCtx(t)
 	var stores atomic.Int64
-	c, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints, Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
-			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-				if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 1 {
-					// (Suffix: an external cluster's client is namespaced.)
-					if p := tr.Success[0].GetRequestPut(); p != nil && strings.HasSuffix(string(p.Key), "once/.sem/limit") {
-						stores.Add(1)
-						time.Sleep(50 * time.Millisecond) // the others start meanwhile
-					}
+	c := interceptedClient(t, srv,
+		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 1 {
+				// (Suffix: an external cluster's client is namespaced.)
+				if p := tr.Success[0].GetRequestPut(); p != nil && strings.HasSuffix(string(p.Key), "once/.sem/limit") {
+					stores.Add(1)
+					time.Sleep(50 * time.Millisecond) // the others start meanwhile
 				}
-				return invoker(ctx, method, req, reply, cc, opts...)
-			})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	sem := newSem(t, newSession(t, srv.Confine(c), 5*time.Second), "once", 20)
+			}
+			return invoker(ctx, method, req, reply, cc, opts...)
+		})
+	sem := newSem(t, newSession(t, c, 5*time.Second), "once", 20)
 	var chs []<-chan acquired
 	for range 20 {
 		chs = append(chs, acquireAsync(ctx, sem))
