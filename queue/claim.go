@@ -129,11 +129,10 @@ func (c *Claim) Nack(ctx context.Context, delay time.Duration) error {
 	} else {
 		m.Due = 0
 	}
-	return c.settle(ctx, false, []clientv3.Op{
+	return c.settle(ctx, false, append([]clientv3.Op{
 		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
 		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
-		clientv3.OpPut(c.q.placeKey(m), encode(m, c.payload)),
-	})
+	}, c.q.putItemOps(c.q.placeKey(m), encode(m, c.payload))...))
 }
 
 func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
@@ -145,8 +144,8 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
 	// Read the head of the queue along with the write: the consumer's next
 	// claim then needs no read of its own.
 	c.held.Settling(true)
-	rop, rw := c.q.readyOp()
-	resp, err := c.held.Guard().Do(ctx, append(ops, rop, c.q.delayedOp())...)
+	rops, rr := c.q.readyOps(false)
+	resp, err := c.held.Guard().Do(ctx, append(append(ops, rops...), c.q.delayedOp())...)
 	if err != nil {
 		c.held.Settling(false)
 	}
@@ -164,7 +163,9 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
 	} else {
 		c.tel.Queue.Nacked.Add(ctx, 1, telemetry.Named(c.name)...)
 	}
-	c.q.keepView(c.q.viewOf(resp, rw))
+	if v, complete := c.q.viewOf(resp, rr); complete {
+		c.q.keepView(v)
+	}
 	return nil
 }
 
@@ -225,21 +226,21 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session, leave ..
 			}
 		}
 		promoted, next := q.promoteDue(ctx, view.delayed)
-		ready, rev := view.ready, view.rev
+		cur := view
 		view = nil
-		if len(ready) == 0 && !promoted {
+		if len(cur.ready) == 0 && !promoted {
 			return nil, next, nil
 		}
 		// Take the first item; after losing a race for it, spread out over
 		// the first few so racing consumers stop colliding. A failed claim
 		// answers with a fresh view of the head, so a lost race costs no
 		// extra read. Only an empty head means nothing is ready.
-		for raced := q.contended.Load() > 0; len(ready) > 0; {
+		for raced := q.contended.Load() > 0; len(cur.ready) > 0; {
 			i := 0
 			if raced {
-				i = rand.IntN(samePriority(ready))
+				i = rand.IntN(samePriority(cur.ready))
 			}
-			c, fresh, err := q.claimOne(ctx, s, ready[i], rev, leave...)
+			c, fresh, err := q.claimOne(ctx, s, cur.ready[i], cur, leave...)
 			if err != nil {
 				return nil, time.Time{}, err
 			}
@@ -251,33 +252,37 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session, leave ..
 				}
 				return c, time.Time{}, nil
 			}
-			if !fresh.moved && !fresh.newerAhead(ready[i], rev) {
+			if !fresh.moved && !fresh.lowered && !fresh.newerAhead(cur.ready[i], cur.rev) {
 				// Lost a race: spread the next claims of this Queue value
 				// too, until a few succeed without racing.
 				raced = true
 				q.contended.Store(contendedClaims)
 			}
-			ready, rev = fresh.ready, fresh.rev
+			cur = fresh
 		}
 	}
 }
 
-// view is the head of the queue as read at revision rev.
+// view is the head of the queue as read at revision rev, from front (see
+// frontName). An empty ready is nothing ready only from readHead.
 type view struct {
 	ready, delayed []*mvccpb.KeyValue
 	rev            int64
+	front          string
 	// moved: the claim that read it moved the item it tried to the dead
-	// letters, which is no race lost to another consumer.
-	moved bool
+	// letters, which is no race lost to another consumer; lowered: it found
+	// the front lowered below where it read from (ready is then empty), as
+	// an item put ahead does.
+	moved, lowered bool
 }
 
-// viewOf takes the view from a transaction whose last two responses are
-// readyOp (windowed as it said) and delayedOp, and learns from it.
-func (q *Queue) viewOf(resp *clientv3.TxnResponse, windowed bool) *view {
+// viewOf takes the view from a transaction whose last responses are
+// readyOps' (made as rr says) and delayedOp's, and learns from it. A view
+// read from a front lowered since has no ready items (complete false).
+func (q *Queue) viewOf(resp *clientv3.TxnResponse, rr readyRead) (v *view, complete bool) {
 	n := len(resp.Responses)
-	ready := resp.Responses[n-2].GetResponseRange()
-	q.learn(ready, windowed)
-	return &view{ready: ready.Kvs, delayed: resp.Responses[n-1].GetResponseRange().Kvs, rev: resp.Header.Revision}
+	ready, front, complete := q.readyOf(resp.Responses[n-3:n-1], rr)
+	return &view{ready: ready, front: front, delayed: resp.Responses[n-1].GetResponseRange().Kvs, rev: resp.Header.Revision}, complete
 }
 
 // readHead reads the head of the queue: within the windows, and whole when
@@ -285,19 +290,26 @@ func (q *Queue) viewOf(resp *clientv3.TxnResponse, windowed bool) *view {
 // window), so an empty view means nothing is ready and its delayed items
 // are the soonest due of all.
 func (q *Queue) readHead(ctx context.Context) (*view, error) {
-	rop, rw := q.readyOp()
-	resp, err := q.client.Txn(ctx).Then(rop, q.delayedOp()).Commit()
-	if err != nil {
-		return nil, err
+	for whole := false; ; {
+		rops, rr := q.readyOps(whole)
+		delayed := q.delayedOp()
+		if whole {
+			delayed = q.delayedOpWhole()
+		}
+		resp, err := q.client.Txn(ctx).Then(append(rops, delayed)...).Commit()
+		if err != nil {
+			return nil, err
+		}
+		v, complete := q.viewOf(resp, rr)
+		switch {
+		case !complete:
+			// The front was lowered since: read again from it.
+		case len(v.ready) > 0 || whole:
+			return v, nil
+		default:
+			whole = true
+		}
 	}
-	v := q.viewOf(resp, rw)
-	if len(v.ready) > 0 {
-		return v, nil
-	}
-	if resp, err = q.client.Txn(ctx).Then(q.readyOpWhole(), q.delayedOpWhole()).Commit(); err != nil {
-		return nil, err
-	}
-	return q.viewOf(resp, false), nil
 }
 
 // newerAhead reports whether v has an item ahead of kv that is newer than
@@ -348,7 +360,7 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 		m.Due = 0
 		resp, err := q.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision)).
-			Then(clientv3.OpDelete(string(kv.Key)), clientv3.OpPut(q.readyKey(m), encode(m, payload))).
+			Then(append([]clientv3.Op{clientv3.OpDelete(string(kv.Key))}, q.putItemOps(q.readyKey(m), encode(m, payload))...)...).
 			Commit()
 		switch {
 		case err != nil:
@@ -423,10 +435,11 @@ const undoTimeout = 2 * time.Second
 // pending item plus a claim under s's lease. If another consumer got there
 // first it returns the head of the queue as it is now instead.
 //
-// rev is the revision of the view kv came from: the claim also requires
-// that no ready item ahead of kv is newer than that, so an item enqueued
-// ahead since (a higher priority) is not passed over.
-func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, rev int64, leave ...clientv3.Op) (*Claim, *view, error) {
+// from is the view kv came from (its revision and front; its first ready
+// item, if any, may raise the front): the claim also requires that no ready
+// item ahead of kv is newer than from's revision, so an item enqueued ahead
+// since (a higher priority) is not passed over.
+func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, from *view, leave ...clientv3.Op) (*Claim, *view, error) {
 	key := string(kv.Key)
 	// The mod revision, not just the create revision: undoClaim fences a
 	// claim whose answer was lost by rewriting the key.
@@ -440,32 +453,38 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		} else {
 			dead = encode(m, payload)
 		}
-		rop, rw := q.readyOp()
+		rops, rr := q.readyOps(false)
 		resp, err := q.client.Txn(ctx).If(unchanged).
-			Then(clientv3.OpDelete(key), clientv3.OpPut(q.deadKey(m.ID), dead), rop).
-			Else(rop).Commit()
+			Then(append([]clientv3.Op{clientv3.OpDelete(key), clientv3.OpPut(q.deadKey(m.ID), dead)}, rops...)...).
+			Else(rops...).Commit()
 		if err != nil {
 			return nil, nil, err
 		}
 		if resp.Succeeded {
 			q.telFor(s).Queue.DeadLettered.Add(ctx, 1, telemetry.Named(q.scopeFor(s).Name)...)
 		}
-		rr := resp.Responses[len(resp.Responses)-1].GetResponseRange()
-		q.learn(rr, rw)
-		return nil, &view{ready: rr.Kvs, rev: resp.Header.Revision, moved: resp.Succeeded}, nil
+		n := len(resp.Responses)
+		ready, front, complete := q.readyOf(resp.Responses[n-2:], rr)
+		return nil, &view{ready: ready, front: front, rev: resp.Header.Revision, moved: resp.Succeeded, lowered: !complete}, nil
 	}
 	m.Attempts++
 	ck := q.claimKey(m.ID)
-	rop, rw := q.readyOp()
+	rops, rr := q.readyOps(false)
+	then := append([]clientv3.Op{
+		clientv3.OpDelete(key),
+		clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
+		clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
+	}, leave...)
+	if len(from.ready) > 0 {
+		if raise := q.raiseOp(from.front, q.frontOf(string(from.ready[0].Key))); raise != nil {
+			then = append(then, *raise)
+		}
+	}
 	resp, err := q.client.Txn(ctx).
-		If(unchanged, clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
-			clientv3.Compare(clientv3.ModRevision(q.pfx+readyDir), "<", rev+1).WithRange(key)).
-		Then(append([]clientv3.Op{
-			clientv3.OpDelete(key),
-			clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
-			clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
-		}, leave...)...).
-		Else(rop).
+		If(append([]clientv3.Cmp{unchanged, clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)},
+			q.aheadSince(from.front, key, from.rev)...)...).
+		Then(then...).
+		Else(rops...).
 		Commit()
 	if err != nil {
 		// The claim may have landed with its answer lost: undo it, so a
@@ -475,10 +494,10 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		return nil, nil, err
 	}
 	if !resp.Succeeded {
-		rr := resp.Responses[0].GetResponseRange()
-		q.learn(rr, rw)
-		return nil, &view{ready: rr.Kvs, rev: resp.Header.Revision}, nil
+		ready, front, complete := q.readyOf(resp.Responses, rr)
+		return nil, &view{ready: ready, front: front, rev: resp.Header.Revision, lowered: !complete}, nil
 	}
+	q.claimed()
 	at := resp.Header.Revision
 	tel, sc := q.telFor(s), q.scopeFor(s)
 	tel.Queue.Delivered.Add(ctx, 1, telemetry.Named(sc.Name)...)

@@ -30,7 +30,7 @@ func (q *Queue) Requeue(ctx context.Context, id string) error {
 	}
 	resp, err := q.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(q.deadKey(id)), "=", kv.ModRevision)).
-		Then(clientv3.OpDelete(q.deadKey(id)), clientv3.OpPut(q.readyKey(m), encode(m, payload))).
+		Then(append([]clientv3.Op{clientv3.OpDelete(q.deadKey(id))}, q.putItemOps(q.readyKey(m), encode(m, payload))...)...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("queue: requeue %s: %w", id, err)

@@ -25,11 +25,16 @@
 // Depth. A claim reads only the head of the queue (a window of a few dozen
 // ready items, and the delayed items already due), so its cost does not
 // grow with the backlog: claim+ack with 100,000 items waiting runs about
-// as fast as with 100 (BenchmarkQueueDepth). What it cannot skip are the
-// keys deleted since etcd's last compaction, which etcd visits in every
-// read of the range: a queue that settles many thousands of items between
-// compactions slows until the next one, so run etcd with
-// --auto-compaction-retention (minutes, not hours) or compact it.
+// as fast as with 100 (BenchmarkQueueDepth). etcd visits every key deleted
+// since its last compaction in each read of a range that holds them, so
+// reads start at the queue's front, a key below which no item is ready:
+// claims raise it past the items they took (one key write every few
+// claims), and every write that puts an item back ahead of it (a higher
+// priority, a nack, an orphan or a delayed item returned to its place)
+// lowers it in the same transaction. Claims then cost the same however many
+// items were acked since the last compaction. All processes using a queue
+// must run a concord version with the front: an older one's writes do not
+// lower it.
 //
 // Not guaranteed: exactly-once processing; strict FIFO across producers
 // whose clocks disagree.

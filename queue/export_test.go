@@ -22,7 +22,7 @@ func (q *Queue) Head(ctx context.Context) (*mvccpb.KeyValue, int64, error) {
 // ClaimFrom sends the claim transaction for kv as read at rev; nil when it
 // did not claim.
 func (q *Queue) ClaimFrom(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, rev int64) (*Claim, error) {
-	c, _, err := q.claimOne(ctx, s, kv, rev)
+	c, _, err := q.claimOne(ctx, s, kv, &view{rev: rev})
 	return c, err
 }
 
@@ -41,13 +41,20 @@ func (q *Queue) Inspect(ctx context.Context) (Status, error) { return q.inspect(
 func (q *Queue) Preload(ctx context.Context, n, batch int, payload func(i int) []byte, delay time.Duration) error {
 	for done := 0; done < n; {
 		var ops []clientv3.Op
+		var first string
 		for ; len(ops) < batch && done < n; done++ {
 			now := q.order()
 			m := meta{ID: newID(), Order: now, Enqueued: now}
 			if delay > 0 {
 				m.Due = now + int64(delay)
 			}
+			if first == "" {
+				first = q.placeKey(m)
+			}
 			ops = append(ops, clientv3.OpPut(q.placeKey(m), encode(m, payload(done))))
+		}
+		if delay <= 0 {
+			ops = append(ops, q.lowerOp(first)) // the batch's first sorts first
 		}
 		if _, err := q.client.Txn(ctx).Then(ops...).Commit(); err != nil {
 			return err

@@ -151,7 +151,7 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if len(v) > names.MaxValueBytes {
 		return "", fmt.Errorf("%w: %d bytes with metadata, at most %d", ErrTooLarge, len(v), names.MaxValueBytes)
 	}
-	if _, err := q.client.Put(ctx, q.placeKey(m), v); err != nil {
+	if _, err := q.client.Txn(ctx).Then(q.putItemOps(q.placeKey(m), v)...).Commit(); err != nil {
 		return "", err
 	}
 	q.tel.Queue.Enqueued.Add(ctx, 1)

@@ -13,8 +13,6 @@ import (
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/queue"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 )
 
 // Producers and consumers run together while consumers are killed mid-item
@@ -122,20 +120,7 @@ func TestStressNoLossNoDoubleAck(t *testing.T) {
 
 // countingClient returns a client whose unary requests are counted.
 func countingClient(t *testing.T, srv *embedtest.Server, n *atomic.Int64) *clientv3.Client {
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints: srv.Endpoints,
-		Logger:    zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(
-			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-				n.Add(1)
-				return invoker(ctx, method, req, reply, cc, opts...)
-			})},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return srv.Confine(c)
+	return interceptedClient(t, srv, func(any, any, error) { n.Add(1) })
 }
 
 // The requests spent delivering an item to a blocked consumer do not grow

@@ -132,8 +132,9 @@ func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session, leave c
 		for _, kv := range arrived {
 			seen = max(seen, kv.ModRevision)
 		}
+		from := &view{rev: seen, front: q.frontSeen()}
 		for _, kv := range arrived {
-			c, _, err := q.claimOne(ctx, s, kv, seen, leave)
+			c, _, err := q.claimOne(ctx, s, kv, from, leave)
 			if err != nil || c != nil {
 				return c, err
 			}
@@ -238,7 +239,7 @@ func (q *Queue) requeueOrphan(ctx context.Context, id string) (bool, error) {
 	put, err := q.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(pk), "=", kvs[0].CreateRevision)).
-		Then(clientv3.OpDelete(pk), clientv3.OpPut(q.placeKey(m), encode(m, payload))).
+		Then(append([]clientv3.Op{clientv3.OpDelete(pk)}, q.putItemOps(q.placeKey(m), encode(m, payload))...)...).
 		Commit()
 	if err != nil {
 		return false, err

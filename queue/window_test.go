@@ -1,9 +1,7 @@
 package queue_test
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,52 +9,22 @@ import (
 	"github.com/concordkit/concord/queue"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 )
 
-// rangeCounts records the Count of every range answered inside the Txns
-// of one client: how many keys etcd counted (and so visited) for it.
-type rangeCounts struct {
-	mu     sync.Mutex
-	counts []int64
-}
-
-func (rc *rangeCounts) take() []int64 {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	out := rc.counts
-	rc.counts = nil
-	return out
-}
-
 // rangeCountingClient is a client of srv on its own connection that records
-// in rc the Count of each range its Txns read.
-func rangeCountingClient(t *testing.T, srv *embedtest.Server, rc *rangeCounts) *clientv3.Client {
+// in rc the Count of each range its Txns read: how many keys etcd counted
+// (and so visited) for it.
+func rangeCountingClient(t *testing.T, srv *embedtest.Server, rc *recorded[int64]) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   srv.Endpoints,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			err := invoker(ctx, method, req, reply, cc, opts...)
-			if tr, ok := reply.(*pb.TxnResponse); ok && err == nil {
-				rc.mu.Lock()
-				for _, r := range tr.Responses {
-					if rr := r.GetResponseRange(); rr != nil {
-						rc.counts = append(rc.counts, rr.Count)
-					}
+	return interceptedClient(t, srv, func(_, reply any, err error) {
+		if tr, ok := reply.(*pb.TxnResponse); ok && err == nil {
+			for _, r := range tr.Responses {
+				if rr := r.GetResponseRange(); rr != nil {
+					rc.add(rr.Count)
 				}
-				rc.mu.Unlock()
 			}
-			return err
-		})},
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return srv.Confine(c)
 }
 
 // deepDepth is the backlog of the window tests: far more items than a
@@ -83,7 +51,7 @@ func TestClaimReadsAWindowOfADeepQueue(t *testing.T) {
 	if err := q.Preload(ctx, deepDepth, 100, payloadN("item"), 0); err != nil {
 		t.Fatal(err)
 	}
-	var rc rangeCounts
+	var rc recorded[int64]
 	c := rangeCountingClient(t, srv, &rc)
 	s := newSession(t, c, 10*time.Second)
 	cons := newQueue(t, c).Consumer(s)
@@ -92,16 +60,7 @@ func TestClaimReadsAWindowOfADeepQueue(t *testing.T) {
 		if i == warmup {
 			rc.take()
 		}
-		cl, err := cons.Claim(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got, want := string(cl.Payload()), fmt.Sprintf("item-%d", i); got != want {
-			t.Fatalf("claim %d: %s, want %s", i, got, want)
-		}
-		if err := cl.Ack(ctx); err != nil {
-			t.Fatal(err)
-		}
+		claimAck(t, ctx, cons, fmt.Sprintf("item-%d", i))
 	}
 	counts := rc.take()
 	if len(counts) == 0 {
@@ -136,14 +95,7 @@ func TestWindowKeepsPriorityOrder(t *testing.T) {
 	cons := newQueue(t, c).Consumer(s)
 	claim := func(want string) *queue.Claim {
 		t.Helper()
-		cl, err := cons.Claim(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := string(cl.Payload()); got != want {
-			t.Fatalf("claimed %s, want %s", got, want)
-		}
-		return cl
+		return claimWant(t, ctx, cons, want)
 	}
 	ack := func(cl *queue.Claim) {
 		t.Helper()
@@ -183,7 +135,7 @@ func TestDelayedBacklogIsNotRead(t *testing.T) {
 	if err := q.Preload(ctx, 20, 100, payloadN("now"), 0); err != nil {
 		t.Fatal(err)
 	}
-	var rc rangeCounts
+	var rc recorded[int64]
 	c := rangeCountingClient(t, srv, &rc)
 	s := newSession(t, c, 10*time.Second)
 	cons := newQueue(t, c).Consumer(s)

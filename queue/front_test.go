@@ -1,0 +1,180 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/concurrency"
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/queue"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// readyRel is key after the ready directory, or false if it is not in it.
+func readyRel(key []byte) (string, bool) {
+	_, rel, ok := strings.Cut(string(key), "/.q/r/")
+	return rel, ok
+}
+
+// readyStarts are where the ranges over ready items in tr (its reads and
+// comparisons, nested Txns included) start, as the key after the ready
+// directory (namespaces aside).
+func readyStarts(tr *pb.TxnRequest) []string {
+	var starts []string
+	for _, c := range tr.Compare {
+		if rel, ok := readyRel(c.Key); ok && len(c.RangeEnd) > 0 {
+			starts = append(starts, rel)
+		}
+	}
+	for _, ops := range [][]*pb.RequestOp{tr.Success, tr.Failure} {
+		for _, op := range ops {
+			if r := op.GetRequestRange(); r != nil && len(r.RangeEnd) > 0 {
+				if rel, ok := readyRel(r.Key); ok {
+					starts = append(starts, rel)
+				}
+			}
+			if t := op.GetRequestTxn(); t != nil {
+				starts = append(starts, readyStarts(t)...)
+			}
+		}
+	}
+	return starts
+}
+
+// TestReadsSkipClaimedItems: etcd visits every key deleted since the last
+// compaction in each range read or compared, so a consumer that has taken
+// 400 items must not start its ranges where the first was. Each range over
+// the ready items starts at most 2 * 8 items (the front's raises) behind
+// the one claimed next; starting at the ready directory, as before the
+// front, visits all 400: this fails.
+func TestReadsSkipClaimedItems(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	const depth, warmup, claims = 500, 400, 60
+	if err := q.Preload(ctx, depth, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client.Get(ctx, q.ReadyPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil || len(resp.Kvs) != depth {
+		t.Fatalf("ready keys: %d, %v", len(resp.Kvs), err)
+	}
+	var keys []string // every item's key in delivery order
+	for _, kv := range resp.Kvs {
+		rel, _ := readyRel(kv.Key)
+		keys = append(keys, rel)
+	}
+	var rs recorded[string]
+	c := interceptedClient(t, srv, func(req, _ any, _ error) {
+		if tr, ok := req.(*pb.TxnRequest); ok {
+			rs.add(readyStarts(tr)...)
+		}
+	})
+	s := newSession(t, c, 10*time.Second)
+	cons := newQueue(t, c).Consumer(s)
+	for i := range warmup + claims {
+		if i == warmup {
+			rs.take()
+		}
+		// Items 0..i-1 are deleted: a range starting at item j visits
+		// i-j of them.
+		for _, start := range rs.take() {
+			if j, _ := slices.BinarySearch(keys, start); i >= warmup && i-j > 2*8 {
+				t.Fatalf("claim %d: a range starts at item %d, visiting %d claimed items", i, j, i-j)
+			}
+		}
+		claimAck(t, ctx, cons, fmt.Sprintf("item-%d", i))
+	}
+}
+
+// drainPast claims and acks n items of q with one consumer, checking they
+// come in order from item first on: the front moves past them.
+func drainPast(t *testing.T, ctx context.Context, cons *queue.Consumer, first, n int) {
+	t.Helper()
+	for i := first; i < first+n; i++ {
+		claimAck(t, ctx, cons, fmt.Sprintf("item-%d", i))
+	}
+}
+
+// Items that go back to their place, behind which other consumers have
+// moved the front on, are claimed next: a nacked item, an item whose
+// consumer died, and (within two claims) a delayed item falling due with
+// an enqueue order older than the front. Without the front lowered by the write that puts
+// each back, the next claims would read past them: each case fails.
+func TestItemsPutBehindTheFrontComeNext(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync(), embedtest.FastTicks())
+	ctx := testCtx(t)
+	// Each consumer has its own client and Queue value, as in its own
+	// process; each case has its own queue.
+	open := func(t *testing.T, c *clientv3.Client) *queue.Queue {
+		q, err := queue.New(c, "front-"+t.Name()[strings.LastIndexByte(t.Name(), '/')+1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	newConsumer := func(t *testing.T) (*queue.Consumer, *concurrency.Session) {
+		c, err := srv.NewClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newSession(t, c, 5*time.Second)
+		return open(t, c).Consumer(s), s
+	}
+
+	t.Run("nack", func(t *testing.T) {
+		q := open(t, srv.Client)
+		if err := q.Preload(ctx, 100, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := newConsumer(t)
+		b, _ := newConsumer(t)
+		held := claimWant(t, ctx, a, "item-0")
+		drainPast(t, ctx, b, 1, 40)
+		if err := held.Nack(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		claimAck(t, ctx, b, "item-0")
+		drainPast(t, ctx, b, 41, 59)
+	})
+
+	t.Run("orphan", func(t *testing.T) {
+		q := open(t, srv.Client)
+		if err := q.Preload(ctx, 100, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		a, sa := newConsumer(t)
+		b, _ := newConsumer(t)
+		claimWant(t, ctx, a, "item-0")
+		drainPast(t, ctx, b, 1, 40)
+		if _, err := srv.Client.Revoke(ctx, sa.Lease()); err != nil {
+			t.Fatal(err)
+		}
+		// The next claim sweeps for orphans (at most once a second per
+		// Queue value) and puts item 0 back at its place.
+		time.Sleep(1100 * time.Millisecond)
+		claimAck(t, ctx, b, "item-0")
+		drainPast(t, ctx, b, 41, 59)
+	})
+
+	t.Run("due", func(t *testing.T) {
+		q := open(t, srv.Client)
+		enqueue(t, q, "late", queue.WithDelay(time.Second))
+		if err := q.Preload(ctx, 100, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := newConsumer(t)
+		drainPast(t, ctx, b, 0, 40)
+		time.Sleep(time.Second)
+		// A claim made from the view the last ack read takes its item, and
+		// the next read finds "late" due: it comes within two claims.
+		claimAck(t, ctx, b, "item-40")
+		claimAck(t, ctx, b, "late")
+		drainPast(t, ctx, b, 41, 59)
+	})
+}

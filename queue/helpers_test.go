@@ -1,0 +1,78 @@
+package queue_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/queue"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// recorded is what a test's client saw, taken in batches.
+type recorded[T any] struct {
+	mu   sync.Mutex
+	seen []T
+}
+
+func (r *recorded[T]) add(v ...T) {
+	r.mu.Lock()
+	r.seen = append(r.seen, v...)
+	r.mu.Unlock()
+}
+
+// take returns what was recorded since the last take.
+func (r *recorded[T]) take() []T {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.seen
+	r.seen = nil
+	return out
+}
+
+// interceptedClient is a client of srv on its own connection that shows
+// each unary request and its answer to saw, after the server answered.
+func interceptedClient(t *testing.T, srv *embedtest.Server, saw func(req, reply any, err error)) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   srv.Endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			saw(req, reply, err)
+			return err
+		})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return srv.Confine(c)
+}
+
+// claimWant claims an item from cons and wants its payload to be want.
+func claimWant(t *testing.T, ctx context.Context, cons *queue.Consumer, want string) *queue.Claim {
+	t.Helper()
+	cl, err := cons.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(cl.Payload()); got != want {
+		t.Fatalf("claimed %s, want %s", got, want)
+	}
+	return cl
+}
+
+// claimAck claims an item from cons, wants its payload to be want, and
+// acks it.
+func claimAck(t *testing.T, ctx context.Context, cons *queue.Consumer, want string) {
+	t.Helper()
+	if err := claimWant(t, ctx, cons, want).Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
