@@ -190,11 +190,15 @@ func (q *Queue) tryClaim(ctx context.Context, s *concurrency.Session) (*Claim, e
 }
 
 // sweepInterval is how often a Queue value looks for items of dead
-// consumers when it claims (a look reads every claimed item's key).
+// consumers when it claims, unless another Queue value of the queue looked
+// since its last look (a look reads every pending and claim key, and etcd
+// visits with them every one deleted since its last compaction: the
+// consumers of a queue share one look a second, not one each).
 const sweepInterval = time.Second
 
 // sweepDue reports whether this Queue value should look for orphans now,
-// and if so counts the look as made.
+// and if so counts the look as made; requeueOrphans(ctx, true) then skips
+// the look if another Queue value made one since.
 func (q *Queue) sweepDue() bool {
 	now := time.Now().UnixNano()
 	last := q.lastSweep.Load()
@@ -211,7 +215,7 @@ func (q *Queue) claimReady(ctx context.Context, s *concurrency.Session, leave ..
 	if q.sweepDue() {
 		// Items of dead consumers go back to their place first, so a
 		// backlog does not hold them back until the queue drains.
-		if _, err := q.requeueOrphans(ctx); err != nil {
+		if _, err := q.requeueOrphans(ctx, true); err != nil {
 			return nil, time.Time{}, err
 		}
 	}

@@ -34,7 +34,9 @@
 // lowers it in the same transaction. Claims then cost the same however many
 // items were acked since the last compaction. All processes using a queue
 // must run a concord version with the front: an older one's writes do not
-// lower it.
+// lower it. The look for items of dead consumers still reads every pending
+// and claim key, deleted ones included; a queue's consumers share one look
+// a second between them.
 //
 // Not guaranteed: exactly-once processing; strict FIFO across producers
 // whose clocks disagree.

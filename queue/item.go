@@ -19,6 +19,8 @@ import (
 //	c/<id>                the claim, under the consumer's lease
 //	x/<id>                dead letters
 //	w/<...>               consumers waiting for an item, in line
+//	f                     the front: no ready key sorts before its value
+//	s                     written by each look for orphans
 const (
 	readyDir   = "r/"
 	delayedDir = "d/"

@@ -70,6 +70,7 @@ type Queue struct {
 	view      *view        // read by the last Ack or Nack; see claimReady
 	contended atomic.Int32 // claims left to spread out; see claimReady
 	lastSweep atomic.Int64 // when this value last looked for orphans; see sweepDue
+	sweepSeen atomic.Int64 // the sweep key's mod revision last seen, -1 none; see requeueOrphans
 	win       window       // where the head of the queue is; see readyOp
 }
 
@@ -79,6 +80,7 @@ func New(client *clientv3.Client, name string, opts ...Option) (*Queue, error) {
 		return nil, err
 	}
 	q := &Queue{client: client, name: name, pfx: name + "/.q/", maxDeliveries: DefaultMaxDeliveries, log: slog.New(slog.DiscardHandler)}
+	q.sweepSeen.Store(-1)
 	for _, o := range opts {
 		o.apply(q)
 	}

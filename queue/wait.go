@@ -36,8 +36,9 @@ func (q *Queue) Consumer(s *concurrency.Session) *Consumer { return &Consumer{q:
 func (c *Consumer) Claim(ctx context.Context) (*Claim, error) { return c.q.claim(ctx, c.s) }
 
 // TryClaim claims the first ready item, or returns ErrEmpty at once. Items
-// of dead consumers are returned to the queue first, at their place (each
-// Queue value looks for them at most once a second).
+// of dead consumers are returned to the queue first, at their place (a
+// queue's consumers look for them about once a second between them, and a
+// Queue value at its first claim).
 func (c *Consumer) TryClaim(ctx context.Context) (*Claim, error) { return c.q.tryClaim(ctx, c.s) }
 
 func (q *Queue) claim(ctx context.Context, s *concurrency.Session) (*Claim, error) {
@@ -105,7 +106,7 @@ func (q *Queue) firstInLine(ctx context.Context, s *concurrency.Session, leave c
 			created = wr.Created
 		}
 	}
-	if _, err := q.requeueOrphans(ctx); err != nil {
+	if _, err := q.requeueOrphans(ctx, false); err != nil {
 		return nil, err
 	}
 	for {
@@ -186,21 +187,42 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 }
 
 // requeueOrphans returns every pending item without a claim (its consumer's
-// lease expired) to the queue, and says how many it returned.
-func (q *Queue) requeueOrphans(ctx context.Context) (int, error) {
-	resp, err := q.client.Txn(ctx).Then(
+// lease expired) to the queue, and says how many it returned. Each look
+// writes the sweep key (sweepName); with shared set it looks only if the
+// key is as this Queue value last saw it (no other value looked since),
+// unless it has not seen the key yet.
+func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
+	sk := q.pfx + sweepName
+	look := []clientv3.Op{
+		clientv3.OpPut(sk, ""),
 		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-	).Commit()
+	}
+	txn := q.client.Txn(ctx)
+	if seen := q.sweepSeen.Load(); shared && seen >= 0 {
+		txn = txn.If(clientv3.Compare(clientv3.ModRevision(sk), "=", seen)).Then(look...).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly()))
+	} else {
+		txn = txn.Then(look...)
+	}
+	resp, err := txn.Commit()
 	if err != nil {
 		return 0, err
 	}
+	if !resp.Succeeded {
+		var rev int64 // missing (deleted with the queue): 0
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			rev = kvs[0].ModRevision
+		}
+		q.sweepSeen.Store(rev)
+		return 0, nil
+	}
+	q.sweepSeen.Store(resp.Header.Revision)
 	claimed := map[string]bool{}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		claimed[q.idOfClaim(string(kv.Key))] = true
 	}
 	n := 0
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		id := strings.TrimPrefix(string(kv.Key), q.pfx+pendingDir)
 		if claimed[id] {
 			continue

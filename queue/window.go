@@ -73,6 +73,9 @@ type window struct {
 // read it) may have missed items and is made again from there.
 const frontName = "f"
 
+// sweepName is the key each look for orphans writes; see sweepInterval.
+const sweepName = "s"
+
 // raiseAfter is how many claims a Queue value makes between raises of the
 // front: with C consumers the front moves every C * raiseAfter items or
 // so, and a read visits about half that many deleted keys.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,4 +179,64 @@ func TestItemsPutBehindTheFrontComeNext(t *testing.T) {
 		claimAck(t, ctx, b, "late")
 		drainPast(t, ctx, b, 41, 59)
 	})
+}
+
+// TestConsumersShareTheOrphanLook: a look for orphans reads every pending
+// and claim key (and etcd visits with them every one deleted since its
+// last compaction), so the consumers of a queue share one look a second
+// rather than making one each: 6 consumers busy for 3 s look at most
+// twice a second between them (each looked once a second before: 18).
+func TestConsumersShareTheOrphanLook(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	if err := newQueue(t, srv.Client).Preload(ctx, 2000, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var looks atomic.Int64
+	counting := atomic.Bool{}
+	isLook := func(tr *pb.TxnRequest) bool {
+		for _, op := range tr.Success {
+			if r := op.GetRequestRange(); r != nil && strings.HasSuffix(string(r.Key), "/.q/p/") {
+				return true
+			}
+		}
+		return false
+	}
+	const consumers = 6
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range consumers {
+		c := interceptedClient(t, srv, func(req, reply any, err error) {
+			tr, ok := req.(*pb.TxnRequest)
+			if !ok || err != nil || !isLook(tr) || !counting.Load() {
+				return
+			}
+			if len(tr.Compare) == 0 || reply.(*pb.TxnResponse).Succeeded {
+				looks.Add(1)
+			}
+		})
+		cons := newQueue(t, c).Consumer(newSession(t, c, 10*time.Second))
+		wg.Go(func() {
+			for time.Since(start) < 4500*time.Millisecond {
+				cl, err := cons.Claim(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := cl.Ack(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	// Each consumer's first look is its own; count from 1.5 s on.
+	time.Sleep(1500 * time.Millisecond)
+	counting.Store(true)
+	wg.Wait()
+	counting.Store(false)
+	if n := looks.Load(); n > 6 || n == 0 {
+		t.Fatalf("%d looks for orphans in 3 s by %d consumers, want 1 to 6", n, consumers)
+	}
 }
