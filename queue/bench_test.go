@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -84,6 +85,8 @@ func measureEach(b *testing.B, srv *embedtest.Server, unit string, op func(i int
 // at-least-once queue can do, two writes per item and no reads: a consumer
 // puts a claim on the item the counter hands it, then deletes the item and
 // its claim in one Txn (concord's claim and ack, without their races).
+// concord-next: concord's consumers take each next item with AckNext (the
+// ack and the next claim in one request while the item is free).
 func BenchmarkDrain(b *testing.B) {
 	for _, where := range embedtest.BenchServers() {
 		b.Run(where.Name, func(b *testing.B) {
@@ -96,27 +99,37 @@ func BenchmarkDrain(b *testing.B) {
 func benchDrain(b *testing.B, srv *embedtest.Server) {
 	for _, consumers := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("concord/consumers=%d", consumers), func(b *testing.B) {
-			name := fmt.Sprintf("bench-drain-%d-%d-%d", consumers, b.N, benchRun.Add(1))
-			q, _ := queue.New(srv.Client, name)
-			compactBefore(b, srv)
-			preload(b, func(int) error { _, err := q.Enqueue(context.Background(), []byte("x")); return err })
-			var left atomic.Int64
-			left.Store(int64(b.N))
-			runConsumers(b, srv, consumers, func(c *clientv3.Client) error {
-				s, err := concurrency.NewSession(context.Background(), c, concurrency.WithTTL(10*time.Second))
-				if err != nil {
-					return err
-				}
-				defer s.Close(context.Background())
-				qc, _ := queue.New(c, name)
+			benchDrainConcord(b, srv, consumers, func(ctx context.Context, c *queue.Consumer, left *atomic.Int64) error {
 				for left.Add(-1) >= 0 {
-					cl, err := qc.Consumer(s).Claim(context.Background())
+					cl, err := c.Claim(ctx)
 					if err != nil {
 						return err
 					}
-					if err := cl.Ack(context.Background()); err != nil {
+					if err := cl.Ack(ctx); err != nil {
 						return err
 					}
+				}
+				return nil
+			})
+		})
+		b.Run(fmt.Sprintf("concord-next/consumers=%d", consumers), func(b *testing.B) {
+			benchDrainConcord(b, srv, consumers, func(ctx context.Context, c *queue.Consumer, left *atomic.Int64) error {
+				var cl *queue.Claim
+				var err error
+				for left.Add(-1) >= 0 {
+					if cl != nil {
+						if cl, err = cl.AckNext(ctx); err == nil {
+							continue
+						} else if !errors.Is(err, queue.ErrEmpty) {
+							return err
+						}
+					}
+					if cl, err = c.Claim(ctx); err != nil {
+						return err
+					}
+				}
+				if cl != nil {
+					return cl.Ack(ctx)
 				}
 				return nil
 			})
@@ -181,6 +194,28 @@ func benchDrain(b *testing.B, srv *embedtest.Server) {
 			})
 		})
 	}
+}
+
+// benchDrainConcord preloads b.N items on a new queue and drains them with
+// consumers of its own (each on its own connection and session) running
+// take, which takes items until left runs out.
+func benchDrainConcord(b *testing.B, srv *embedtest.Server, consumers int, take func(ctx context.Context, c *queue.Consumer, left *atomic.Int64) error) {
+	name := fmt.Sprintf("bench-drain-%d-%d-%d", consumers, b.N, benchRun.Add(1))
+	q, _ := queue.New(srv.Client, name)
+	compactBefore(b, srv)
+	preload(b, func(int) error { _, err := q.Enqueue(context.Background(), []byte("x")); return err })
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	runConsumers(b, srv, consumers, func(c *clientv3.Client) error {
+		ctx := context.Background()
+		s, err := concurrency.NewSession(ctx, c, concurrency.WithTTL(10*time.Second))
+		if err != nil {
+			return err
+		}
+		defer s.Close(ctx)
+		qc, _ := queue.New(c, name)
+		return take(ctx, qc.Consumer(s), &left)
+	})
 }
 
 // compactBefore compacts the server, so each run starts with an index free

@@ -68,12 +68,14 @@ const contendedClaims = 16
 // the claim is lost, changing nothing. A Claim is safe for concurrent use.
 type Claim struct {
 	q       *Queue
+	s       *concurrency.Session
 	m       meta
 	payload []byte
 	held    *hold.Hold
 	tel     *telemetry.Set
 	name    string    // the queue's name attribute ("" without it)
 	at      time.Time // when it was claimed
+	next    *view     // the head read with it, without it; see AckNext
 
 	mu   sync.Mutex
 	done bool
@@ -111,10 +113,69 @@ func (c *Claim) Guard() concurrency.Guard { return c.held.Guard() }
 // checkpoint.DeleteOp of the task's checkpoint), in one transaction that
 // succeeds only while the claim is held. It is idempotent.
 func (c *Claim) Ack(ctx context.Context, ops ...clientv3.Op) error {
-	return c.settle(ctx, true, append([]clientv3.Op{
+	_, err := c.settle(ctx, true, c.ackOps(ops), nil)
+	return err
+}
+
+func (c *Claim) ackOps(ops []clientv3.Op) []clientv3.Op {
+	return append([]clientv3.Op{
 		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
 		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
-	}, ops...))
+	}, ops...)
+}
+
+// AckNext acks the item as Ack does (with ops) and claims the next ready
+// item for the same session, as TryClaim does. When the item that was next
+// in line when this one was claimed is still free, both are one
+// transaction: a worker that takes items one after another makes one
+// request per item instead of two. It returns ErrEmpty, the ack made, when
+// no item is ready (wait in Consumer.Claim then), and the ack's error, with
+// nothing claimed, when the ack fails.
+func (c *Claim) AckNext(ctx context.Context, ops ...clientv3.Op) (*Claim, error) {
+	q, s := c.q, c.s
+	ctx, op := q.telFor(s).Begin(ctx, q.scopeFor(s), "concord.queue.AckNext")
+	next, err := c.ackNext(ctx, ops)
+	var token int64
+	if next != nil {
+		token = int64(next.Token())
+	}
+	op.End(err, true, token)
+	return next, err
+}
+
+func (c *Claim) ackNext(ctx context.Context, ops []clientv3.Op) (*Claim, error) {
+	q, s := c.q, c.s
+	// The next item's claim, nested in the ack's transaction: it lands only
+	// if the item is as it was read.
+	var ct *claimTxn
+	if v := c.next; v != nil && len(v.ready) > 0 {
+		i := 0
+		if q.contended.Load() > 0 {
+			i = rand.IntN(samePriority(v.ready)) // spread out, as claimReady does
+		}
+		ct = q.claimTxnOf(s, v.ready[i], v)
+	}
+	var extra []clientv3.Op
+	if ct != nil {
+		extra = []clientv3.Op{clientv3.OpTxn(ct.cmps, ct.then, nil)}
+	}
+	resp, err := c.settle(ctx, true, c.ackOps(ops), extra)
+	if err != nil {
+		if ct != nil && !errors.Is(err, ErrClaimLost) {
+			q.undoClaim(ctx, s, ct.kv, ct.m.ID)
+		}
+		return nil, err
+	}
+	if ct != nil && resp != nil && resp.Responses[len(ops)+2].GetResponseTxn().GetSucceeded() {
+		next := q.newClaim(ctx, s, ct, resp.Header.Revision)
+		next.next = q.takeView() // what the ack read, after this claim
+		return next, nil
+	}
+	next, _, err := q.claimReady(ctx, s)
+	if err == nil && next == nil {
+		err = ErrEmpty
+	}
+	return next, err
 }
 
 // Nack returns the item to the queue, claimable again after delay (0: at
@@ -129,31 +190,35 @@ func (c *Claim) Nack(ctx context.Context, delay time.Duration) error {
 	} else {
 		m.Due = 0
 	}
-	return c.settle(ctx, false, append([]clientv3.Op{
+	_, err := c.settle(ctx, false, append([]clientv3.Op{
 		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
 		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
-	}, c.q.putItemOps(c.q.placeKey(m), encode(m, c.payload))...))
+	}, c.q.putItemOps(c.q.placeKey(m), encode(m, c.payload))...), nil)
+	return err
 }
 
-func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
+// settle commits ops, and extra after them, while the claim is held, and
+// keeps the head of the queue read after them for the next claim. It
+// returns the transaction's answer (nil if the claim was settled before).
+func (c *Claim) settle(ctx context.Context, ack bool, ops, extra []clientv3.Op) (*clientv3.TxnResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done {
-		return nil
+		return nil, nil
 	}
 	// Read the head of the queue along with the write: the consumer's next
 	// claim then needs no read of its own.
 	c.held.Settling(true)
 	rops, rr := c.q.readyOps(false)
-	resp, err := c.held.Guard().Do(ctx, append(append(ops, rops...), c.q.delayedOp())...)
+	resp, err := c.held.Guard().Do(ctx, append(append(append(ops, extra...), rops...), c.q.delayedOp())...)
 	if err != nil {
 		c.held.Settling(false)
 	}
 	if errors.Is(err, concurrency.ErrNotHeld) {
-		return fmt.Errorf("%w: item %s: %w", ErrClaimLost, c.m.ID, c.held.Err())
+		return nil, fmt.Errorf("%w: item %s: %w", ErrClaimLost, c.m.ID, c.held.Err())
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.done = true
 	c.held.Drop()
@@ -166,7 +231,7 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops []clientv3.Op) error {
 	if v, complete := c.q.viewOf(resp, rr); complete {
 		c.q.keepView(v)
 	}
-	return nil
+	return resp, nil
 }
 
 // Release is Nack(ctx, 0), under the name every held resource shares
@@ -471,25 +536,9 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		ready, front, complete := q.readyOf(resp.Responses[n-2:], rr)
 		return nil, &view{ready: ready, front: front, rev: resp.Header.Revision, moved: resp.Succeeded, lowered: !complete}, nil
 	}
-	m.Attempts++
-	ck := q.claimKey(m.ID)
+	ct := q.claimTxnFor(s, kv, from, m, payload, leave...)
 	rops, rr := q.readyOps(false)
-	then := append([]clientv3.Op{
-		clientv3.OpDelete(key),
-		clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
-		clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
-	}, leave...)
-	if len(from.ready) > 0 {
-		if raise := q.raiseOp(from.front, q.frontOf(string(from.ready[0].Key))); raise != nil {
-			then = append(then, *raise)
-		}
-	}
-	resp, err := q.client.Txn(ctx).
-		If(append([]clientv3.Cmp{unchanged, clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)},
-			q.aheadSince(from.front, key, from.rev)...)...).
-		Then(then...).
-		Else(rops...).
-		Commit()
+	resp, err := q.client.Txn(ctx).If(ct.cmps...).Then(ct.then...).Else(rops...).Commit()
 	if err != nil {
 		// The claim may have landed with its answer lost: undo it, so a
 		// failed Claim leaves no item claimed by a consumer that never got
@@ -501,8 +550,60 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		ready, front, complete := q.readyOf(resp.Responses, rr)
 		return nil, &view{ready: ready, front: front, rev: resp.Header.Revision, lowered: !complete}, nil
 	}
+	c := q.newClaim(ctx, s, ct, resp.Header.Revision)
+	c.next = from.without(kv)
+	return c, nil, nil
+}
+
+// claimTxn is the claim of an item: the transaction's comparisons and
+// writes, and what it claims.
+type claimTxn struct {
+	cmps    []clientv3.Cmp
+	then    []clientv3.Op
+	kv      *mvccpb.KeyValue
+	m       meta // with this delivery counted
+	payload []byte
+}
+
+// claimTxnOf is the claim of kv from view from for s, or nil if kv is not
+// an item that can be delivered (claimOne moves it to the dead letters).
+func (q *Queue) claimTxnOf(s *concurrency.Session, kv *mvccpb.KeyValue, from *view) *claimTxn {
+	m, payload, err := decode(kv.Value)
+	if err != nil || (q.maxDeliveries > 0 && m.Attempts >= q.maxDeliveries) {
+		return nil
+	}
+	return q.claimTxnFor(s, kv, from, m, payload)
+}
+
+// claimTxnFor is the claim of kv (holding m and payload) from view from
+// for s, with leave among its writes: the ready key becomes a pending item
+// plus a claim under s's lease, if kv is unchanged, unclaimed and no item
+// ahead of it is newer than from (see claimOne).
+func (q *Queue) claimTxnFor(s *concurrency.Session, kv *mvccpb.KeyValue, from *view, m meta, payload []byte, leave ...clientv3.Op) *claimTxn {
+	key := string(kv.Key)
+	m.Attempts++
+	ck := q.claimKey(m.ID)
+	then := append([]clientv3.Op{
+		clientv3.OpDelete(key),
+		clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
+		clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
+	}, leave...)
+	if len(from.ready) > 0 {
+		if raise := q.raiseOp(from.front, q.frontOf(string(from.ready[0].Key))); raise != nil {
+			then = append(then, *raise)
+		}
+	}
+	// The mod revision, not just the create revision: undoClaim fences a
+	// claim whose answer was lost by rewriting the key.
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision),
+		clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)}, q.aheadSince(from.front, key, from.rev)...)
+	return &claimTxn{cmps: cmps, then: then, kv: kv, m: m, payload: payload}
+}
+
+// newClaim is the Claim a landed claim transaction ct made at revision at.
+func (q *Queue) newClaim(ctx context.Context, s *concurrency.Session, ct *claimTxn, at int64) *Claim {
 	q.claimed()
-	at := resp.Header.Revision
+	m := ct.m
 	tel, sc := q.telFor(s), q.scopeFor(s)
 	tel.Queue.Delivered.Add(ctx, 1, telemetry.Named(sc.Name)...)
 	if m.Attempts > 1 {
@@ -510,6 +611,22 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 	}
 	now := time.Now()
 	tel.Queue.DeliveryDelay.Record(ctx, now.Sub(time.Unix(0, m.Enqueued)).Seconds(), telemetry.NamedRec(sc.Name)...)
-	return &Claim{q: q, m: m, payload: payload, tel: tel, name: sc.Name, at: now,
-		held: hold.New((*session.Session)(s), sc, ck, "", at, at)}, nil, nil
+	return &Claim{q: q, s: s, m: m, payload: ct.payload, tel: tel, name: sc.Name, at: now,
+		held: hold.New((*session.Session)(s), sc, q.claimKey(m.ID), "", at, at)}
+}
+
+// without is v without kv (nil if nothing is left).
+func (v *view) without(kv *mvccpb.KeyValue) *view {
+	var rest []*mvccpb.KeyValue
+	for _, r := range v.ready {
+		if !bytes.Equal(r.Key, kv.Key) {
+			rest = append(rest, r)
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	w := *v
+	w.ready = rest
+	return &w
 }

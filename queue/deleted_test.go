@@ -72,10 +72,11 @@ func TestReadsSkipClaimedItems(t *testing.T) {
 		keys = append(keys, rel)
 	}
 	var rs recorded[string]
-	c := interceptedClient(t, srv, func(req, _ any, _ error) {
+	c := interceptedClient(t, srv, func(req, _ any, err error) error {
 		if tr, ok := req.(*pb.TxnRequest); ok {
 			rs.add(readyStarts(tr)...)
 		}
+		return err
 	})
 	s := newSession(t, c, 10*time.Second)
 	cons := newQueue(t, c).Consumer(s)
@@ -206,14 +207,15 @@ func TestConsumersShareTheOrphanLook(t *testing.T) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range consumers {
-		c := interceptedClient(t, srv, func(req, reply any, err error) {
+		c := interceptedClient(t, srv, func(req, reply any, err error) error {
 			tr, ok := req.(*pb.TxnRequest)
 			if !ok || err != nil || !isLook(tr) || !counting.Load() {
-				return
+				return err
 			}
 			if len(tr.Compare) == 0 || reply.(*pb.TxnResponse).Succeeded {
 				looks.Add(1)
 			}
+			return nil
 		})
 		cons := newQueue(t, c).Consumer(newSession(t, c, 10*time.Second))
 		wg.Go(func() {

@@ -15,6 +15,10 @@
 // and items of different producers by their enqueue time. Delayed items
 // become claimable after their delay.
 //
+// A worker that takes items one after another can settle each with
+// Claim.AckNext, which acks it and claims the next in the same request
+// while the item next in line is still free.
+//
 // Wake-ups. Blocked consumers wait in line and only the first watches the
 // queue, so an Enqueue wakes one consumer, at once (no polling), and the
 // requests per delivered item do not grow with the number of waiting

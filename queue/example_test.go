@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 
@@ -47,5 +48,45 @@ func Example() {
 	// Output:
 	// password reset bob (delivery 1)
 	// welcome alice (delivery 1)
+	// left: 0
+}
+
+// A worker takes items one after another: AckNext acks each and claims the
+// next in one request, and ErrEmpty says the queue is drained (a worker
+// that runs on would wait in Claim).
+func ExampleClaim_AckNext() {
+	srv, err := embedtest.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+
+	q, err := queue.New(srv.Client, "thumbnails")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, img := range []string{"a.png", "b.png", "c.png"} {
+		_, _ = q.Enqueue(ctx, []byte(img))
+	}
+	s, err := concurrency.NewSession(ctx, srv.Client)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close(ctx)
+	c, err := q.Consumer(s).Claim(ctx)
+	for err == nil {
+		fmt.Println("resize", string(c.Payload()))
+		c, err = c.AckNext(ctx)
+	}
+	if !errors.Is(err, queue.ErrEmpty) {
+		log.Fatal(err)
+	}
+	n, _ := q.Len(ctx)
+	fmt.Println("left:", n)
+	// Output:
+	// resize a.png
+	// resize b.png
+	// resize c.png
 	// left: 0
 }

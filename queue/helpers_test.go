@@ -35,17 +35,17 @@ func (r *recorded[T]) take() []T {
 }
 
 // interceptedClient is a client of srv on its own connection that shows
-// each unary request and its answer to saw, after the server answered.
-func interceptedClient(t *testing.T, srv *embedtest.Server, saw func(req, reply any, err error)) *clientv3.Client {
+// each unary request and its answer to saw, after the server answered;
+// saw returns the error the caller gets (err, or one that loses the
+// answer).
+func interceptedClient(t *testing.T, srv *embedtest.Server, saw func(req, reply any, err error) error) *clientv3.Client {
 	t.Helper()
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   srv.Endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			err := invoker(ctx, method, req, reply, cc, opts...)
-			saw(req, reply, err)
-			return err
+			return saw(req, reply, invoker(ctx, method, req, reply, cc, opts...))
 		})},
 	})
 	if err != nil {

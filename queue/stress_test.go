@@ -120,7 +120,7 @@ func TestStressNoLossNoDoubleAck(t *testing.T) {
 
 // countingClient returns a client whose unary requests are counted.
 func countingClient(t *testing.T, srv *embedtest.Server, n *atomic.Int64) *clientv3.Client {
-	return interceptedClient(t, srv, func(any, any, error) { n.Add(1) })
+	return interceptedClient(t, srv, func(_, _ any, err error) error { n.Add(1); return err })
 }
 
 // The requests spent delivering an item to a blocked consumer do not grow

@@ -16,7 +16,7 @@ import (
 // (and so visited) for it.
 func rangeCountingClient(t *testing.T, srv *embedtest.Server, rc *recorded[int64]) *clientv3.Client {
 	t.Helper()
-	return interceptedClient(t, srv, func(_, reply any, err error) {
+	return interceptedClient(t, srv, func(_, reply any, err error) error {
 		if tr, ok := reply.(*pb.TxnResponse); ok && err == nil {
 			for _, r := range tr.Responses {
 				if rr := r.GetResponseRange(); rr != nil {
@@ -24,6 +24,7 @@ func rangeCountingClient(t *testing.T, srv *embedtest.Server, rc *recorded[int64
 				}
 			}
 		}
+		return err
 	})
 }
 

@@ -1,0 +1,141 @@
+package queue_test
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/queue"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// AckNext acks an item and claims the next in one request while nobody
+// else takes it: 20 items in 20 requests after the first claim's, in
+// order, and the queue empty after. Acking and claiming apart takes 2 per
+// item: this fails without the nested claim.
+func TestAckNextIsOneRequest(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	if err := q.Preload(ctx, 20, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var txns atomic.Int64
+	c := interceptedClient(t, srv, func(req, _ any, err error) error {
+		if _, ok := req.(*pb.TxnRequest); ok {
+			txns.Add(1)
+		}
+		return err
+	})
+	cons := newQueue(t, c).Consumer(newSession(t, c, 10*time.Second))
+	cl := claimWant(t, ctx, cons, "item-0")
+	txns.Store(0)
+	for i := 1; i < 20; i++ {
+		next, err := cl.AckNext(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := string(next.Payload()), fmt.Sprintf("item-%d", i); got != want {
+			t.Fatalf("AckNext: %s, want %s", got, want)
+		}
+		cl = next
+	}
+	if n := txns.Load(); n != 19 {
+		t.Fatalf("19 AckNexts sent %d transactions, want 19", n)
+	}
+	if _, err := cl.AckNext(ctx); !errors.Is(err, queue.ErrEmpty) {
+		t.Fatalf("last AckNext: %v, want ErrEmpty", err)
+	}
+	if n, err := q.Len(ctx); err != nil || n != 0 {
+		t.Fatalf("Len after: %d, %v", n, err)
+	}
+}
+
+// When another consumer took the item next in line, AckNext still acks and
+// claims the one after (its fallback read); when the claim was lost, it
+// fails as Ack does and claims nothing; when its answer is lost, the item
+// it may have claimed is returned.
+func TestAckNextFallsBack(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync(), embedtest.FastTicks())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+
+	t.Run("taken", func(t *testing.T) {
+		if err := q.Preload(ctx, 3, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		a := newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second))
+		b := newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second))
+		held := claimWant(t, ctx, a, "item-0")
+		other := claimWant(t, ctx, b, "item-1")
+		next, err := held.AckNext(ctx)
+		if err != nil || string(next.Payload()) != "item-2" {
+			t.Fatalf("AckNext: %v, %v; want item-2", next, err)
+		}
+		for _, c := range []*queue.Claim{other, next} {
+			if err := c.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, _ := q.Len(ctx); n != 0 {
+			t.Fatalf("Len after: %d", n)
+		}
+	})
+
+	t.Run("lost", func(t *testing.T) {
+		if err := q.Preload(ctx, 2, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		s := newSession(t, srv.Client, 10*time.Second)
+		held := claimWant(t, ctx, newQueue(t, srv.Client).Consumer(s), "item-0")
+		if _, err := srv.Client.Revoke(ctx, s.Lease()); err != nil {
+			t.Fatal(err)
+		}
+		if next, err := held.AckNext(ctx); !errors.Is(err, queue.ErrClaimLost) || next != nil {
+			t.Fatalf("AckNext after the session's loss: %v, %v; want ErrClaimLost", next, err)
+		}
+		st, err := q.Inspect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Ready) != 1 || string(st.Ready[0].Payload) != "item-1" || len(st.Claimed) != 0 {
+			t.Fatalf("after: ready %v, claimed %v; want item-1 ready, nothing claimed", st.Ready, st.Claimed)
+		}
+		claimAck(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-0")
+		claimAck(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-1")
+	})
+
+	t.Run("answer lost", func(t *testing.T) {
+		if err := q.Preload(ctx, 2, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		// The next transaction lands, and its answer is lost.
+		var lose atomic.Bool
+		c := interceptedClient(t, srv, func(req, _ any, err error) error {
+			if _, ok := req.(*pb.TxnRequest); ok && err == nil && lose.CompareAndSwap(true, false) {
+				return errors.New("answer lost")
+			}
+			return err
+		})
+		cons := newQueue(t, c).Consumer(newSession(t, c, 10*time.Second))
+		held := claimWant(t, ctx, cons, "item-0")
+		lose.Store(true)
+		if next, err := held.AckNext(ctx); err == nil || next != nil {
+			t.Fatalf("AckNext with its answer lost: %v, %v; want an error", next, err)
+		}
+		st, err := q.Inspect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The ack landed; the nested claim of item-1 was undone.
+		if len(st.Ready) != 1 || string(st.Ready[0].Payload) != "item-1" || len(st.Claimed) != 0 {
+			t.Fatalf("after: ready %v, claimed %v; want item-1 ready, nothing claimed", st.Ready, st.Claimed)
+		}
+		if _, err := claimWant(t, ctx, cons, "item-1").AckNext(ctx); !errors.Is(err, queue.ErrEmpty) {
+			t.Fatalf("last AckNext: %v, want ErrEmpty", err)
+		}
+	})
+}
