@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -87,14 +88,22 @@ func (w *queueWL) consume(ctx context.Context, e *env, p *proc) {
 			sleepCtx(ctx, 100*time.Millisecond)
 			continue
 		}
+		// next is an item AckNext claimed with the last ack.
+		var next *queue.Claim
+		var nextAt time.Time
 		for j := 0; j < 100000 && ctx.Err() == nil && s.Err() == nil; j++ {
 			start := time.Now()
-			cctx, cancel := context.WithTimeout(ctx, scaled(waitTimeout))
-			c, err := q.Consumer(s).Claim(cctx)
-			cancel()
-			if err != nil {
-				sleepCtx(ctx, 20*time.Millisecond) // do not spin on quick errors
-				continue
+			c := next
+			if c != nil {
+				start, next = nextAt, nil
+			} else {
+				cctx, cancel := context.WithTimeout(ctx, scaled(waitTimeout))
+				c, err = q.Consumer(s).Claim(cctx)
+				cancel()
+				if err != nil {
+					sleepCtx(ctx, 20*time.Millisecond) // do not spin on quick errors
+					continue
+				}
 			}
 			payload := string(c.Payload())
 			e.hist.add(op{proc: p.name, recipe: w.name(), kind: "claim", start: start, out: ok, token: int64(c.Token()),
@@ -103,10 +112,22 @@ func (w *queueWL) consume(ctx context.Context, e *env, p *proc) {
 			stale := p.park(ctx)
 			// Ack is idempotent: retry while its outcome is unknown, or the
 			// item would stay claimed by a live session that forgot it.
+			// Every other item's first try is AckNext, which may claim the
+			// next item with it.
 			for k := 0; k < 5 && ctx.Err() == nil; k++ {
 				start = time.Now()
 				actx, cancel := opCtx(ctx)
-				err = c.Ack(actx)
+				if k == 0 && j%2 == 1 {
+					next, err = c.AckNext(actx)
+					if errors.Is(err, queue.ErrEmpty) {
+						err = nil // acked, nothing claimed
+					} else if err != nil {
+						next = nil
+					}
+					nextAt = start
+				} else {
+					err = c.Ack(actx)
+				}
 				cancel()
 				o := op{proc: p.name, recipe: w.name(), kind: "ack", start: start, out: classify(err), token: int64(c.Token()), note: payload + " " + c.ID(), stale: stale}
 				if err == nil {
@@ -120,6 +141,12 @@ func (w *queueWL) consume(ctx context.Context, e *env, p *proc) {
 				}
 			}
 			p.holding.Store(false)
+		}
+		if next != nil {
+			// The session ended with an item AckNext claimed: it was
+			// delivered, and goes back when the session's lease ends.
+			e.hist.add(op{proc: p.name, recipe: w.name(), kind: "claim", start: nextAt, out: ok, token: int64(next.Token()),
+				note: string(next.Payload()) + " " + next.ID() + fmt.Sprintf(" attempt %d", next.Attempts())})
 		}
 		closeSession(s)
 	}

@@ -75,7 +75,7 @@ type Claim struct {
 	tel     *telemetry.Set
 	name    string    // the queue's name attribute ("" without it)
 	at      time.Time // when it was claimed
-	next    *view     // the head read with it, without it; see AckNext
+	next    *view     // the item to claim with its ack, and its view's revision; see AckNext
 
 	mu   sync.Mutex
 	done bool
@@ -148,12 +148,8 @@ func (c *Claim) ackNext(ctx context.Context, ops []clientv3.Op) (*Claim, error) 
 	// The next item's claim, nested in the ack's transaction: it lands only
 	// if the item is as it was read.
 	var ct *claimTxn
-	if v := c.next; v != nil && len(v.ready) > 0 {
-		i := 0
-		if q.contended.Load() > 0 {
-			i = rand.IntN(samePriority(v.ready)) // spread out, as claimReady does
-		}
-		ct = q.claimTxnOf(s, v.ready[i], v)
+	if v := c.next; v != nil {
+		ct = q.claimTxnOf(s, v.ready[0], v)
 	}
 	var extra []clientv3.Op
 	if ct != nil {
@@ -168,7 +164,9 @@ func (c *Claim) ackNext(ctx context.Context, ops []clientv3.Op) (*Claim, error) 
 	}
 	if ct != nil && resp != nil && resp.Responses[len(ops)+2].GetResponseTxn().GetSucceeded() {
 		next := q.newClaim(ctx, s, ct, resp.Header.Revision)
-		next.next = q.takeView() // what the ack read, after this claim
+		if v := q.takeView(); v != nil { // what the ack read, after this claim
+			next.next = q.candidate(v, nil)
+		}
 		return next, nil
 	}
 	next, _, err := q.claimReady(ctx, s)
@@ -551,7 +549,7 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		return nil, &view{ready: ready, front: front, rev: resp.Header.Revision, lowered: !complete}, nil
 	}
 	c := q.newClaim(ctx, s, ct, resp.Header.Revision)
-	c.next = from.without(kv)
+	c.next = q.candidate(from, kv)
 	return c, nil, nil
 }
 
@@ -615,18 +613,23 @@ func (q *Queue) newClaim(ctx context.Context, s *concurrency.Session, ct *claimT
 		held: hold.New((*session.Session)(s), sc, q.claimKey(m.ID), "", at, at)}
 }
 
-// without is v without kv (nil if nothing is left).
-func (v *view) without(kv *mvccpb.KeyValue) *view {
+// candidate is the item of v (other than taken) that AckNext would claim
+// next, as claimReady would choose it (the first, or one of the first at
+// random while claims are spreading out), as a view of that item alone, so
+// a Claim keeps one item's value, not the head's; nil if there is none.
+func (q *Queue) candidate(v *view, taken *mvccpb.KeyValue) *view {
 	var rest []*mvccpb.KeyValue
 	for _, r := range v.ready {
-		if !bytes.Equal(r.Key, kv.Key) {
+		if taken == nil || !bytes.Equal(r.Key, taken.Key) {
 			rest = append(rest, r)
 		}
 	}
 	if len(rest) == 0 {
 		return nil
 	}
-	w := *v
-	w.ready = rest
-	return &w
+	i := 0
+	if q.contended.Load() > 0 {
+		i = rand.IntN(samePriority(rest))
+	}
+	return &view{ready: rest[i : i+1], rev: v.rev, front: v.front}
 }
