@@ -112,14 +112,8 @@ func TestAckNextFallsBack(t *testing.T) {
 		if err := q.Preload(ctx, 2, 100, payloadN("item"), 0); err != nil {
 			t.Fatal(err)
 		}
-		// The next transaction lands, and its answer is lost.
 		var lose atomic.Bool
-		c := interceptedClient(t, srv, func(req, _ any, err error) error {
-			if _, ok := req.(*pb.TxnRequest); ok && err == nil && lose.CompareAndSwap(true, false) {
-				return errors.New("answer lost")
-			}
-			return err
-		})
+		c := losingClient(t, srv, &lose)
 		cons := newQueue(t, c).Consumer(newSession(t, c, 10*time.Second))
 		held := claimWant(t, ctx, cons, "item-0")
 		lose.Store(true)
@@ -138,4 +132,95 @@ func TestAckNextFallsBack(t *testing.T) {
 			t.Fatalf("last AckNext: %v, want ErrEmpty", err)
 		}
 	})
+}
+
+// Two workers share one session; the second claims the item the first's
+// AckNext would claim next, and that AckNext loses its answer. Its undo
+// removes only a claim it made: the second worker's claim stays (the
+// undo once took any claim of the item under the session's lease).
+func TestAckNextUndoLeavesOthersClaims(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	if err := newQueue(t, srv.Client).Preload(ctx, 3, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var lose atomic.Bool
+	c := losingClient(t, srv, &lose)
+	s := newSession(t, c, 10*time.Second)
+	first := claimWant(t, ctx, newQueue(t, c).Consumer(s), "item-0")
+	second := claimWant(t, ctx, newQueue(t, c).Consumer(s), "item-1")
+	lose.Store(true)
+	if _, err := first.AckNext(ctx); err == nil {
+		t.Fatal("AckNext with its answer lost returned no error")
+	}
+	if err := second.Ack(ctx); err != nil {
+		t.Fatalf("the second worker's Ack of item-1: %v", err)
+	}
+}
+
+// A worker that takes every item with AckNext still returns the items of
+// dead consumers (within about a second of their loss), though its claims
+// never go through Claim's path: once they waited for the backlog to drain.
+func TestAckNextReturnsOrphans(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	if err := newQueue(t, srv.Client).Preload(ctx, 400, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	cl := claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-0")
+	dead := newSession(t, srv.Client, 10*time.Second)
+	claimWant(t, ctx, newQueue(t, srv.Client).Consumer(dead), "item-1")
+	if _, err := srv.Client.Revoke(ctx, dead.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond) // the item's work
+		next, err := cl.AckNext(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(next.Payload()) == "item-1" {
+			return
+		}
+		cl = next
+	}
+	t.Fatal("item-1, its consumer dead, not delivered again in 4 s of AckNext")
+}
+
+// The candidate a new claim keeps comes from the read made with it, never
+// from an older view that still lists the item just claimed: once, the
+// next AckNext then deleted and put the same keys in one transaction,
+// which etcd refuses, and every retry failed the same way.
+func TestAckNextNeverTakesItsOwnItem(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	if err := q.Preload(ctx, 4, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	cons := q.Consumer(newSession(t, srv.Client, 10*time.Second))
+	held := claimWant(t, ctx, cons, "item-0")
+	// Two items ahead, claimed and acked by the same Queue value: its
+	// second ack keeps a view of item-1 to item-3.
+	enqueue(t, q, "H", queue.WithPriority(1))
+	enqueue(t, q, "Ha", queue.WithPriority(1))
+	h, ha := claimWant(t, ctx, cons, "H"), claimWant(t, ctx, cons, "Ha")
+	for _, c := range []*queue.Claim{h, ha} {
+		if err := c.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An item further ahead lowers the front; another consumer takes it.
+	enqueue(t, q, "H2", queue.WithPriority(2))
+	claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "H2")
+	// The nested claim of item-1 lands; the read with it is incomplete
+	// (the front was lowered), so item-1 has no candidate from it.
+	next, err := held.AckNext(ctx)
+	if err != nil || string(next.Payload()) != "item-1" {
+		t.Fatalf("AckNext: %v, %v; want item-1", next, err)
+	}
+	after, err := next.AckNext(ctx)
+	if err != nil || string(after.Payload()) != "item-2" {
+		t.Fatalf("AckNext of item-1: %v, %v; want item-2", after, err)
+	}
 }

@@ -113,7 +113,7 @@ func (c *Claim) Guard() concurrency.Guard { return c.held.Guard() }
 // checkpoint.DeleteOp of the task's checkpoint), in one transaction that
 // succeeds only while the claim is held. It is idempotent.
 func (c *Claim) Ack(ctx context.Context, ops ...clientv3.Op) error {
-	_, err := c.settle(ctx, true, c.ackOps(ops), nil)
+	_, _, err := c.settle(ctx, true, c.ackOps(ops), nil)
 	return err
 }
 
@@ -139,41 +139,54 @@ func (c *Claim) AckNext(ctx context.Context, ops ...clientv3.Op) (*Claim, error)
 	if next != nil {
 		token = int64(next.Token())
 	}
-	op.End(err, true, token)
+	op.End(err, errors.Is(err, ErrEmpty), token)
 	return next, err
 }
 
 func (c *Claim) ackNext(ctx context.Context, ops []clientv3.Op) (*Claim, error) {
 	q, s := c.q, c.s
+	if q.sweepDue() {
+		// As claimReady does: a worker whose next claims all land here
+		// must still return the items of dead consumers.
+		if _, err := q.requeueOrphans(ctx, true); err != nil {
+			return nil, err
+		}
+	}
 	// The next item's claim, nested in the ack's transaction: it lands only
 	// if the item is as it was read.
 	var ct *claimTxn
 	if v := c.next; v != nil {
-		ct = q.claimTxnOf(s, v.ready[0], v)
+		if ct = q.claimTxnOf(s, v.ready[0], v); ct != nil && ct.m.ID == c.m.ID {
+			ct = nil
+		}
 	}
 	var extra []clientv3.Op
 	if ct != nil {
 		extra = []clientv3.Op{clientv3.OpTxn(ct.cmps, ct.then, nil)}
 	}
-	resp, err := c.settle(ctx, true, c.ackOps(ops), extra)
+	resp, head, err := c.settle(ctx, true, c.ackOps(ops), extra)
 	if err != nil {
 		if ct != nil && !errors.Is(err, ErrClaimLost) {
-			q.undoClaim(ctx, s, ct.kv, ct.m.ID)
+			q.undoClaim(ctx, s, ct.kv, ct.m.ID, ct.nonce)
 		}
 		return nil, err
 	}
 	if ct != nil && resp != nil && resp.Responses[len(ops)+2].GetResponseTxn().GetSucceeded() {
 		next := q.newClaim(ctx, s, ct, resp.Header.Revision)
-		if v := q.takeView(); v != nil { // what the ack read, after this claim
-			next.next = q.candidate(v, nil)
+		if head != nil { // read after this claim, in the same transaction
+			q.takeView()
+			next.next = q.candidate(head, nil)
 		}
 		return next, nil
 	}
 	next, _, err := q.claimReady(ctx, s)
-	if err == nil && next == nil {
-		err = ErrEmpty
+	if err != nil {
+		return nil, fmt.Errorf("queue: acked %s; claiming the next item: %w", c.m.ID, err)
 	}
-	return next, err
+	if next == nil {
+		return nil, ErrEmpty
+	}
+	return next, nil
 }
 
 // Nack returns the item to the queue, claimable again after delay (0: at
@@ -188,7 +201,7 @@ func (c *Claim) Nack(ctx context.Context, delay time.Duration) error {
 	} else {
 		m.Due = 0
 	}
-	_, err := c.settle(ctx, false, append([]clientv3.Op{
+	_, _, err := c.settle(ctx, false, append([]clientv3.Op{
 		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
 		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
 	}, c.q.putItemOps(c.q.placeKey(m), encode(m, c.payload))...), nil)
@@ -197,12 +210,13 @@ func (c *Claim) Nack(ctx context.Context, delay time.Duration) error {
 
 // settle commits ops, and extra after them, while the claim is held, and
 // keeps the head of the queue read after them for the next claim. It
-// returns the transaction's answer (nil if the claim was settled before).
-func (c *Claim) settle(ctx context.Context, ack bool, ops, extra []clientv3.Op) (*clientv3.TxnResponse, error) {
+// returns the transaction's answer and that head (both nil if the claim
+// was settled before; the head nil if the read may have missed items).
+func (c *Claim) settle(ctx context.Context, ack bool, ops, extra []clientv3.Op) (*clientv3.TxnResponse, *view, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done {
-		return nil, nil
+		return nil, nil, nil
 	}
 	// Read the head of the queue along with the write: the consumer's next
 	// claim then needs no read of its own.
@@ -213,10 +227,13 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops, extra []clientv3.Op) 
 		c.held.Settling(false)
 	}
 	if errors.Is(err, concurrency.ErrNotHeld) {
-		return nil, fmt.Errorf("%w: item %s: %w", ErrClaimLost, c.m.ID, c.held.Err())
+		if cause := c.held.Err(); cause != nil {
+			return nil, nil, fmt.Errorf("%w: item %s: %w", ErrClaimLost, c.m.ID, cause)
+		}
+		return nil, nil, fmt.Errorf("%w: item %s", ErrClaimLost, c.m.ID)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c.done = true
 	c.held.Drop()
@@ -226,10 +243,12 @@ func (c *Claim) settle(ctx context.Context, ack bool, ops, extra []clientv3.Op) 
 	} else {
 		c.tel.Queue.Nacked.Add(ctx, 1, telemetry.Named(c.name)...)
 	}
-	if v, complete := c.q.viewOf(resp, rr); complete {
-		c.q.keepView(v)
+	v, complete := c.q.viewOf(resp, rr)
+	if !complete {
+		return resp, nil, nil
 	}
-	return resp, nil
+	c.q.keepView(v)
+	return resp, v, nil
 }
 
 // Release is Nack(ctx, 0), under the name every held resource shares
@@ -448,22 +467,24 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 // what failed); if etcd stays unreachable, the session goes on trying in
 // the background until it succeeds or the session ends (the claim, if it
 // lands, is under the session's lease).
-func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id string) {
+func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id, nonce string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
-	if q.settleClaim(rctx, s, kv, id) == nil {
+	if q.settleClaim(rctx, s, kv, id, nonce) == nil {
 		return
 	}
 	(*session.Session)(s).Go(func(ctx context.Context) {
-		if err := q.settleClaim(ctx, s, kv, id); err != nil && ctx.Err() == nil {
+		if err := q.settleClaim(ctx, s, kv, id, nonce); err != nil && ctx.Err() == nil {
 			q.log.Warn("concord queue: undo of a lost claim failed", "queue", q.name, "item", id, "err", err)
 		}
 	})
 }
 
 // settleClaim fences the claim of kv (see undoClaim), retrying until ctx
-// ends, and undoes it if it had landed.
-func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id string) error {
+// ends, and undoes it if it had landed: if the claim key holds nonce, the
+// value that claim wrote (another claim of the item by the same session,
+// after it was returned, holds another).
+func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id, nonce string) error {
 	key, ck := string(kv.Key), q.claimKey(id)
 	fence := func() (*clientv3.TxnResponse, error) {
 		actx, cancel := context.WithTimeout(ctx, undoTimeout) // a request lost with its connection is not waited on
@@ -482,7 +503,7 @@ func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvc
 		return nil // fenced before it landed: nothing is claimed
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
-	if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != s.Lease() {
+	if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != s.Lease() || string(kvs[0].Value) != nonce {
 		return nil // claimed by someone else, or already settled
 	}
 	(*session.Session)(s).RemoveOwn(ck)
@@ -541,7 +562,7 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		// The claim may have landed with its answer lost: undo it, so a
 		// failed Claim leaves no item claimed by a consumer that never got
 		// it.
-		q.undoClaim(ctx, s, kv, m.ID)
+		q.undoClaim(ctx, s, kv, m.ID, ct.nonce)
 		return nil, nil, err
 	}
 	if !resp.Succeeded {
@@ -561,6 +582,7 @@ type claimTxn struct {
 	kv      *mvccpb.KeyValue
 	m       meta // with this delivery counted
 	payload []byte
+	nonce   string // the claim key's value: this claim's, not another's of the session
 }
 
 // claimTxnOf is the claim of kv from view from for s, or nil if kv is not
@@ -581,10 +603,11 @@ func (q *Queue) claimTxnFor(s *concurrency.Session, kv *mvccpb.KeyValue, from *v
 	key := string(kv.Key)
 	m.Attempts++
 	ck := q.claimKey(m.ID)
+	nonce := newID()
 	then := append([]clientv3.Op{
 		clientv3.OpDelete(key),
 		clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
-		clientv3.OpPut(ck, "", clientv3.WithLease(s.Lease())),
+		clientv3.OpPut(ck, nonce, clientv3.WithLease(s.Lease())),
 	}, leave...)
 	if len(from.ready) > 0 {
 		if raise := q.raiseOp(from.front, q.frontOf(string(from.ready[0].Key))); raise != nil {
@@ -595,7 +618,7 @@ func (q *Queue) claimTxnFor(s *concurrency.Session, kv *mvccpb.KeyValue, from *v
 	// claim whose answer was lost by rewriting the key.
 	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision),
 		clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)}, q.aheadSince(from.front, key, from.rev)...)
-	return &claimTxn{cmps: cmps, then: then, kv: kv, m: m, payload: payload}
+	return &claimTxn{cmps: cmps, then: then, kv: kv, m: m, payload: payload, nonce: nonce}
 }
 
 // newClaim is the Claim a landed claim transaction ct made at revision at.
@@ -610,7 +633,7 @@ func (q *Queue) newClaim(ctx context.Context, s *concurrency.Session, ct *claimT
 	now := time.Now()
 	tel.Queue.DeliveryDelay.Record(ctx, now.Sub(time.Unix(0, m.Enqueued)).Seconds(), telemetry.NamedRec(sc.Name)...)
 	return &Claim{q: q, s: s, m: m, payload: ct.payload, tel: tel, name: sc.Name, at: now,
-		held: hold.New((*session.Session)(s), sc, q.claimKey(m.ID), "", at, at)}
+		held: hold.New((*session.Session)(s), sc, q.claimKey(m.ID), ct.nonce, at, at)}
 }
 
 // candidate is the item of v (other than taken) that AckNext would claim

@@ -242,3 +242,46 @@ func TestConsumersShareTheOrphanLook(t *testing.T) {
 		t.Fatalf("%d looks for orphans in 3 s by %d consumers, want 1 to 6", n, consumers)
 	}
 }
+
+// An item put below the front by a writer that does not lower it (a
+// concord version without the front, or a hand-made key) is found by the
+// next look for orphans, which lowers the front: it is claimed within a
+// few claims after that look. Without the look's check it is never
+// claimed while the front stays above it: this fails.
+func TestLookFindsItemsBelowTheFront(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	if err := q.Preload(ctx, 60, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client.Get(ctx, q.ReadyPrefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("first ready key: %v", err)
+	}
+	first := resp.Kvs[0]
+	cons := newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second))
+	drainPast(t, ctx, cons, 0, 30)
+	// item-0 again, at its old key, put as an older writer would.
+	if _, err := srv.Client.Put(ctx, string(first.Key), string(first.Value)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the next claim's look is due
+	for i := 30; i < 60; i++ {
+		cl, err := cons.Claim(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := string(cl.Payload())
+		if err := cl.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got == "item-0" {
+			if i > 33 {
+				t.Fatalf("item-0 came at claim %d, want within 3 claims of the look", i)
+			}
+			return
+		}
+	}
+	t.Fatal("item-0, put below the front, was never claimed")
+}

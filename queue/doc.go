@@ -36,11 +36,12 @@
 // claims), and every write that puts an item back ahead of it (a higher
 // priority, a nack, an orphan or a delayed item returned to its place)
 // lowers it in the same transaction. Claims then cost the same however many
-// items were acked since the last compaction. All processes using a queue
-// must run a concord version with the front: an older one's writes do not
-// lower it. The look for items of dead consumers still reads every pending
-// and claim key, deleted ones included; a queue's consumers share one look
-// a second between them.
+// items were acked since the last compaction. A concord version without the
+// front does not lower it: an item such a process puts back ahead is found
+// by the next look for items of dead consumers (about once a second), which
+// lowers the front. That look still reads every pending and claim key,
+// deleted ones included; a queue's consumers share one look a second
+// between them.
 //
 // Not guaranteed: exactly-once processing; strict FIFO across producers
 // whose clocks disagree.

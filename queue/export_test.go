@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/concordkit/concord/concurrency"
@@ -19,17 +20,33 @@ func (q *Queue) Head(ctx context.Context) (*mvccpb.KeyValue, int64, error) {
 	return resp.Kvs[0], resp.Header.Revision, nil
 }
 
-// ClaimFrom sends the claim transaction for kv as read at rev; nil when it
-// did not claim.
-func (q *Queue) ClaimFrom(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, rev int64) (*Claim, error) {
-	c, _, err := q.claimOne(ctx, s, kv, &view{rev: rev})
-	return c, err
+// LostClaim is one claim transaction of an item whose answer is lost: sent
+// (Land) and undone (Undo) apart, in either order, as the server may run
+// them.
+type LostClaim struct {
+	q  *Queue
+	s  *concurrency.Session
+	ct *claimTxn
 }
 
-// Undo runs what a claim of kv whose answer was lost runs.
-func (q *Queue) Undo(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue) {
-	m, _, _ := decode(kv.Value)
-	q.undoClaim(ctx, s, kv, m.ID)
+// LostClaim is a claim of kv, as read at rev, for s.
+func (q *Queue) LostClaim(s *concurrency.Session, kv *mvccpb.KeyValue, rev int64) *LostClaim {
+	m, payload, _ := decode(kv.Value)
+	return &LostClaim{q: q, s: s, ct: q.claimTxnFor(s, kv, &view{rev: rev}, m, payload)}
+}
+
+// Land sends the claim transaction and says whether it claimed the item.
+func (l *LostClaim) Land(ctx context.Context) (bool, error) {
+	resp, err := l.q.client.Txn(ctx).If(l.ct.cmps...).Then(l.ct.then...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+// Undo runs what a failed Claim runs after losing the claim's answer.
+func (l *LostClaim) Undo(ctx context.Context) {
+	l.q.undoClaim(ctx, l.s, l.ct.kv, l.ct.m.ID, l.ct.nonce)
 }
 
 // Inspect is the package's Inspect on q.
@@ -53,7 +70,7 @@ func (q *Queue) Preload(ctx context.Context, n, batch int, payload func(i int) [
 			}
 			ops = append(ops, clientv3.OpPut(q.placeKey(m), encode(m, payload(done))))
 		}
-		if delay <= 0 {
+		if strings.HasPrefix(first, q.pfx+readyDir) {
 			ops = append(ops, q.lowerOp(first)) // the batch's first sorts first
 		}
 		if _, err := q.client.Txn(ctx).Then(ops...).Commit(); err != nil {

@@ -2,12 +2,15 @@ package queue_test
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/queue"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -75,4 +78,15 @@ func claimAck(t *testing.T, ctx context.Context, cons *queue.Consumer, want stri
 	if err := claimWant(t, ctx, cons, want).Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// losingClient is an interceptedClient whose next transaction, once lose
+// is set, lands and has its answer lost (lose is cleared).
+func losingClient(t *testing.T, srv *embedtest.Server, lose *atomic.Bool) *clientv3.Client {
+	return interceptedClient(t, srv, func(req, _ any, err error) error {
+		if _, ok := req.(*pb.TxnRequest); ok && err == nil && lose.CompareAndSwap(true, false) {
+			return errors.New("answer lost")
+		}
+		return err
+	})
 }

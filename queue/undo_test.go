@@ -45,12 +45,13 @@ func enqueueOne(t *testing.T, srv *embedtest.Server) (*queue.Queue, string, *mvc
 func TestUndoFencesLateClaim(t *testing.T) {
 	ctx := testCtx(t)
 	q, s, id, kv, rev := oneReady(t)
-	q.Undo(ctx, s, kv) // the failing Claim's undo runs first
-	late, err := q.ClaimFrom(ctx, s, kv, rev)
+	lost := q.LostClaim(s, kv, rev)
+	lost.Undo(ctx) // the failing Claim's undo runs first
+	landed, err := lost.Land(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if late != nil {
+	if landed {
 		t.Fatal("a claim sent after its undo landed")
 	}
 	st, err := q.Inspect(ctx)
@@ -74,11 +75,11 @@ func TestUndoFencesLateClaim(t *testing.T) {
 func TestUndoReturnsLandedClaim(t *testing.T) {
 	ctx := testCtx(t)
 	q, s, id, kv, rev := oneReady(t)
-	landed, err := q.ClaimFrom(ctx, s, kv, rev)
-	if err != nil || landed == nil {
+	lost := q.LostClaim(s, kv, rev)
+	if landed, err := lost.Land(ctx); err != nil || !landed {
 		t.Fatalf("claim: %v, %v", landed, err)
 	}
-	q.Undo(ctx, s, kv) // its answer was lost: the consumer never got it
+	lost.Undo(ctx) // its answer was lost: the consumer never got it
 	st, err := q.Inspect(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -103,8 +104,9 @@ func TestUndoGoesOnAfterAnOutage(t *testing.T) {
 	p, pc := embedtest.NewProxyClient(t, srv.Endpoints[0])
 	s := newSession(t, pc, 10*time.Second)
 	qc := newQueue(t, pc)
+	lost := qc.LostClaim(s, kv, rev)
 	p.Blackhole()
-	qc.Undo(ctx, s, kv) // etcd unreachable for the whole undo
+	lost.Undo(ctx) // etcd unreachable for the whole undo
 	p.Unblackhole()
 	for i := 0; ; i++ { // the consumer's client connects again
 		gctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -118,7 +120,7 @@ func TestUndoGoesOnAfterAnOutage(t *testing.T) {
 		}
 	}
 	// The claim lands now, as a late one would (or is fenced first).
-	if _, err := qc.ClaimFrom(ctx, s, kv, rev); err != nil {
+	if _, err := lost.Land(ctx); err != nil {
 		t.Fatalf("late claim: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -198,6 +198,12 @@ func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
 		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	}
+	// And whether a ready item sorts before the front last read, which no
+	// write of this version leaves (an older one's does: see frontName).
+	dir := q.pfx + readyDir
+	if front := q.frontSeen(); front != "" {
+		look = append(look, clientv3.OpGet(dir, clientv3.WithRange(dir+front), clientv3.WithLimit(1), clientv3.WithKeysOnly()))
+	}
 	txn := q.client.Txn(ctx)
 	if seen := q.sweepSeen.Load(); shared && seen >= 0 {
 		txn = txn.If(clientv3.Compare(clientv3.ModRevision(sk), "=", seen)).Then(look...).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly()))
@@ -217,6 +223,15 @@ func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
 		return 0, nil
 	}
 	q.sweepSeen.Store(resp.Header.Revision)
+	if len(resp.Responses) > 3 {
+		if below := resp.Responses[3].GetResponseRange().Kvs; len(below) > 0 {
+			key := string(below[0].Key)
+			q.log.Warn("concord queue: a ready item sorts before the queue's front (written by a process without it?); lowering the front", "queue", q.name, "key", key)
+			if _, err := q.client.Txn(ctx).Then(q.lowerOp(key)).Commit(); err != nil {
+				return 0, err
+			}
+		}
+	}
 	claimed := map[string]bool{}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		claimed[q.idOfClaim(string(kv.Key))] = true
