@@ -39,8 +39,8 @@
 // items were acked since the last compaction. A concord version without the
 // front does not lower it: an item such a process puts back ahead is found
 // by the next look for items of dead consumers (about once a second), which
-// lowers the front. That look still reads every pending and claim key,
-// deleted ones included; a queue's consumers share one look a second
+// lowers the front. That look still reads every pending and claim key, and
+// the ready keys below the front, deleted ones included; a queue's consumers share one look a second
 // between them.
 //
 // Not guaranteed: exactly-once processing; strict FIFO across producers
