@@ -148,8 +148,10 @@ func (c *Claim) ackNext(ctx context.Context, ops []clientv3.Op) (*Claim, error) 
 	if q.sweepDue() {
 		// As claimReady does: a worker whose next claims all land here
 		// must still return the items of dead consumers.
+		// A failed look does not keep the ack from being made: the next
+		// look (a second on) tries again.
 		if _, err := q.requeueOrphans(ctx, true); err != nil {
-			return nil, err
+			q.log.Debug("concord queue: look for orphans failed; the next one retries", "queue", q.name, "err", err)
 		}
 	}
 	// The next item's claim, nested in the ack's transaction: it lands only
