@@ -3,6 +3,7 @@ package queue_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,6 +84,39 @@ func TestAckNextFallsBack(t *testing.T) {
 		if n, _ := q.Len(ctx); n != 0 {
 			t.Fatalf("Len after: %d", n)
 		}
+	})
+
+	t.Run("next claim fails", func(t *testing.T) {
+		if err := q.Preload(ctx, 3, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		// The first claim transaction (a top-level put of a claim key) once
+		// armed has its answer lost: the claim after the ack, not the ack.
+		var armed atomic.Bool
+		c := interceptedClient(t, srv, func(req, _ any, err error) error {
+			if tr, ok := req.(*pb.TxnRequest); ok && err == nil && armed.Load() {
+				for _, op := range tr.Success {
+					if p := op.GetRequestPut(); p != nil && strings.Contains(string(p.Key), "/.q/c/") && armed.CompareAndSwap(true, false) {
+						return errors.New("answer lost")
+					}
+				}
+			}
+			return err
+		})
+		held := claimWant(t, ctx, newQueue(t, c).Consumer(newSession(t, c, 10*time.Second)), "item-0")
+		other := claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-1")
+		armed.Store(true)
+		if next, err := held.AckNext(ctx); err == nil || errors.Is(err, queue.ErrEmpty) || next != nil {
+			t.Fatalf("AckNext with the next claim's answer lost: %v, %v; want an error", next, err)
+		}
+		if err := held.Ack(ctx); err != nil {
+			t.Fatalf("Ack after AckNext made the ack: %v, want nil", err)
+		}
+		if err := other.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// item-2's claim was undone: it is ready again.
+		claimAck(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-2")
 	})
 
 	t.Run("lost", func(t *testing.T) {

@@ -129,8 +129,9 @@ func (c *Claim) ackOps(ops []clientv3.Op) []clientv3.Op {
 // in line when this one was claimed is still free, both are one
 // transaction: a worker that takes items one after another makes one
 // request per item instead of two. It returns ErrEmpty, the ack made, when
-// no item is ready (wait in Consumer.Claim then), and the ack's error, with
-// nothing claimed, when the ack fails.
+// no item is ready (wait in Consumer.Claim then). Any other error claimed
+// nothing; it is the ack's, or the claim's that followed a made ack: Ack
+// then tells them apart (nil once the ack was made, as Ack is idempotent).
 func (c *Claim) AckNext(ctx context.Context, ops ...clientv3.Op) (*Claim, error) {
 	q, s := c.q, c.s
 	ctx, op := q.telFor(s).Begin(ctx, q.scopeFor(s), "concord.queue.AckNext")
