@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -13,8 +14,11 @@ import (
 
 	"github.com/concordkit/concord/concurrency"
 	"github.com/concordkit/concord/internal/srvstats"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/namespace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Workloads are the workload names, in the order "all" runs them.
@@ -274,7 +278,7 @@ func (r *run) phase(ctx context.Context, workload, op string, s *sampler, bound 
 	for i := range workers {
 		wg.Go(func() {
 			err := fn(pctx, i)
-			if err != nil && pctx.Err() == nil {
+			if err != nil && !endedByBound(pctx, err) {
 				errOnce.Do(func() { firstErr = err; cancel() })
 			}
 		})
@@ -294,6 +298,24 @@ func (r *run) phase(ctx context.Context, workload, op string, s *sampler, bound 
 	}
 	return elapsed, st, firstErr
 }
+
+// endedByBound reports whether err is the phase's bound reaching a
+// request: its context ended, or it is about to and the server, whose copy
+// of the deadline can fire first, answered that the request timed out.
+func endedByBound(pctx context.Context, err error) bool {
+	if pctx.Err() != nil {
+		return true
+	}
+	dl, ok := pctx.Deadline()
+	if !ok || time.Until(dl) > boundSlack {
+		return false
+	}
+	return errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded
+}
+
+// boundSlack is how early before a phase's bound a server's timeout
+// still counts as the bound.
+const boundSlack = 100 * time.Millisecond
 
 // progress calls cfg.Progress now and then once a second until the returned func is
 // called (which waits for its goroutine).

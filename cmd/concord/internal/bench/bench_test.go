@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/concordkit/concord/embedtest"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -218,5 +219,29 @@ func TestQuantile(t *testing.T) {
 	h.release(t0.Add(5 * time.Millisecond))
 	if d := h.latency(t0, t0.Add(7*time.Millisecond)); d != 2*time.Millisecond {
 		t.Errorf("grant after a release: %v, want the time since the release", d)
+	}
+}
+
+// A request cut off by a phase's bound ends the phase, not the run: also
+// when the server, whose copy of the deadline can fire first, answers
+// "request timed out" just before the phase's context ends (a run under
+// load once failed so). The same answer well before the bound is an error.
+func TestEndedByBound(t *testing.T) {
+	near, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	far, cancel2 := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel2()
+	if !endedByBound(near, rpctypes.ErrTimeout) {
+		t.Error("a server timeout 20 ms before the bound ended the run")
+	}
+	if endedByBound(far, rpctypes.ErrTimeout) {
+		t.Error("a server timeout a minute before the bound was taken for the bound")
+	}
+	if endedByBound(near, errors.New("other")) {
+		t.Error("another error near the bound was taken for the bound")
+	}
+	<-near.Done()
+	if !endedByBound(near, errors.New("any")) {
+		t.Error("an error after the bound ended the run")
 	}
 }
