@@ -11,6 +11,7 @@ import (
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/queue"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // AckNext acks an item and claims the next in one request while nobody
@@ -55,28 +56,26 @@ func TestAckNextIsOneRequest(t *testing.T) {
 	}
 }
 
-// When another consumer took the item next in line, AckNext still acks and
-// claims the one after (its fallback read); when the claim was lost, it
-// fails as Ack does and claims nothing; when its answer is lost, the item
-// it may have claimed is returned.
+// When another consumer took the item next in line, AckNext claims the one
+// after in the same request (its chain of candidates), and that one only;
+// when it took every candidate, AckNext still acks and claims the next
+// (its fallback read); when the claim was lost, it fails as Ack does and
+// claims nothing; when its answer is lost, the item it may have claimed is
+// returned.
 func TestAckNextFallsBack(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.NoFsync(), embedtest.FastTicks())
 	ctx := testCtx(t)
 	q := newQueue(t, srv.Client)
-
-	t.Run("taken", func(t *testing.T) {
-		if err := q.Preload(ctx, 3, 100, payloadN("item"), 0); err != nil {
-			t.Fatal(err)
+	var txns atomic.Int64
+	counted := interceptedClient(t, srv, func(req, _ any, err error) error {
+		if _, ok := req.(*pb.TxnRequest); ok {
+			txns.Add(1)
 		}
-		a := newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second))
-		b := newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second))
-		held := claimWant(t, ctx, a, "item-0")
-		other := claimWant(t, ctx, b, "item-1")
-		next, err := held.AckNext(ctx)
-		if err != nil || string(next.Payload()) != "item-2" {
-			t.Fatalf("AckNext: %v, %v; want item-2", next, err)
-		}
-		for _, c := range []*queue.Claim{other, next} {
+		return err
+	})
+	ackAll := func(t *testing.T, cs ...*queue.Claim) {
+		t.Helper()
+		for _, c := range cs {
 			if err := c.Ack(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -84,12 +83,60 @@ func TestAckNextFallsBack(t *testing.T) {
 		if n, _ := q.Len(ctx); n != 0 {
 			t.Fatalf("Len after: %d", n)
 		}
+	}
+
+	t.Run("taken", func(t *testing.T) {
+		if err := q.Preload(ctx, 4, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		held := claimWant(t, ctx, newQueue(t, counted).Consumer(newSession(t, counted, 10*time.Second)), "item-0")
+		other := claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-1")
+		txns.Store(0)
+		next, err := held.AckNext(ctx)
+		if err != nil || string(next.Payload()) != "item-2" {
+			t.Fatalf("AckNext: %v, %v; want item-2", next, err)
+		}
+		if n := txns.Load(); n != 1 {
+			t.Fatalf("AckNext with the first candidate taken sent %d transactions, want 1", n)
+		}
+		st, err := q.Inspect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Ready) != 1 || string(st.Ready[0].Payload) != "item-3" || len(st.Claimed) != 2 {
+			t.Fatalf("after: ready %v, claimed %v; want item-3 ready, 2 claimed", st.Ready, st.Claimed)
+		}
+		ackAll(t, other, next, claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-3"))
+	})
+
+	// held has item-0, another consumer every candidate held kept.
+	allTaken := func(t *testing.T, c *clientv3.Client) (held *queue.Claim, others []*queue.Claim) {
+		t.Helper()
+		if err := q.Preload(ctx, queue.NextCandidates+2, 100, payloadN("item"), 0); err != nil {
+			t.Fatal(err)
+		}
+		held = claimWant(t, ctx, newQueue(t, c).Consumer(newSession(t, c, 10*time.Second)), "item-0")
+		b := newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second))
+		for i := 1; i <= queue.NextCandidates; i++ {
+			others = append(others, claimWant(t, ctx, b, fmt.Sprintf("item-%d", i)))
+		}
+		return held, others
+	}
+
+	t.Run("all taken", func(t *testing.T) {
+		held, others := allTaken(t, counted)
+		txns.Store(0)
+		next, err := held.AckNext(ctx)
+		if want := fmt.Sprintf("item-%d", queue.NextCandidates+1); err != nil || string(next.Payload()) != want {
+			t.Fatalf("AckNext: %v, %v; want %s", next, err, want)
+		}
+		if n := txns.Load(); n != 2 {
+			t.Fatalf("AckNext with every candidate taken sent %d transactions, want 2 (the ack, a claim)", n)
+		}
+		ackAll(t, append(others, next)...)
 	})
 
 	t.Run("next claim fails", func(t *testing.T) {
-		if err := q.Preload(ctx, 3, 100, payloadN("item"), 0); err != nil {
-			t.Fatal(err)
-		}
 		// The first claim transaction (a top-level put of a claim key) once
 		// armed has its answer lost: the claim after the ack, not the ack.
 		var armed atomic.Bool
@@ -103,8 +150,7 @@ func TestAckNextFallsBack(t *testing.T) {
 			}
 			return err
 		})
-		held := claimWant(t, ctx, newQueue(t, c).Consumer(newSession(t, c, 10*time.Second)), "item-0")
-		other := claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-1")
+		held, others := allTaken(t, c)
 		armed.Store(true)
 		if next, err := held.AckNext(ctx); err == nil || errors.Is(err, queue.ErrEmpty) || next != nil {
 			t.Fatalf("AckNext with the next claim's answer lost: %v, %v; want an error", next, err)
@@ -112,11 +158,9 @@ func TestAckNextFallsBack(t *testing.T) {
 		if err := held.Ack(ctx); err != nil {
 			t.Fatalf("Ack after AckNext made the ack: %v, want nil", err)
 		}
-		if err := other.Ack(ctx); err != nil {
-			t.Fatal(err)
-		}
-		// item-2's claim was undone: it is ready again.
-		claimAck(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-2")
+		// The last item's claim was undone: it is ready again.
+		last := claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), fmt.Sprintf("item-%d", queue.NextCandidates+1))
+		ackAll(t, append(others, last)...)
 	})
 
 	t.Run("lost", func(t *testing.T) {
@@ -143,13 +187,15 @@ func TestAckNextFallsBack(t *testing.T) {
 	})
 
 	t.Run("answer lost", func(t *testing.T) {
-		if err := q.Preload(ctx, 2, 100, payloadN("item"), 0); err != nil {
+		if err := q.Preload(ctx, 3, 100, payloadN("item"), 0); err != nil {
 			t.Fatal(err)
 		}
 		var lose atomic.Bool
 		c := losingClient(t, srv, &lose)
 		cons := newQueue(t, c).Consumer(newSession(t, c, 10*time.Second))
 		held := claimWant(t, ctx, cons, "item-0")
+		// The first candidate taken: the chain's second claim lands.
+		other := claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-1")
 		lose.Store(true)
 		if next, err := held.AckNext(ctx); err == nil || next != nil {
 			t.Fatalf("AckNext with its answer lost: %v, %v; want an error", next, err)
@@ -158,13 +204,14 @@ func TestAckNextFallsBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The ack landed; the nested claim of item-1 was undone.
-		if len(st.Ready) != 1 || string(st.Ready[0].Payload) != "item-1" || len(st.Claimed) != 0 {
-			t.Fatalf("after: ready %v, claimed %v; want item-1 ready, nothing claimed", st.Ready, st.Claimed)
+		// The ack landed; the nested claim of item-2 was undone.
+		if len(st.Ready) != 1 || string(st.Ready[0].Payload) != "item-2" || len(st.Claimed) != 1 {
+			t.Fatalf("after: ready %v, claimed %v; want item-2 ready, item-1 claimed", st.Ready, st.Claimed)
 		}
-		if _, err := claimWant(t, ctx, cons, "item-1").AckNext(ctx); !errors.Is(err, queue.ErrEmpty) {
+		if _, err := claimWant(t, ctx, cons, "item-2").AckNext(ctx); !errors.Is(err, queue.ErrEmpty) {
 			t.Fatalf("last AckNext: %v, want ErrEmpty", err)
 		}
+		ackAll(t, other)
 	})
 }
 

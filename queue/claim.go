@@ -16,6 +16,7 @@ import (
 	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/session"
 	"github.com/concordkit/concord/internal/telemetry"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -75,7 +76,7 @@ type Claim struct {
 	tel     *telemetry.Set
 	name    string    // the queue's name attribute ("" without it)
 	at      time.Time // when it was claimed
-	next    *view     // the item to claim with its ack, and its view's revision; see AckNext
+	next    *view     // the items to claim with its ack, and their view's revision; see AckNext
 
 	mu   sync.Mutex
 	done bool
@@ -125,10 +126,10 @@ func (c *Claim) ackOps(ops []clientv3.Op) []clientv3.Op {
 }
 
 // AckNext acks the item as Ack does (with ops) and claims the next ready
-// item for the same session, as TryClaim does. When the item that was next
-// in line when this one was claimed is still free, both are one
-// transaction: a worker that takes items one after another makes one
-// request per item instead of two. It returns ErrEmpty, the ack made, when
+// item for the same session, as TryClaim does. When one of the items that
+// were next in line when this one was claimed (three, tried in turn) is
+// still free, both are one transaction: a worker that takes items one
+// after another makes one request per item instead of two. It returns ErrEmpty, the ack made, when
 // no item is ready (wait in Consumer.Claim then). Any other error claimed
 // nothing; it is the ack's, or the claim's that followed a made ack: Ack
 // then tells them apart (nil once the ack was made, as Ack is idempotent).
@@ -155,26 +156,38 @@ func (c *Claim) ackNext(ctx context.Context, ops []clientv3.Op) (*Claim, error) 
 			q.log.Debug("concord queue: look for orphans failed; the next one retries", "queue", q.name, "err", err)
 		}
 	}
-	// The next item's claim, nested in the ack's transaction: it lands only
-	// if the item is as it was read.
-	var ct *claimTxn
+	// The claims of the next items, nested in the ack's transaction, each
+	// in the one before's else: the first whose item is as it was read
+	// lands, and no other.
+	var cts []*claimTxn
 	if v := c.next; v != nil {
-		if ct = q.claimTxnOf(s, v.ready[0], v); ct != nil && ct.m.ID == c.m.ID {
-			ct = nil
+		for _, kv := range v.ready {
+			one := &view{ready: []*mvccpb.KeyValue{kv}, rev: v.rev, front: v.front}
+			ct := q.claimTxnOf(s, kv, one)
+			if ct == nil || ct.m.ID == c.m.ID {
+				break // an item for the dead letters: claimReady moves it
+			}
+			cts = append(cts, ct)
 		}
 	}
 	var extra []clientv3.Op
-	if ct != nil {
-		extra = []clientv3.Op{clientv3.OpTxn(ct.cmps, ct.then, nil)}
+	if len(cts) > 0 {
+		extra = []clientv3.Op{claimChain(cts)}
 	}
 	resp, head, err := c.settle(ctx, true, c.ackOps(ops), extra)
 	if err != nil {
-		if ct != nil && !errors.Is(err, ErrClaimLost) {
-			q.undoClaim(ctx, s, ct.kv, ct.m.ID, ct.nonce)
+		if !errors.Is(err, ErrClaimLost) {
+			for _, ct := range cts {
+				q.undoClaim(ctx, s, ct.kv, ct.m.ID, ct.nonce)
+			}
 		}
 		return nil, err
 	}
-	if ct != nil && resp != nil && resp.Responses[len(ops)+2].GetResponseTxn().GetSucceeded() {
+	var ct *claimTxn
+	if len(cts) > 0 && resp != nil {
+		ct = landed(cts, resp.Responses[len(ops)+2].GetResponseTxn())
+	}
+	if ct != nil {
 		next := q.newClaim(ctx, s, ct, resp.Header.Revision)
 		if head != nil { // read after this claim, in the same transaction
 			q.takeView()
@@ -639,10 +652,44 @@ func (q *Queue) newClaim(ctx context.Context, s *concurrency.Session, ct *claimT
 		held: hold.New((*session.Session)(s), sc, q.claimKey(m.ID), ct.nonce, at, at)}
 }
 
-// candidate is the item of v (other than taken) that AckNext would claim
-// next, as claimReady would choose it (the first, or one of the first at
-// random while claims are spreading out), as a view of that item alone, so
-// a Claim keeps one item's value, not the head's; nil if there is none.
+// nextCandidates is how many items AckNext tries to claim with its ack,
+// each if the one before is taken: with 16 consumers the item chosen when
+// the acked one was claimed is often taken by the ack.
+const nextCandidates = 3
+
+// claimChain nests the claims cts in one op, each in the else of the one
+// before: the first that can land does.
+func claimChain(cts []*claimTxn) clientv3.Op {
+	var els []clientv3.Op
+	if len(cts) > 1 {
+		els = []clientv3.Op{claimChain(cts[1:])}
+	}
+	return clientv3.OpTxn(cts[0].cmps, cts[0].then, els)
+}
+
+// landed is the claim of cts that landed, from claimChain's answer r; nil
+// if none did.
+func landed(cts []*claimTxn, r *etcdserverpb.TxnResponse) *claimTxn {
+	for _, ct := range cts {
+		if r == nil {
+			return nil
+		}
+		if r.Succeeded {
+			return ct
+		}
+		if len(r.Responses) == 0 {
+			return nil
+		}
+		r = r.Responses[0].GetResponseTxn()
+	}
+	return nil
+}
+
+// candidate is the items of v (other than taken) that AckNext would claim
+// next, in the order it tries them, as claimReady would choose them (the
+// first ones, or some of the first at random while claims are spreading
+// out), as a view of those items alone, so a Claim keeps a few items'
+// values, not the head's; nil if there is none.
 func (q *Queue) candidate(v *view, taken *mvccpb.KeyValue) *view {
 	var rest []*mvccpb.KeyValue
 	for _, r := range v.ready {
@@ -653,9 +700,16 @@ func (q *Queue) candidate(v *view, taken *mvccpb.KeyValue) *view {
 	if len(rest) == 0 {
 		return nil
 	}
-	i := 0
+	n := min(nextCandidates, len(rest))
 	if q.contended.Load() > 0 {
-		i = rand.IntN(samePriority(rest))
+		// Distinct items at random among those of the first's priority.
+		same := rest[:samePriority(rest)]
+		n = min(n, len(same))
+		pick := make([]*mvccpb.KeyValue, 0, n)
+		for _, i := range rand.Perm(len(same))[:n] {
+			pick = append(pick, same[i])
+		}
+		return &view{ready: pick, rev: v.rev, front: v.front}
 	}
-	return &view{ready: rest[i : i+1], rev: v.rev, front: v.front}
+	return &view{ready: rest[:n:n], rev: v.rev, front: v.front}
 }

@@ -17,7 +17,8 @@
 //
 // A worker that takes items one after another can settle each with
 // Claim.AckNext, which acks it and claims the next in the same request
-// while the item next in line is still free.
+// while one of the few items next in line (as read when it was claimed) is
+// still free.
 //
 // Wake-ups. Blocked consumers wait in line and only the first watches the
 // queue, so an Enqueue wakes one consumer, at once (no polling), and the

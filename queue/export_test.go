@@ -10,6 +10,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// NextCandidates is how many items AckNext tries to claim with its ack.
+const NextCandidates = nextCandidates
+
 // Head reads the first ready item's key-value, as a claim reads it, and the
 // revision of that read.
 func (q *Queue) Head(ctx context.Context) (*mvccpb.KeyValue, int64, error) {
