@@ -194,6 +194,10 @@ func itemKey(key string) (dir, id string) {
 		}
 	case "p", "c", "x":
 		return dir, rest
+	case "o": // o/<lease>/<id>: the claimed item, as p/<id> was
+		if i := strings.LastIndexByte(rest, '/'); i >= 0 {
+			return "p", rest[i+1:]
+		}
 	}
 	return "", ""
 }

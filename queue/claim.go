@@ -76,6 +76,7 @@ type Claim struct {
 	tel     *telemetry.Set
 	name    string    // the queue's name attribute ("" without it)
 	at      time.Time // when it was claimed
+	pk      string    // where the item is kept while claimed (ownedKey)
 	next    *view     // the items to claim with its ack, and their view's revision; see AckNext
 
 	mu   sync.Mutex
@@ -121,7 +122,7 @@ func (c *Claim) Ack(ctx context.Context, ops ...clientv3.Op) error {
 func (c *Claim) ackOps(ops []clientv3.Op) []clientv3.Op {
 	return append([]clientv3.Op{
 		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
-		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
+		clientv3.OpDelete(c.pk),
 	}, ops...)
 }
 
@@ -178,7 +179,7 @@ func (c *Claim) ackNext(ctx context.Context, ops []clientv3.Op) (*Claim, error) 
 	if err != nil {
 		if !errors.Is(err, ErrClaimLost) {
 			for _, ct := range cts {
-				q.undoClaim(ctx, s, ct.kv, ct.m.ID, ct.nonce)
+				q.undoClaim(ctx, s, ct)
 			}
 		}
 		return nil, err
@@ -219,7 +220,7 @@ func (c *Claim) Nack(ctx context.Context, delay time.Duration) error {
 	}
 	_, _, err := c.settle(ctx, false, append([]clientv3.Op{
 		clientv3.OpDelete(c.q.claimKey(c.m.ID)),
-		clientv3.OpDelete(c.q.pendingKey(c.m.ID)),
+		clientv3.OpDelete(c.pk),
 	}, c.q.putItemOps(c.q.placeKey(m), encode(m, c.payload))...), nil)
 	return err
 }
@@ -483,24 +484,25 @@ func (q *Queue) promoteDue(ctx context.Context, kvs []*mvccpb.KeyValue) (bool, t
 // what failed); if etcd stays unreachable, the session goes on trying in
 // the background until it succeeds or the session ends (the claim, if it
 // lands, is under the session's lease).
-func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id, nonce string) {
+func (q *Queue) undoClaim(ctx context.Context, s *concurrency.Session, ct *claimTxn) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
-	if q.settleClaim(rctx, s, kv, id, nonce) == nil {
+	if q.settleClaim(rctx, s, ct) == nil {
 		return
 	}
 	(*session.Session)(s).Go(func(ctx context.Context) {
-		if err := q.settleClaim(ctx, s, kv, id, nonce); err != nil && ctx.Err() == nil {
-			q.log.Warn("concord queue: undo of a lost claim failed", "queue", q.name, "item", id, "err", err)
+		if err := q.settleClaim(ctx, s, ct); err != nil && ctx.Err() == nil {
+			q.log.Warn("concord queue: undo of a lost claim failed", "queue", q.name, "item", ct.m.ID, "err", err)
 		}
 	})
 }
 
-// settleClaim fences the claim of kv (see undoClaim), retrying until ctx
-// ends, and undoes it if it had landed: if the claim key holds nonce, the
-// value that claim wrote (another claim of the item by the same session,
-// after it was returned, holds another).
-func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvccpb.KeyValue, id, nonce string) error {
+// settleClaim fences the claim ct (see undoClaim), retrying until ctx
+// ends, and undoes it if it had landed: if the claim key holds its nonce,
+// the value that claim wrote (another claim of the item by the same
+// session, after it was returned, holds another).
+func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, ct *claimTxn) error {
+	kv, id, nonce := ct.kv, ct.m.ID, ct.nonce
 	key, ck := string(kv.Key), q.claimKey(id)
 	fence := func() (*clientv3.TxnResponse, error) {
 		actx, cancel := context.WithTimeout(ctx, undoTimeout) // a request lost with its connection is not waited on
@@ -526,7 +528,7 @@ func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, kv *mvc
 	// An orphan left here is returned to its place by the next claim.
 	rctx, cancel := context.WithTimeout(ctx, undoTimeout)
 	defer cancel()
-	if _, err := q.requeueOrphan(rctx, id); err != nil {
+	if _, err := q.requeueOrphan(rctx, ct.pk, id); err != nil {
 		q.log.Debug("concord queue: requeue after undo failed; the next claim returns it", "queue", q.name, "item", id, "err", err)
 	}
 	return nil
@@ -578,7 +580,7 @@ func (q *Queue) claimOne(ctx context.Context, s *concurrency.Session, kv *mvccpb
 		// The claim may have landed with its answer lost: undo it, so a
 		// failed Claim leaves no item claimed by a consumer that never got
 		// it.
-		q.undoClaim(ctx, s, kv, m.ID, ct.nonce)
+		q.undoClaim(ctx, s, ct)
 		return nil, nil, err
 	}
 	if !resp.Succeeded {
@@ -599,6 +601,7 @@ type claimTxn struct {
 	m       meta // with this delivery counted
 	payload []byte
 	nonce   string // the claim key's value: this claim's, not another's of the session
+	pk      string // where the item is kept while claimed
 }
 
 // claimTxnOf is the claim of kv from view from for s, or nil if kv is not
@@ -618,13 +621,19 @@ func (q *Queue) claimTxnOf(s *concurrency.Session, kv *mvccpb.KeyValue, from *vi
 func (q *Queue) claimTxnFor(s *concurrency.Session, kv *mvccpb.KeyValue, from *view, m meta, payload []byte, leave ...clientv3.Op) *claimTxn {
 	key := string(kv.Key)
 	m.Attempts++
-	ck := q.claimKey(m.ID)
+	ck, lease := q.claimKey(m.ID), s.Lease()
+	pk := q.ownedKey(lease, m.ID)
 	nonce := newID()
 	then := append([]clientv3.Op{
 		clientv3.OpDelete(key),
-		clientv3.OpPut(q.pendingKey(m.ID), encode(m, payload)),
-		clientv3.OpPut(ck, nonce, clientv3.WithLease(s.Lease())),
+		clientv3.OpPut(pk, encode(m, payload)),
+		clientv3.OpPut(ck, nonce, clientv3.WithLease(lease)),
 	}, leave...)
+	if _, ok := q.noted.Load(lease); !ok {
+		// The session's first claim here marks it (see requeueOrphans).
+		then = append(then, clientv3.OpPut(q.pfx+aliveDir+leaseName(lease), "", clientv3.WithLease(lease)),
+			clientv3.OpPut(q.pfx+holderDir+leaseName(lease), ""))
+	}
 	if len(from.ready) > 0 {
 		if raise := q.raiseOp(from.front, q.frontOf(string(from.ready[0].Key))); raise != nil {
 			then = append(then, *raise)
@@ -634,12 +643,13 @@ func (q *Queue) claimTxnFor(s *concurrency.Session, kv *mvccpb.KeyValue, from *v
 	// claim whose answer was lost by rewriting the key.
 	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision),
 		clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)}, q.aheadSince(from.front, key, from.rev)...)
-	return &claimTxn{cmps: cmps, then: then, kv: kv, m: m, payload: payload, nonce: nonce}
+	return &claimTxn{cmps: cmps, then: then, kv: kv, m: m, payload: payload, nonce: nonce, pk: pk}
 }
 
 // newClaim is the Claim a landed claim transaction ct made at revision at.
 func (q *Queue) newClaim(ctx context.Context, s *concurrency.Session, ct *claimTxn, at int64) *Claim {
 	q.claimed()
+	q.noted.Store(s.Lease(), true)
 	m := ct.m
 	tel, sc := q.telFor(s), q.scopeFor(s)
 	tel.Queue.Delivered.Add(ctx, 1, telemetry.Named(sc.Name)...)
@@ -648,7 +658,7 @@ func (q *Queue) newClaim(ctx context.Context, s *concurrency.Session, ct *claimT
 	}
 	now := time.Now()
 	tel.Queue.DeliveryDelay.Record(ctx, now.Sub(time.Unix(0, m.Enqueued)).Seconds(), telemetry.NamedRec(sc.Name)...)
-	return &Claim{q: q, s: s, m: m, payload: ct.payload, tel: tel, name: sc.Name, at: now,
+	return &Claim{q: q, s: s, m: m, payload: ct.payload, tel: tel, name: sc.Name, at: now, pk: ct.pk,
 		held: hold.New((*session.Session)(s), sc, q.claimKey(m.ID), ct.nonce, at, at)}
 }
 

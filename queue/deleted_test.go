@@ -195,18 +195,19 @@ func TestItemsPutBehindTheFrontComeNext(t *testing.T) {
 	})
 }
 
-// TestConsumersShareTheOrphanLook: a look for orphans reads every pending
-// and claim key (and etcd visits with them every one deleted since its
-// last compaction), so the consumers of a queue share one look a second
-// rather than making one each: 6 consumers busy for 3 s look at most
-// twice a second between them (each looked once a second before: 18).
+// TestConsumersShareTheOrphanLook: the consumers of a queue share one look
+// for orphans a second rather than making one each: 6 consumers busy for
+// 3 s look at most twice a second between them (each looked once a second
+// before: 18). And the look's read below the front (which visits every
+// ready item claimed since etcd's last compaction) is made once in 30 s
+// between them, not by each.
 func TestConsumersShareTheOrphanLook(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.NoFsync())
 	ctx := testCtx(t)
 	if err := newQueue(t, srv.Client).Preload(ctx, 2000, 100, payloadN("item"), 0); err != nil {
 		t.Fatal(err)
 	}
-	var looks atomic.Int64
+	var looks, belows atomic.Int64
 	counting := atomic.Bool{}
 	const consumers = 6
 	start := time.Now()
@@ -214,10 +215,18 @@ func TestConsumersShareTheOrphanLook(t *testing.T) {
 	for range consumers {
 		c := interceptedClient(t, srv, func(req, reply any, err error) error {
 			tr, ok := req.(*pb.TxnRequest)
-			if !ok || err != nil || !isLook(tr) || !counting.Load() {
+			if !ok || err != nil || !isLook(tr) {
 				return err
 			}
-			if len(tr.Compare) == 0 || reply.(*pb.TxnResponse).Succeeded {
+			if len(tr.Compare) > 0 && !reply.(*pb.TxnResponse).Succeeded {
+				return nil // another consumer looked since
+			}
+			for _, op := range tr.Success {
+				if r := op.GetRequestRange(); r != nil && strings.HasSuffix(string(r.Key), "/.q/r/") {
+					belows.Add(1)
+				}
+			}
+			if counting.Load() {
 				looks.Add(1)
 			}
 			return nil
@@ -245,6 +254,10 @@ func TestConsumersShareTheOrphanLook(t *testing.T) {
 	counting.Store(false)
 	if n := looks.Load(); n > 6 || n == 0 {
 		t.Fatalf("%d looks for orphans in 3 s by %d consumers, want 1 to 6", n, consumers)
+	}
+	// The read below the front, every 30 s between them: one in 4.5 s.
+	if n := belows.Load(); n > 1 {
+		t.Fatalf("%d looks read below the front in 4.5 s, want at most 1", n)
 	}
 }
 
@@ -289,4 +302,86 @@ func TestLookFindsItemsBelowTheFront(t *testing.T) {
 		}
 	}
 	t.Fatal("item-0, put below the front, was never claimed")
+}
+
+// rangedKeys are the start keys of the ranges tr reads or compares
+// (nested Txns included), or req's if it is a range read.
+func rangedKeys(req any) []string {
+	var keys []string
+	switch r := req.(type) {
+	case *pb.RangeRequest:
+		if len(r.RangeEnd) > 0 {
+			keys = append(keys, string(r.Key))
+		}
+	case *pb.TxnRequest:
+		for _, c := range r.Compare {
+			if len(c.RangeEnd) > 0 {
+				keys = append(keys, string(c.Key))
+			}
+		}
+		for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+			for _, op := range ops {
+				if rr := op.GetRequestRange(); rr != nil {
+					keys = append(keys, rangedKeys(rr)...)
+				}
+				if t := op.GetRequestTxn(); t != nil {
+					keys = append(keys, rangedKeys(t)...)
+				}
+			}
+		}
+	}
+	return keys
+}
+
+// A look for orphans reads the sessions that claimed items, not the items:
+// etcd visits every key deleted since its last compaction in a range, and
+// each acked item deleted two (its claim, and its copy while claimed). With
+// 300 acked items and one consumer dead holding two, a look reads neither
+// directory whole (it read both before), only the dead session's items,
+// returns those two to the queue and forgets the session.
+func TestLookReadsSessionsNotItems(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	if err := q.Preload(ctx, 310, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	live := newSession(t, srv.Client, 10*time.Second)
+	drainPast(t, ctx, newQueue(t, srv.Client).Consumer(live), 0, 300)
+	dead := newSession(t, srv.Client, 10*time.Second)
+	dq := newQueue(t, srv.Client).Consumer(dead)
+	claimWant(t, ctx, dq, "item-300")
+	claimWant(t, ctx, dq, "item-301")
+	if _, err := srv.Client.Revoke(ctx, dead.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var ranged []string
+	c := interceptedClient(t, srv, func(req, _ any, err error) error {
+		mu.Lock()
+		ranged = append(ranged, rangedKeys(req)...)
+		mu.Unlock()
+		return err
+	})
+	// A new Queue value looks at its first claim.
+	cons := newQueue(t, c).Consumer(newSession(t, c, 10*time.Second))
+	claimAck(t, ctx, cons, "item-300")
+	claimAck(t, ctx, cons, "item-301")
+	mu.Lock()
+	defer mu.Unlock()
+	deadItems := fmt.Sprintf("/.q/o/%016x/", int64(dead.Lease()))
+	for _, k := range ranged {
+		if strings.HasSuffix(k, "/.q/o/") || strings.HasSuffix(k, "/.q/c/") ||
+			(strings.Contains(k, "/.q/o/") && !strings.HasSuffix(k, deadItems)) {
+			t.Errorf("a range over %q: the claimed items or claims of all sessions", k)
+		}
+	}
+	noted := fmt.Sprintf("%s/.q/h/%016x", q.Name(), int64(dead.Lease()))
+	if resp, err := srv.Client.Get(ctx, noted); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("the dead session is still noted (%s): %v", noted, err)
+	}
+	mine := fmt.Sprintf("%s/.q/h/%016x", q.Name(), int64(live.Lease()))
+	if resp, err := srv.Client.Get(ctx, mine); err != nil || len(resp.Kvs) != 1 {
+		t.Errorf("a live session is not noted (%s): %v", mine, err)
+	}
 }

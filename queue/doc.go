@@ -39,10 +39,18 @@
 // lowers it in the same transaction. Claims then cost the same however many
 // items were acked since the last compaction. A concord version without the
 // front does not lower it: an item such a process puts back ahead is found
-// by the next look for items of dead consumers (about once a second), which
-// lowers the front. That look still reads every pending and claim key, and
-// the ready keys below the front, deleted ones included; a queue's consumers share one look a second
-// between them.
+// within about 30 seconds by a look for items of dead consumers, which then
+// also reads below the front and lowers it.
+//
+// Dead consumers. A queue's consumers share one look a second for items
+// of dead consumers. It reads the sessions that claimed items (each
+// session's first claim of a Queue value notes it, under its lease and
+// apart), not the claimed items, so it costs the same however many items
+// were acked since the last compaction; only a session whose lease is gone
+// has its items read, once, and put back in their places. A blocked
+// consumer first in line does that at once when a session's lease goes.
+// Items claimed by a concord version before this layout are looked at
+// one by one.
 //
 // Not guaranteed: exactly-once processing; strict FIFO across producers
 // whose clocks disagree.

@@ -13,6 +13,13 @@ import (
 // NextCandidates is how many items AckNext tries to claim with its ack.
 const NextCandidates = nextCandidates
 
+// SetBelowEvery sets how often q's look for orphans reads below the front.
+func (q *Queue) SetBelowEvery(d time.Duration) { q.belowEvery = d }
+
+// Look looks for items of dead consumers once, as the first consumer in
+// line does, and says how many it returned.
+func (q *Queue) Look(ctx context.Context) (int, error) { return q.requeueOrphans(ctx, false) }
+
 // Head reads the first ready item's key-value, as a claim reads it, and the
 // revision of that read.
 func (q *Queue) Head(ctx context.Context) (*mvccpb.KeyValue, int64, error) {
@@ -49,7 +56,7 @@ func (l *LostClaim) Land(ctx context.Context) (bool, error) {
 
 // Undo runs what a failed Claim runs after losing the claim's answer.
 func (l *LostClaim) Undo(ctx context.Context) {
-	l.q.undoClaim(ctx, l.s, l.ct.kv, l.ct.m.ID, l.ct.nonce)
+	l.q.undoClaim(ctx, l.s, l.ct)
 }
 
 // Inspect is the package's Inspect on q.

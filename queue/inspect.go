@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"strings"
@@ -44,6 +45,7 @@ func (q *Queue) Len(ctx context.Context) (int64, error) {
 		clientv3.OpGet(q.pfx+readyDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
 		clientv3.OpGet(q.pfx+delayedDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
 		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(q.pfx+ownedDir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
 	).Commit()
 	if err != nil {
 		return 0, err
@@ -73,6 +75,7 @@ func (q *Queue) inspect(ctx context.Context) (Status, error) {
 		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), byCreate),
 		clientv3.OpGet(q.pfx+deadDir, clientv3.WithPrefix(), byCreate),
 		clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix()),
+		clientv3.OpGet(q.pfx+ownedDir, clientv3.WithPrefix(), byCreate),
 	).Commit()
 	if err != nil {
 		return Status{}, err
@@ -92,7 +95,14 @@ func (q *Queue) inspect(ctx context.Context) (Status, error) {
 	}
 	ready, delayed := q.readyAndDue(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs, time.Now())
 	st := Status{Ready: ready, Delayed: delayed, Dead: items(3), Revision: resp.Header.Revision}
-	for _, it := range items(2) {
+	// Claimed items, under p/ (older versions) and o/, in claim order.
+	kvs := append(slices.Clone(resp.Responses[2].GetResponseRange().Kvs), resp.Responses[5].GetResponseRange().Kvs...)
+	slices.SortStableFunc(kvs, func(a, b *mvccpb.KeyValue) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
+	for _, kv := range kvs {
+		it, ok := itemOf(kv)
+		if !ok {
+			continue
+		}
 		lease, ok := leases[it.ID]
 		if !ok {
 			st.Orphaned = append(st.Orphaned, it)

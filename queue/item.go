@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Key layout under <name>/.q/:
@@ -15,8 +17,13 @@ import (
 //	r/<pp>/<order>-<id>   ready; pp is 255-priority in hex, so higher
 //	                      priorities sort first; order is the enqueue time
 //	d/<due>-<id>          delayed until due (unix nanoseconds)
-//	p/<id>                claimed: the item while a consumer works on it
+//	o/<lease>/<id>        claimed: the item while the consumer whose session
+//	                      has that lease (16 hex digits) works on it
+//	p/<id>                claimed, as versions before o/ kept it
 //	c/<id>                the claim, under the consumer's lease
+//	a/<lease>             a session that claimed items, under its lease
+//	h/<lease>             the same, kept until its lease is gone and its
+//	                      items under o/ are back in line (see requeueOrphans)
 //	x/<id>                dead letters
 //	w/<...>               consumers waiting for an item, in line
 //	f                     the front: no ready key sorts before its value
@@ -24,8 +31,11 @@ import (
 const (
 	readyDir   = "r/"
 	delayedDir = "d/"
+	ownedDir   = "o/"
 	pendingDir = "p/"
 	claimDir   = "c/"
+	aliveDir   = "a/"
+	holderDir  = "h/"
 	deadDir    = "x/"
 	lineDir    = "w/"
 )
@@ -76,8 +86,32 @@ func (q *Queue) delayedKey(m meta) string {
 }
 
 func (q *Queue) pendingKey(id string) string { return q.pfx + pendingDir + id }
-func (q *Queue) claimKey(id string) string   { return q.pfx + claimDir + id }
-func (q *Queue) deadKey(id string) string    { return q.pfx + deadDir + id }
+
+// leaseName is how keys name a lease: 16 hex digits.
+func leaseName(l clientv3.LeaseID) string { return fmt.Sprintf("%016x", int64(l)) }
+
+// ownedKey is where the consumer with lease l keeps item id while it
+// holds its claim.
+func (q *Queue) ownedKey(l clientv3.LeaseID, id string) string {
+	return q.pfx + ownedDir + leaseName(l) + "/" + id
+}
+
+// idOfPending returns the item id of a claimed item's key (under o/ or
+// p/), or "".
+func (q *Queue) idOfPending(key string) string {
+	if s, ok := strings.CutPrefix(key, q.pfx+ownedDir); ok {
+		if i := strings.LastIndexByte(s, '/'); i >= 0 {
+			return s[i+1:]
+		}
+		return ""
+	}
+	if s, ok := strings.CutPrefix(key, q.pfx+pendingDir); ok {
+		return s
+	}
+	return ""
+}
+func (q *Queue) claimKey(id string) string { return q.pfx + claimDir + id }
+func (q *Queue) deadKey(id string) string  { return q.pfx + deadDir + id }
 
 // idOfClaim returns the item id of a claim key, or "".
 func (q *Queue) idOfClaim(key string) string {

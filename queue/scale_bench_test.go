@@ -207,3 +207,67 @@ func must(b *testing.B, err error) {
 func BenchmarkCluster3Drain(b *testing.B) {
 	benchDrain(b, embedtest.StartBenchCluster(b, 3))
 }
+
+// BenchmarkOrphanLook measures one look for items of dead consumers (what
+// a queue's consumers share once a second) after acked items were drained
+// by claims and not yet compacted, to show whether its cost grows with
+// them (issue #16). Each iteration is one look, with one live and one dead
+// consumer session noted; the read below the front, which a queue's looks
+// make every 30 s between them, is left out. fsync is off.
+//
+//	go test -run '^$' -bench OrphanLook -benchtime 200x ./queue
+func BenchmarkOrphanLook(b *testing.B) {
+	srv := embedtest.Start(b, embedtest.NoFsync())
+	for _, acked := range []int{1_000, 20_000} {
+		b.Run(fmt.Sprintf("acked=%d", acked), func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			name := fmt.Sprintf("bench-look-%d-%d", acked, benchRun.Add(1))
+			defer dropPrefix(b, srv, name+"/")
+			compactBefore(b, srv)
+			q, err := queue.New(srv.Client, name)
+			must(b, err)
+			payload := []byte("scale-bench-item")
+			must(b, q.Preload(ctx, acked+2, preloadBatch, func(int) []byte { return payload }, 0))
+			open := func() *queue.Consumer {
+				s, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithTTL(10*time.Second))
+				must(b, err)
+				b.Cleanup(func() { s.Close(context.Background()) })
+				qc, err := queue.New(srv.Client, name)
+				must(b, err)
+				return qc.Consumer(s)
+			}
+			cl, err := open().Claim(ctx)
+			must(b, err)
+			for range acked - 1 {
+				if cl, err = cl.AckNext(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			must(b, cl.Ack(ctx))
+			// A consumer that died holding an item (the first look returns
+			// it and forgets the session); one that lives holds the last.
+			ds, err := concurrency.NewSession(ctx, srv.Client, concurrency.WithTTL(10*time.Second))
+			must(b, err)
+			dq, err := queue.New(srv.Client, name)
+			must(b, err)
+			_, err = dq.Consumer(ds).Claim(ctx)
+			must(b, err)
+			_, err = open().Claim(ctx)
+			must(b, err)
+			must(b, ds.Close(ctx))
+			looker, err := queue.New(srv.Client, name)
+			must(b, err)
+			looker.SetBelowEvery(time.Hour)
+			st0 := embedtest.BenchStats(b, srv)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := looker.Look(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			embedtest.BenchStats(b, srv).Sub(st0).Report(b, srv, b.N, "look")
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -170,11 +171,18 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 					arrived = append(arrived, ev.Kv)
 				case ev.Type == mvccpb.PUT && strings.HasPrefix(key, q.pfx+delayedDir):
 					wake = true
-				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+claimDir):
-					// Best effort: the next consumer first in line sweeps
-					// orphans again.
-					if _, err := q.requeueOrphan(ctx, q.idOfClaim(key)); err != nil {
-						q.log.Debug("concord queue: requeue of an orphan failed; the next sweep returns it", "queue", q.name, "key", key, "err", err)
+				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+aliveDir):
+					// A session that claimed items is gone. Best effort:
+					// the next look returns them otherwise.
+					if _, err := q.requeueDead(ctx, strings.TrimPrefix(key, q.pfx+aliveDir)); err != nil {
+						q.log.Debug("concord queue: requeue of a lost session's items failed; the next look returns them", "queue", q.name, "key", key, "err", err)
+					}
+				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+claimDir) && !q.settled(wr.Events, q.idOfClaim(key)):
+					// A claim gone without its item: one of a version that
+					// kept the item under p/.
+					id := q.idOfClaim(key)
+					if _, err := q.requeueOrphan(ctx, q.pendingKey(id), id); err != nil {
+						q.log.Debug("concord queue: requeue of an orphan failed; the next look returns it", "queue", q.name, "key", key, "err", err)
 					}
 				}
 			}
@@ -186,27 +194,56 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 	}
 }
 
-// requeueOrphans returns every pending item without a claim (its consumer's
-// lease expired) to the queue, and says how many it returned. Each look
-// writes the sweep key (sweepName); with shared set it looks only if the
-// key is as this Queue value last saw it (no other value looked since),
-// unless it has not seen the key yet.
+// settled reports whether evs delete a claimed item id's key under o/ (an
+// ack or a nack deleted it with its claim).
+func (q *Queue) settled(evs []*clientv3.Event, id string) bool {
+	for _, ev := range evs {
+		k := string(ev.Kv.Key)
+		if ev.Type == mvccpb.DELETE && strings.HasPrefix(k, q.pfx+ownedDir) && q.idOfPending(k) == id {
+			return true
+		}
+	}
+	return false
+}
+
+// requeueOrphans returns every claimed item without a claim (its
+// consumer's lease expired) to the queue, and says how many it returned.
+// Each look writes the sweep key (sweepName); with shared set it looks only
+// if the key is as this Queue value last saw it (no other value looked
+// since), unless it has not seen the key yet.
+//
+// A look reads the sessions that claimed items (h/ and a/), not the items:
+// etcd visits every key deleted since its last compaction in a range read,
+// and every acked item deleted one under o/ and one under c/. Only a
+// session whose lease is gone has its items (o/<lease>/) read and returned,
+// once. Items claimed by versions before o/ (under p/) are looked at one
+// by one.
 func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
 	sk := q.pfx + sweepName
-	look := []clientv3.Op{
-		clientv3.OpPut(sk, ""),
-		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-		clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-	}
-	// And whether a ready item sorts before the front last read, which no
-	// write of this version leaves (an older one's does: see frontName).
+	// And, every belowEvery between the queue's consumers, whether a ready
+	// item sorts before the front last read, which no write of this
+	// version leaves (an older one's does: see frontName). That read visits
+	// every ready item claimed since etcd's last compaction. The sweep key
+	// holds when a look last made it.
 	dir := q.pfx + readyDir
-	if front := q.frontSeen(); front != "" {
+	front := q.frontSeen()
+	now, last := time.Now().UnixNano(), q.lastBelow.Load()
+	below := front != "" && now-last >= int64(q.belowEvery)
+	if below {
+		last = now
+	}
+	look := []clientv3.Op{
+		clientv3.OpPut(sk, strconv.FormatInt(last, 10)),
+		clientv3.OpGet(q.pfx+holderDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(q.pfx+aliveDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	}
+	if below {
 		look = append(look, clientv3.OpGet(dir, clientv3.WithRange(dir+front), clientv3.WithLimit(1), clientv3.WithKeysOnly()))
 	}
 	txn := q.client.Txn(ctx)
 	if seen := q.sweepSeen.Load(); shared && seen >= 0 {
-		txn = txn.If(clientv3.Compare(clientv3.ModRevision(sk), "=", seen)).Then(look...).Else(clientv3.OpGet(sk, clientv3.WithKeysOnly()))
+		txn = txn.If(clientv3.Compare(clientv3.ModRevision(sk), "=", seen)).Then(look...).Else(clientv3.OpGet(sk))
 	} else {
 		txn = txn.Then(look...)
 	}
@@ -218,31 +255,49 @@ func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
 		var rev int64 // missing (deleted with the queue): 0
 		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 			rev = kvs[0].ModRevision
+			if t, err := strconv.ParseInt(string(kvs[0].Value), 10, 64); err == nil && t > q.lastBelow.Load() {
+				q.lastBelow.Store(t) // a look elsewhere read below the front then
+			}
 		}
 		q.sweepSeen.Store(rev)
 		return 0, nil
 	}
 	q.sweepSeen.Store(resp.Header.Revision)
-	if len(resp.Responses) > 3 {
-		if below := resp.Responses[3].GetResponseRange().Kvs; len(below) > 0 {
-			key := string(below[0].Key)
+	if below {
+		q.lastBelow.Store(now)
+		if kvs := resp.Responses[4].GetResponseRange().Kvs; len(kvs) > 0 {
+			key := string(kvs[0].Key)
 			q.log.Warn("concord queue: a ready item sorts before the queue's front (written by a process without it?); lowering the front", "queue", q.name, "key", key)
 			if _, err := q.client.Txn(ctx).Then(q.lowerOp(key)).Commit(); err != nil {
 				return 0, err
 			}
 		}
 	}
-	claimed := map[string]bool{}
+	alive := map[string]bool{}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		claimed[q.idOfClaim(string(kv.Key))] = true
+		alive[strings.TrimPrefix(string(kv.Key), q.pfx+aliveDir)] = true
 	}
 	n := 0
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		id := strings.TrimPrefix(string(kv.Key), q.pfx+pendingDir)
-		if claimed[id] {
-			continue
+		if l := strings.TrimPrefix(string(kv.Key), q.pfx+holderDir); !alive[l] {
+			moved, err := q.requeueDead(ctx, l)
+			n += moved
+			if err != nil {
+				return n, err
+			}
 		}
-		moved, err := q.requeueOrphan(ctx, id)
+	}
+	moved, err := q.requeueEach(ctx, resp.Responses[3].GetResponseRange().Kvs)
+	return n + moved, err
+}
+
+// requeueEach requeues each claimed item of kvs (keys under o/ or p/) that
+// has no claim, and says how many it returned.
+func (q *Queue) requeueEach(ctx context.Context, kvs []*mvccpb.KeyValue) (int, error) {
+	n := 0
+	for _, kv := range kvs {
+		key := string(kv.Key)
+		moved, err := q.requeueOrphan(ctx, key, q.idOfPending(key))
 		if err != nil {
 			return n, err
 		}
@@ -253,13 +308,36 @@ func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
 	return n, nil
 }
 
-// requeueOrphan puts the pending item id back in line (at its original
-// place) if nobody claims it.
-func (q *Queue) requeueOrphan(ctx context.Context, id string) (bool, error) {
+// requeueDead returns the items claimed by the session with lease l (in
+// leaseName's form), whose lease is gone, to the queue, and then forgets
+// the session (its h/ key). It says how many it returned.
+func (q *Queue) requeueDead(ctx context.Context, l string) (int, error) {
+	dir := q.pfx + ownedDir + l + "/"
+	resp, err := q.client.Get(ctx, dir, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, err
+	}
+	n, err := q.requeueEach(ctx, resp.Kvs)
+	if err != nil {
+		return n, err
+	}
+	// Forget it once nothing of it is left (a claim of it whose answer was
+	// lost cannot land: its lease is gone).
+	_, err = q.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(q.pfx+aliveDir+l), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(dir).WithPrefix(), "=", 0)).
+		Then(clientv3.OpDelete(q.pfx + holderDir + l)).
+		Commit()
+	return n, err
+}
+
+// requeueOrphan puts the claimed item id, kept at pk, back in line (at its
+// original place) if nobody claims it.
+func (q *Queue) requeueOrphan(ctx context.Context, pk, id string) (bool, error) {
 	if id == "" {
 		return false, nil
 	}
-	pk, ck := q.pendingKey(id), q.claimKey(id)
+	ck := q.claimKey(id)
 	resp, err := q.client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0)).
 		Then(clientv3.OpGet(pk)).Commit()
 	if err != nil || !resp.Succeeded {

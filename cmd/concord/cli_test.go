@@ -278,6 +278,9 @@ func TestQueueCommands(t *testing.T) {
 	if r := cli(t, ctx, "queue", "ack", ep, "jobs", c.ID); r.code != exitFailed || !strings.Contains(r.errOut, "not claimed") {
 		t.Errorf("second ack: exit %d, stderr:\n%s", r.code, r.errOut)
 	}
+	if r := cli(t, ctx, "queue", "len", ep, "jobs"); strings.TrimSpace(r.out) != "3" {
+		t.Errorf("len after the ack: %q %s (the acked item is left)", r.out, r.errOut)
+	}
 
 	// claim with CMD: the payload on stdin, ack on success.
 	r = cli(t, ctx, "queue", "claim", ep, "jobs", "--", "sh", "-c", "cat; echo \" $CONCORD_ITEM_ID\"")

@@ -281,8 +281,10 @@ func (a *app) queueClaim(ctx context.Context, name string, argv []string, f *cla
 
 // queue ack settles a claim made by another process (queue claim without
 // CMD). The claim and its item are two keys of the queue's layout
-// (<name>/.q/c/<id> under the claimer's lease, <name>/.q/p/<id>); the ack
-// deletes both, only while the claim key is the one with the given token.
+// (<name>/.q/c/<id> under the claimer's lease, and <name>/.q/o/<lease>/<id>
+// with the lease in 16 hex digits, or <name>/.q/p/<id> as versions before
+// kept it); the ack deletes them, only while the claim key is the one with
+// the given token.
 func (a *app) queueAckCmd() *cobra.Command {
 	var token int64
 	cmd := &cobra.Command{
@@ -304,20 +306,28 @@ func (a *app) queueAck(ctx context.Context, name, id string, token int64) error 
 		return err
 	}
 	defer client.Close()
-	claimKey, itemKey := q.Name()+"/.q/c/"+id, q.Name()+"/.q/p/"+id
+	claimKey := q.Name() + "/.q/c/" + id
+	resp, err := client.Get(ctx, claimKey)
+	if err != nil {
+		return err
+	}
+	notHeld := func() error {
+		return withCode(exitFailed, fmt.Errorf("queue %q: item %s is not claimed with token %d (acked already, or the claim expired and it was delivered again)", q.Name(), id, token))
+	}
+	if len(resp.Kvs) == 0 {
+		if token != 0 {
+			return notHeld()
+		}
+		return withCode(exitFailed, fmt.Errorf("queue %q: item %s is not claimed (acked already, or its claim expired)", q.Name(), id))
+	}
 	if token == 0 {
-		resp, err := client.Get(ctx, claimKey)
-		if err != nil {
-			return err
-		}
-		if len(resp.Kvs) == 0 {
-			return withCode(exitFailed, fmt.Errorf("queue %q: item %s is not claimed (acked already, or its claim expired)", q.Name(), id))
-		}
 		token = resp.Kvs[0].CreateRevision
 	}
-	_, err = concurrency.Guard(fence.New(client, claimKey, token)).Do(ctx, clientv3.OpDelete(claimKey), clientv3.OpDelete(itemKey))
+	owned := fmt.Sprintf("%s/.q/o/%016x/%s", q.Name(), resp.Kvs[0].Lease, id)
+	_, err = concurrency.Guard(fence.New(client, claimKey, token)).Do(ctx,
+		clientv3.OpDelete(claimKey), clientv3.OpDelete(owned), clientv3.OpDelete(q.Name()+"/.q/p/"+id))
 	if errors.Is(err, concurrency.ErrNotHeld) {
-		return withCode(exitFailed, fmt.Errorf("queue %q: item %s is not claimed with token %d (acked already, or the claim expired and it was delivered again)", q.Name(), id, token))
+		return notHeld()
 	}
 	if err != nil {
 		return err
