@@ -279,3 +279,67 @@ func TestCyclingWaitersKeepWatch(t *testing.T) {
 		t.Errorf("%.2f unary requests per grant, want at most 3.3", unary)
 	}
 }
+
+// A waiter far back in line (a window: see line's waitWindow) is granted
+// on one read, made when a key of its window goes, which reads the stored
+// limit along: a release then costs two requests in all, its delete and
+// that read. Before, the waiter read the line when the key ahead of its
+// window went and confirmed its grant with a second read: three.
+func TestWindowedGrantIsOneRead(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	const limit, waiters, clients = 2, 30, 3
+	var rc rpcCounts
+	admin := newSem(t, newSession(t, instrumentedClient(t, srv, &rc), 10*time.Second), "win", limit)
+	held := []*semaphore.Permit{mustAcquire(t, ctx, admin), mustAcquire(t, ctx, admin)}
+	var sems []*semaphore.Semaphore
+	for range clients {
+		c := instrumentedClient(t, srv, &rc)
+		sems = append(sems, newSem(t, newSession(t, c, 10*time.Second), "win", limit))
+	}
+	actx, cancelAcquires := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancelAcquires(); wg.Wait() }()
+	grants := make(chan *semaphore.Permit, waiters)
+	// One at a time, so the grants come in this order; from the 10th on,
+	// each joins with at least 6 limits ahead: a window.
+	for i := range waiters {
+		sem := sems[i%clients]
+		wg.Go(func() {
+			if p, err := sem.Acquire(actx); err == nil {
+				grants <- p
+			} else if actx.Err() == nil {
+				t.Errorf("Acquire: %v", err)
+			}
+		})
+		waitCount(t, srv.Client, "win/.sem/p/", limit+i+1)
+	}
+	quiet(t, &rc.unary)
+	var perRelease []int64
+	for i := range waiters - 4 {
+		before := rc.unary.Load()
+		if err := held[i].Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case p := <-grants:
+			held = append(held, p)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("release %d admitted nobody", i)
+		}
+		perRelease = append(perRelease, quiet(t, &rc.unary)-before)
+	}
+	t.Logf("unary requests per release: %v", perRelease)
+	// The waiters that joined with 12 or more ahead (the 10th on), and
+	// their neighbours' reads: releases 12 to 25.
+	var sum int64
+	for _, n := range perRelease[12:] {
+		sum += n
+	}
+	if avg := float64(sum) / float64(len(perRelease[12:])); avg > 2.25 {
+		t.Errorf("%.2f requests per release to a waiter in a window, want at most 2.25 (a delete and one read)", avg)
+	}
+	for _, p := range held {
+		_ = p.Release(ctx)
+	}
+}

@@ -231,8 +231,8 @@ func TestRaiseAfterMiscountedDeletion(t *testing.T) {
 				}
 			}
 			// Hold back the ticket's first re-read of the line (a Txn
-			// with one range read below its own revision).
-			if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) == 1 {
+			// whose first op reads the range below its own revision).
+			if tr, ok := req.(*pb.TxnRequest); ok && len(tr.Success) > 0 {
 				if r := tr.Success[0].GetRequestRange(); r != nil && r.MaxCreateRevision > 0 {
 					first := false
 					once.Do(func() { first = true })

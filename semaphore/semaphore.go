@@ -192,6 +192,9 @@ func (sem *Semaphore) join(ctx context.Context, op *telemetry.Op, try bool) (*ho
 	if !try {
 		op.Joined(max(t.Ahead()-n+1, 0))
 	}
+	// A wait that ends on a re-read of the line has read the limit with it
+	// (see waiter.wait).
+	t.ReadAlong(clientv3.OpGet(sem.limitKey))
 	w := &waiter{sem: sem, t: t, backoff: minRefresh}
 	if err := w.wait(ctx, try); err != nil {
 		t.Abandon()
@@ -235,6 +238,9 @@ func (w *waiter) wait(ctx context.Context, try bool) error {
 				return err
 			}
 			if w.t.Admitted(1) {
+				return nil
+			}
+			if w.sem.readAdmits(w.t) {
 				return nil
 			}
 		}
@@ -283,6 +289,22 @@ func (w *waiter) stopTimer() {
 		w.timer.Stop()
 		w.timer = nil
 	}
+}
+
+// readAdmits reports whether the wait of t ended on a re-read of the line
+// that found fewer keys ahead than the limit stored at that revision (read
+// with it): a grant, as confirm would find it, without confirm's read.
+func (sem *Semaphore) readAdmits(t *line.Ticket) bool {
+	ahead, lr, ok := t.ReadAdmitted()
+	if !ok || len(lr.Kvs) == 0 {
+		return false
+	}
+	n, err := parseLimit(lr.Kvs[0].Value)
+	if err != nil {
+		return false // confirm says why
+	}
+	sem.observeKV(lr.Kvs[0].Value, lr.Kvs[0].ModRevision)
+	return ahead < n
 }
 
 // confirm reads, in one Txn, the stored limit and the keys ahead of t, and

@@ -11,6 +11,7 @@ import (
 	"math"
 
 	"github.com/cenkalti/backoff/v4"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -52,6 +53,27 @@ type Ticket struct {
 	nearRev int64
 	holders []*mvccpb.KeyValue // n == 1: the head, when JoinHead read it (see Head)
 	readRev int64              // a revision at which the key was seen to exist
+
+	along        *clientv3.Op      // read with every re-read of the line; see ReadAlong
+	alongResp    *pb.RangeResponse // along's answer at readRev
+	readAdmitted bool              // the last Wait returned on a read's exact count; see ReadAdmitted
+}
+
+// ReadAlong makes every re-read of the line by the ticket's waits also read
+// op (a Get) at the same revision. A waiter that confirms its admission
+// with a read of its own (a semaphore's of its stored limit) then needs
+// none after a wait that ended on such a read (ReadAdmitted); in a window
+// (see waitWindow), the wait ends on one whenever it can.
+func (t *Ticket) ReadAlong(op clientv3.Op) { t.along = &op }
+
+// ReadAdmitted reports whether the last Wait returned because a re-read
+// found fewer keys ahead than its limit, and if so their exact count and
+// the answer to ReadAlong's op, both at that read's revision.
+func (t *Ticket) ReadAdmitted() (ahead int, along *pb.RangeResponse, ok bool) {
+	if !t.readAdmitted || t.alongResp == nil {
+		return 0, nil, false
+	}
+	return t.lower, t.alongResp, true
 }
 
 // Join creates key (which must not exist) with value under the session's

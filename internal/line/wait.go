@@ -50,6 +50,7 @@ func (t *Ticket) WaitLimit(ctx context.Context, limit func() (int, <-chan struct
 }
 
 func (t *Ticket) waitLimit(ctx context.Context, limit func() (int, <-chan struct{})) error {
+	t.readAdmitted = false
 	for {
 		n, changed := limit()
 		if n < 1 {
@@ -58,6 +59,7 @@ func (t *Ticket) waitLimit(ctx context.Context, limit func() (int, <-chan struct
 		if t.Admitted(n) {
 			return nil
 		}
+		t.readAdmitted = false // set again only by the read a wait ends on
 		var err error
 		switch {
 		case n == 1:
@@ -221,10 +223,17 @@ const windowFrom = 6
 // read then admits the ticket or moves the window. Reads are made when the
 // gate goes, before the ticket is next in line, not between a release and
 // the grant it allows.
+//
+// With ReadAlong, whose caller confirms an admission with a read anyway,
+// a deleted gate makes no read (the window's keys still hold: at least n
+// ahead), and a deletion in the window always does: that read admits the
+// ticket (ReadAdmitted) or moves the window, so the admission costs one
+// read, not the gate's and the caller's.
 func (t *Ticket) waitWindow(ctx context.Context, n int, changed <-chan struct{}) error {
 	if len(t.near) != n+1 || t.nearRev != t.readRev {
 		// Not a window and gate for this n read at the last read.
 		if err := t.readNear(ctx, n); err != nil || t.Admitted(n) {
+			t.readAdmitted = err == nil
 			return err
 		}
 	}
@@ -248,15 +257,19 @@ func (t *Ticket) waitWindow(ctx context.Context, n int, changed <-chan struct{})
 		case !deletedAfter(wr.Events, t.readRev):
 			continue
 		}
-		if len(t.near) <= n || !sameKV(kv, t.near[n]) {
+		switch {
+		case len(t.near) <= n || !sameKV(kv, t.near[n]):
 			// A key of the window: one fewer ahead.
 			t.lower--
 			t.ahead = min(t.ahead, t.lower)
-			if t.Admitted(n) {
+			if t.Admitted(n) && t.along == nil {
 				return nil
 			}
+		case t.along != nil:
+			continue // the gate: see above
 		}
 		if err := t.readNear(ctx, n); err != nil || t.Admitted(n) {
+			t.readAdmitted = err == nil
 			return err
 		}
 		w.sync(t.near, t.readRev)
@@ -410,9 +423,13 @@ func (t *Ticket) recheckCount(ctx context.Context) error {
 // them as before; the line needs only each key's name and create revision.
 func (t *Ticket) readAhead(ctx context.Context, opts ...clientv3.OpOption) ([]*mvccpb.KeyValue, error) {
 	opts = append(opts, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(t.rev-1))
+	ops := []clientv3.Op{clientv3.OpGet(t.prefix, opts...)}
+	if t.along != nil {
+		ops = append(ops, *t.along)
+	}
 	resp, err := t.s.Client().Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
-		Then(clientv3.OpGet(t.prefix, opts...)).
+		Then(ops...).
 		Commit()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -429,5 +446,8 @@ func (t *Ticket) readAhead(ctx context.Context, opts ...clientv3.OpOption) ([]*m
 		return nil, t.s.KeyGone(ctx, t.key)
 	}
 	t.readRev = resp.Header.Revision
+	if t.along != nil {
+		t.alongResp = resp.Responses[1].GetResponseRange()
+	}
 	return resp.Responses[0].GetResponseRange().Kvs, nil
 }
