@@ -10,6 +10,7 @@ import (
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/internal/stream"
 	"github.com/concordkit/concord/internal/watch"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/connectivity"
 )
 
@@ -107,5 +108,47 @@ func TestFollowResyncsAfterCompaction(t *testing.T) {
 	}
 	if !resynced {
 		t.Fatal("history was compacted away but no resync snapshot came")
+	}
+}
+
+// Every change to an existing key carries its previous value (PrevKv),
+// even when etcd sends it without: its watch server fills in previous
+// values only once it has recorded the watch's request for them, and a
+// change made as the watch is created can come before that (a pubsub test
+// failed so once in CI). Here the watches ask for none (NoServerPrevKV):
+// the follower reads each at the revision before the change.
+func TestFollowEventsCarryPrevKV(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	defer watch.NoServerPrevKV()()
+	for i := range 5 {
+		key := fmt.Sprintf("cfg/k%d", i)
+		fctx, cancel := context.WithCancel(ctx)
+		st := watch.Follow(fctx, srv.Client, key, watch.Options{Key: true})
+		if u := nextUpdate(t, st); !u.Snapshot {
+			t.Fatalf("first update %+v, want a snapshot", u)
+		}
+		for _, v := range []string{"1", "2"} {
+			if _, err := srv.Client.Put(ctx, key, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := srv.Client.Delete(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		var evs []*clientv3.Event
+		for len(evs) < 3 {
+			evs = append(evs, nextUpdate(t, st).Events...)
+		}
+		cancel()
+		if p := evs[0].PrevKv; p != nil {
+			t.Fatalf("round %d: the first put (a create) has a previous value %v", i, p)
+		}
+		if p := evs[1].PrevKv; p == nil || string(p.Value) != "1" {
+			t.Fatalf("round %d: the second put's previous value %v, want 1", i, p)
+		}
+		if p := evs[2].PrevKv; p == nil || string(p.Value) != "2" {
+			t.Fatalf("round %d: the delete's previous value %v, want 2", i, p)
+		}
 	}
 }
