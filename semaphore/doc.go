@@ -32,9 +32,11 @@
 // whatever their number. A waiter that joins with fewer than 6 limits' worth
 // of keys ahead watches the line's deletions (each such waiter receives each
 // deletion's event); one further back watches only the limit+1 keys just
-// ahead of it, each on a watch of its own, and reads the line again when
-// the farthest of them goes, so a release reaches at most a few limits'
-// worth of waiters however long the line. Raising the limit wakes every
+// ahead of it, each on a watch of its own, and reads the line again, with
+// the stored limit, when one of the nearest limit of them goes: that read
+// grants it or moves its watches on (the farthest going costs no read), so
+// a release reaches at most a few limits' worth of waiters however long
+// the line, and still costs one read in all. Raising the limit wakes every
 // waiter, and each re-reads the line once.
 //
 // Telemetry (the session's providers): a span and the wait metrics per
