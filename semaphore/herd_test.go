@@ -328,6 +328,11 @@ func TestWindowedGrantIsOneRead(t *testing.T) {
 			t.Fatalf("release %d admitted nobody", i)
 		}
 		perRelease = append(perRelease, quiet(t, &rc.unary)-before)
+		select {
+		case p := <-grants:
+			t.Fatalf("release %d admitted a second waiter (token %d): more than %d held", i, p.Token(), limit)
+		default:
+		}
 	}
 	t.Logf("unary requests per release: %v", perRelease)
 	// The waiters that joined with 12 or more ahead (the 10th on), and
