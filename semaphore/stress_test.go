@@ -55,9 +55,34 @@ func fenceKey(token int64) string { return fmt.Sprintf("%s/fence/%d", stressName
 // granted before the limit was lowered count against the old limit until
 // released).
 func TestStressNeverMoreThanLimit(t *testing.T) {
+	stress(t, stressRun{clients: 4, perClient: 3, rounds: 20, limit: 3, steps: []limitStep{{40, 5}, {100, 2}, {170, 4}}})
+}
+
+// The same with waiters far back in line (32 contenders, limits 2 and 3:
+// most join with 6 limits' worth or more ahead), who wait in windows and
+// are granted on a read of the line that carries the limit (see line's
+// waitWindow and ReadAlong).
+func TestStressWindowsNeverMoreThanLimit(t *testing.T) {
+	stress(t, stressRun{clients: 8, perClient: 4, rounds: 8, limit: 2, steps: []limitStep{{40, 3}, {100, 2}, {170, 3}}})
+}
+
+// stressRun is one stress test's shape: contenders (clients times
+// perClient), each acquiring rounds times; the limit stored first, and
+// its changes after so many grants.
+type stressRun struct {
+	clients, perClient, rounds, limit int
+	steps                             []limitStep
+}
+
+type limitStep struct {
+	after int64
+	limit int
+}
+
+func stress(t *testing.T, run stressRun) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
 	ctx := testCtx(t)
-	const clients, perClient, rounds = 4, 3, 20
+	clients, perClient, rounds := run.clients, run.perClient, run.rounds
 	startResp, err := srv.Client.Get(ctx, "\x00")
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +100,8 @@ func TestStressNeverMoreThanLimit(t *testing.T) {
 	var inside, maxInside atomic.Int32
 	errs := make(chan error, 100)
 
-	admin := newSem(t, newSession(t, srv.Client, 5*time.Second), stressName, 3, semaphore.WithFollowLimit())
-	if _, err := admin.Limit(ctx); err != nil { // store 3
+	admin := newSem(t, newSession(t, srv.Client, 5*time.Second), stressName, run.limit, semaphore.WithFollowLimit())
+	if _, err := admin.Limit(ctx); err != nil { // store it
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -86,7 +111,7 @@ func TestStressNeverMoreThanLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := newSession(t, c, 2*time.Second)
-		sem := newSem(t, s, stressName, 3, semaphore.WithFollowLimit())
+		sem := newSem(t, s, stressName, run.limit, semaphore.WithFollowLimit())
 		for range perClient {
 			wg.Add(1)
 			go func() {
@@ -163,10 +188,7 @@ func TestStressNeverMoreThanLimit(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for _, step := range []struct {
-			after int64
-			limit int
-		}{{40, 5}, {100, 2}, {170, 4}} {
+		for _, step := range run.steps {
 			if !waitGrants(ctx, &granted, step.after) {
 				return
 			}
@@ -193,8 +215,12 @@ func TestStressNeverMoreThanLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if max := maxInside.Load(); max > 5 {
-		t.Errorf("%d holders inside at once in-process, the highest limit was 5", max)
+	highest := run.limit
+	for _, st := range run.steps {
+		highest = max(highest, st.limit)
+	}
+	if most := maxInside.Load(); int(most) > highest {
+		t.Errorf("%d holders inside at once in-process, the highest limit was %d", most, highest)
 	}
 	checkHistory(t, srv.Client, startRev, endResp.Header.Revision, grants)
 }
