@@ -525,11 +525,13 @@ func (q *Queue) settleClaim(ctx context.Context, s *concurrency.Session, ct *cla
 		return nil // claimed by someone else, or already settled
 	}
 	(*session.Session)(s).RemoveOwn(ck)
-	// An orphan left here is returned to its place by the next claim.
+	// An orphan left here (the claim's removal put off, or this requeue
+	// failed) is returned to its place by a whole look, within about
+	// slowLookInterval.
 	rctx, cancel := context.WithTimeout(ctx, undoTimeout)
 	defer cancel()
 	if _, err := q.requeueOrphan(rctx, ct.pk, id); err != nil {
-		q.log.Debug("concord queue: requeue after undo failed; the next claim returns it", "queue", q.name, "item", id, "err", err)
+		q.log.Debug("concord queue: requeue after undo failed; a look returns it", "queue", q.name, "item", id, "err", err)
 	}
 	return nil
 }

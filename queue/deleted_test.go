@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -48,11 +49,11 @@ func readyStarts(tr *pb.TxnRequest) []string {
 	return starts
 }
 
-// isLook reports whether tr is a look for orphans (it reads the pending
-// items).
+// isLook reports whether tr is a look for orphans (it reads the sessions
+// that claimed items).
 func isLook(tr *pb.TxnRequest) bool {
 	for _, op := range tr.Success {
-		if r := op.GetRequestRange(); r != nil && strings.HasSuffix(string(r.Key), "/.q/p/") {
+		if r := op.GetRequestRange(); r != nil && strings.HasSuffix(string(r.Key), "/.q/h/") {
 			return true
 		}
 	}
@@ -278,7 +279,9 @@ func TestLookFindsItemsBelowTheFront(t *testing.T) {
 		t.Fatalf("first ready key: %v", err)
 	}
 	first := resp.Kvs[0]
-	cons := newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second))
+	cq := newQueue(t, srv.Client)
+	cq.SetSlowLookEvery(time.Second) // the look that reads below the front
+	cons := cq.Consumer(newSession(t, srv.Client, 10*time.Second))
 	drainPast(t, ctx, cons, 0, 30)
 	// item-0 again, at its old key, put as an older writer would.
 	if _, err := srv.Client.Put(ctx, string(first.Key), string(first.Value)); err != nil {
@@ -363,8 +366,11 @@ func TestLookReadsSessionsNotItems(t *testing.T) {
 		mu.Unlock()
 		return err
 	})
-	// A new Queue value looks at its first claim.
-	cons := newQueue(t, c).Consumer(newSession(t, c, 10*time.Second))
+	// A new Queue value looks at its first claim; its whole look (every
+	// 30 s between a queue's consumers) is put off.
+	lq := newQueue(t, c)
+	lq.SetSlowLookEvery(time.Hour)
+	cons := lq.Consumer(newSession(t, c, 10*time.Second))
 	claimAck(t, ctx, cons, "item-300")
 	claimAck(t, ctx, cons, "item-301")
 	mu.Lock()
@@ -384,4 +390,41 @@ func TestLookReadsSessionsNotItems(t *testing.T) {
 	if resp, err := srv.Client.Get(ctx, mine); err != nil || len(resp.Kvs) != 1 {
 		t.Errorf("a live session is not noted (%s): %v", mine, err)
 	}
+}
+
+// An item whose claim key goes while its consumer's session lives (deleted
+// by hand, or left by an undo that could not finish) is returned by the
+// whole look, which reads every claimed item and claim every 30 s between
+// a queue's consumers (once only a lost session's items came back, and
+// this one stayed claimed by nobody).
+func TestClaimDeletedWhileSessionLives(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	if err := q.Preload(ctx, 1, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	held := claimWant(t, ctx, newQueue(t, srv.Client).Consumer(newSession(t, srv.Client, 10*time.Second)), "item-0")
+	if _, err := srv.Client.Delete(ctx, q.Name()+"/.q/c/"+held.ID()); err != nil {
+		t.Fatal(err)
+	}
+	// Another consumer, whose value last looked whole just now: its look
+	// a second on is whole again.
+	oq := newQueue(t, srv.Client)
+	oq.SetSlowLookEvery(time.Second)
+	cons := oq.Consumer(newSession(t, srv.Client, 10*time.Second))
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		cl, err := cons.TryClaim(ctx)
+		if errors.Is(err, queue.ErrEmpty) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(cl.Payload()) != "item-0" || cl.Attempts() != 2 {
+			t.Fatalf("claimed %s (attempt %d), want item-0 again", cl.Payload(), cl.Attempts())
+		}
+		return
+	}
+	t.Fatal("item-0, its claim deleted, not delivered again within 5 s")
 }

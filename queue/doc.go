@@ -39,8 +39,8 @@
 // lowers it in the same transaction. Claims then cost the same however many
 // items were acked since the last compaction. A concord version without the
 // front does not lower it: an item such a process puts back ahead is found
-// within about 30 seconds by a look for items of dead consumers, which then
-// also reads below the front and lowers it.
+// within about 30 seconds by a whole look for items of dead consumers (see
+// below), which also reads below the front and lowers it.
 //
 // Dead consumers. A queue's consumers share one look a second for items
 // of dead consumers. It reads the sessions that claimed items (each
@@ -49,8 +49,10 @@
 // were acked since the last compaction; only a session whose lease is gone
 // has its items read, once, and put back in their places. A blocked
 // consumer first in line does that at once when a session's lease goes.
-// Items claimed by a concord version before this layout are looked at
-// one by one.
+// Every 30 seconds between a queue's consumers a look is whole: it reads
+// every claimed item and claim too, and returns an item whose claim key
+// went while its consumer lives, or one claimed by a concord version
+// before this layout (kept under .q/p/, not .q/o/).
 //
 // Not guaranteed: exactly-once processing; strict FIFO across producers
 // whose clocks disagree.

@@ -13,8 +13,12 @@ import (
 // NextCandidates is how many items AckNext tries to claim with its ack.
 const NextCandidates = nextCandidates
 
-// SetBelowEvery sets how often q's look for orphans reads below the front.
-func (q *Queue) SetBelowEvery(d time.Duration) { q.belowEvery = d }
+// SetSlowLookEvery sets how often q's looks for orphans are whole, and
+// counts one as made now.
+func (q *Queue) SetSlowLookEvery(d time.Duration) {
+	q.slowEvery = d
+	q.lastSlow.Store(time.Now().UnixNano())
+}
 
 // Look looks for items of dead consumers once, as the first consumer in
 // line does, and says how many it returned.

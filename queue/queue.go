@@ -65,21 +65,22 @@ type Queue struct {
 	tp            trace.TracerProvider
 	tel           *telemetry.Set // of mp and tp; see telFor
 
-	mu         sync.Mutex
-	lastOrder  int64
-	view       *view         // read by the last Ack or Nack; see claimReady
-	contended  atomic.Int32  // claims left to spread out; see claimReady
-	lastSweep  atomic.Int64  // when this value last looked for orphans; see sweepDue
-	sweepSeen  atomic.Int64  // the sweep key's mod revision last seen, -1 none; see requeueOrphans
-	win        window        // where the head of the queue is; see readyOp
-	lastBelow  atomic.Int64  // when a look last read below the front, as far as this value knows; see requeueOrphans
-	belowEvery time.Duration // how often it does
-	noted      sync.Map      // leases whose sessions' claims this value marked; see claimTxnFor
+	mu        sync.Mutex
+	lastOrder int64
+	view      *view         // read by the last Ack or Nack; see claimReady
+	contended atomic.Int32  // claims left to spread out; see claimReady
+	lastSweep atomic.Int64  // when this value last looked for orphans; see sweepDue
+	sweepSeen atomic.Int64  // the sweep key's mod revision last seen, -1 none; see requeueOrphans
+	win       window        // where the head of the queue is; see readyOp
+	lastSlow  atomic.Int64  // when a look was last whole, as far as this value knows; see requeueOrphans
+	slowEvery time.Duration // how often a look is
+	noted     sync.Map      // leases whose sessions' claims this value marked; see claimTxnFor
 }
 
-// belowInterval is how often a Queue value's look for orphans also reads
-// whether a ready item sorts before the queue's front (see requeueOrphans).
-const belowInterval = 30 * time.Second
+// slowLookInterval is how often the looks for orphans of a queue's
+// consumers are whole (see requeueOrphans): they then also read every
+// claimed item and claim, and below the queue's front.
+const slowLookInterval = 30 * time.Second
 
 // New returns the queue name.
 func New(client *clientv3.Client, name string, opts ...Option) (*Queue, error) {
@@ -88,7 +89,7 @@ func New(client *clientv3.Client, name string, opts ...Option) (*Queue, error) {
 	}
 	q := &Queue{client: client, name: name, pfx: name + "/.q/", maxDeliveries: DefaultMaxDeliveries, log: slog.New(slog.DiscardHandler)}
 	q.sweepSeen.Store(-1)
-	q.belowEvery = belowInterval
+	q.slowEvery = slowLookInterval
 	for _, o := range opts {
 		o.apply(q)
 	}

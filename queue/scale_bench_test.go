@@ -212,8 +212,8 @@ func BenchmarkCluster3Drain(b *testing.B) {
 // a queue's consumers share once a second) after acked items were drained
 // by claims and not yet compacted, to show whether its cost grows with
 // them (issue #16). Each iteration is one look, with one live and one dead
-// consumer session noted; the read below the front, which a queue's looks
-// make every 30 s between them, is left out. fsync is off.
+// consumer session noted; the whole look, which a queue's looks make every
+// 30 s between them, is left out. fsync is off.
 //
 //	go test -run '^$' -bench OrphanLook -benchtime 200x ./queue
 func BenchmarkOrphanLook(b *testing.B) {
@@ -258,7 +258,7 @@ func BenchmarkOrphanLook(b *testing.B) {
 			must(b, ds.Close(ctx))
 			looker, err := queue.New(srv.Client, name)
 			must(b, err)
-			looker.SetBelowEvery(time.Hour)
+			looker.SetSlowLookEvery(time.Hour)
 			st0 := embedtest.BenchStats(b, srv)
 			b.ResetTimer()
 			for range b.N {

@@ -13,6 +13,7 @@ import (
 	"github.com/concordkit/concord/internal/retry"
 	"github.com/concordkit/concord/internal/session"
 	"github.com/concordkit/concord/internal/telemetry"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -207,39 +208,35 @@ func (q *Queue) settled(evs []*clientv3.Event, id string) bool {
 }
 
 // requeueOrphans returns every claimed item without a claim (its
-// consumer's lease expired) to the queue, and says how many it returned.
-// Each look writes the sweep key (sweepName); with shared set it looks only
-// if the key is as this Queue value last saw it (no other value looked
-// since), unless it has not seen the key yet.
+// consumer's lease expired, or its claim key was deleted) to the queue, and
+// says how many it returned. Each look writes the sweep key (sweepName);
+// with shared set it looks only if the key is as this Queue value last saw
+// it (no other value looked since), unless it has not seen the key yet.
 //
 // A look reads the sessions that claimed items (h/ and a/), not the items:
 // etcd visits every key deleted since its last compaction in a range read,
 // and every acked item deleted one under o/ and one under c/. Only a
 // session whose lease is gone has its items (o/<lease>/) read and returned,
-// once. Items claimed by versions before o/ (under p/) are looked at one
-// by one.
+// once. Every slowEvery between a queue's consumers a look is whole (see
+// slowOps): it also reads every claimed item and claim, for items whose
+// claim went while their session lives and items claimed by versions
+// before o/ (under p/), and below the queue's front.
 func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
 	sk := q.pfx + sweepName
-	// And, every belowEvery between the queue's consumers, whether a ready
-	// item sorts before the front last read, which no write of this
-	// version leaves (an older one's does: see frontName). That read visits
-	// every ready item claimed since etcd's last compaction. The sweep key
-	// holds when a look last made it.
-	dir := q.pfx + readyDir
+	// The sweep key holds when a look was last whole.
 	front := q.frontSeen()
-	now, last := time.Now().UnixNano(), q.lastBelow.Load()
-	below := front != "" && now-last >= int64(q.belowEvery)
-	if below {
+	now, last := time.Now().UnixNano(), q.lastSlow.Load()
+	slow := now-last >= int64(q.slowEvery)
+	if slow {
 		last = now
 	}
 	look := []clientv3.Op{
 		clientv3.OpPut(sk, strconv.FormatInt(last, 10)),
 		clientv3.OpGet(q.pfx+holderDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(q.pfx+aliveDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	}
-	if below {
-		look = append(look, clientv3.OpGet(dir, clientv3.WithRange(dir+front), clientv3.WithLimit(1), clientv3.WithKeysOnly()))
+	if slow {
+		look = append(look, q.slowOps(front)...)
 	}
 	txn := q.client.Txn(ctx)
 	if seen := q.sweepSeen.Load(); shared && seen >= 0 {
@@ -255,31 +252,25 @@ func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
 		var rev int64 // missing (deleted with the queue): 0
 		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 			rev = kvs[0].ModRevision
-			if t, err := strconv.ParseInt(string(kvs[0].Value), 10, 64); err == nil && t > q.lastBelow.Load() {
-				q.lastBelow.Store(t) // a look elsewhere read below the front then
+			// A look elsewhere was whole then (not later than now: clocks
+			// differ).
+			if t, err := strconv.ParseInt(string(kvs[0].Value), 10, 64); err == nil && min(t, now) > q.lastSlow.Load() {
+				q.lastSlow.Store(min(t, now))
 			}
 		}
 		q.sweepSeen.Store(rev)
 		return 0, nil
 	}
 	q.sweepSeen.Store(resp.Header.Revision)
-	if below {
-		q.lastBelow.Store(now)
-		if kvs := resp.Responses[4].GetResponseRange().Kvs; len(kvs) > 0 {
-			key := string(kvs[0].Key)
-			q.log.Warn("concord queue: a ready item sorts before the queue's front (written by a process without it?); lowering the front", "queue", q.name, "key", key)
-			if _, err := q.client.Txn(ctx).Then(q.lowerOp(key)).Commit(); err != nil {
-				return 0, err
-			}
-		}
-	}
 	alive := map[string]bool{}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		alive[strings.TrimPrefix(string(kv.Key), q.pfx+aliveDir)] = true
 	}
 	n := 0
+	dead := map[string]bool{}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		if l := strings.TrimPrefix(string(kv.Key), q.pfx+holderDir); !alive[l] {
+			dead[l] = true
 			moved, err := q.requeueDead(ctx, l)
 			n += moved
 			if err != nil {
@@ -287,8 +278,66 @@ func (q *Queue) requeueOrphans(ctx context.Context, shared bool) (int, error) {
 			}
 		}
 	}
-	moved, err := q.requeueEach(ctx, resp.Responses[3].GetResponseRange().Kvs)
+	if !slow {
+		return n, nil
+	}
+	q.lastSlow.Store(now)
+	moved, err := q.slowLook(ctx, resp.Responses[3:], dead)
 	return n + moved, err
+}
+
+// slowOps are the reads a whole look adds (see requeueOrphans): every
+// claimed item under p/ and o/ and every claim, keys only, and, when this
+// Queue value has read the front, whether a ready item sorts before it,
+// which no write of this version leaves (an older one's does: see
+// frontName). Each visits every key of its kind deleted since etcd's last
+// compaction.
+func (q *Queue) slowOps(front string) []clientv3.Op {
+	ops := []clientv3.Op{
+		clientv3.OpGet(q.pfx+pendingDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(q.pfx+ownedDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(q.pfx+claimDir, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	}
+	if front != "" {
+		dir := q.pfx + readyDir
+		ops = append(ops, clientv3.OpGet(dir, clientv3.WithRange(dir+front), clientv3.WithLimit(1), clientv3.WithKeysOnly()))
+	}
+	return ops
+}
+
+// slowLook acts on the answers to slowOps: it returns the claimed items
+// without a claim (but those of the dead sessions, returned already), and
+// lowers the front to a ready item below it.
+func (q *Queue) slowLook(ctx context.Context, rs []*etcdserverpb.ResponseOp, dead map[string]bool) (int, error) {
+	if len(rs) > 3 {
+		if kvs := rs[3].GetResponseRange().Kvs; len(kvs) > 0 {
+			key := string(kvs[0].Key)
+			q.log.Warn("concord queue: a ready item sorts before the queue's front (written by a process without it?); lowering the front", "queue", q.name, "key", key)
+			if _, err := q.client.Txn(ctx).Then(q.lowerOp(key)).Commit(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	claimed := map[string]bool{}
+	for _, kv := range rs[2].GetResponseRange().Kvs {
+		claimed[q.idOfClaim(string(kv.Key))] = true
+	}
+	var orphans []*mvccpb.KeyValue
+	for _, r := range rs[:2] {
+		for _, kv := range r.GetResponseRange().Kvs {
+			key := string(kv.Key)
+			if claimed[q.idOfPending(key)] {
+				continue
+			}
+			if rest, ok := strings.CutPrefix(key, q.pfx+ownedDir); ok {
+				if l, _, _ := strings.Cut(rest, "/"); dead[l] {
+					continue // returned above
+				}
+			}
+			orphans = append(orphans, kv)
+		}
+	}
+	return q.requeueEach(ctx, orphans)
 }
 
 // requeueEach requeues each claimed item of kvs (keys under o/ or p/) that

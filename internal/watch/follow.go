@@ -9,6 +9,7 @@ import (
 	"github.com/concordkit/concord/internal/stream"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -127,8 +128,9 @@ var prevKV = []clientv3.OpOption{clientv3.WithPrevKV()}
 // evs that came without one, at the revision before the change: etcd's
 // watch server fills them in only once it has recorded the watch's request
 // for them, and a change made as the watch was created can come before
-// that (seen once in CI). One left unread (compacted away, or the read
-// failed within stall) stays nil. It returns false when ctx ended.
+// that (seen once in CI). One compacted away stays nil. It returns false
+// when ctx ended or a read failed otherwise: the follower then resumes its
+// watch from the last update it sent, and gets these events again.
 func (f *follower[T]) fillPrev(ctx context.Context, evs []*clientv3.Event, stall time.Duration) bool {
 	for _, ev := range evs {
 		if ev.PrevKv != nil || ev.IsCreate() {
@@ -137,10 +139,11 @@ func (f *follower[T]) fillPrev(ctx context.Context, evs []*clientv3.Event, stall
 		gctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), stall)
 		resp, err := f.client.Get(gctx, string(ev.Kv.Key), clientv3.WithRev(ev.Kv.ModRevision-1))
 		cancel()
-		if ctx.Err() != nil {
+		switch {
+		case errors.Is(err, rpctypes.ErrCompacted):
+		case err != nil:
 			return false
-		}
-		if err == nil && len(resp.Kvs) > 0 {
+		case len(resp.Kvs) > 0:
 			ev.PrevKv = resp.Kvs[0]
 		}
 	}
