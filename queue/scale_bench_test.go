@@ -215,9 +215,19 @@ func BenchmarkCluster3Drain(b *testing.B) {
 // consumer session noted; the whole look, which a queue's looks make every
 // 30 s between them, is left out. fsync is off.
 //
-//	go test -run '^$' -bench OrphanLook -benchtime 200x ./queue
+// With CONCORD_ETCD_BIN set it runs against that etcd as its own process
+// (server=process, reporting the server's CPU per look) before embedded.
+//
+//	CONCORD_ETCD_BIN=$(scripts/etcd-bin.sh 3.7.3) go test -run '^$' -bench OrphanLook -benchtime 1000x ./queue
 func BenchmarkOrphanLook(b *testing.B) {
-	srv := embedtest.Start(b, embedtest.NoFsync())
+	for _, where := range embedtest.BenchServers() {
+		b.Run(where.Name, func(b *testing.B) {
+			benchOrphanLook(b, embedtest.Start(b, append(where.Opts, embedtest.NoFsync())...))
+		})
+	}
+}
+
+func benchOrphanLook(b *testing.B, srv *embedtest.Server) {
 	for _, acked := range []int{1_000, 20_000} {
 		b.Run(fmt.Sprintf("acked=%d", acked), func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
