@@ -167,7 +167,13 @@ func New(opts ...Option) (*Server, error) {
 // NewClient returns another client of the member (its own connection),
 // closed by Close.
 func (s *Server) NewClient() (*clientv3.Client, error) {
-	c, err := newClient(s.Endpoints, s.clientTLS)
+	return s.NewClientWith()
+}
+
+// NewClientWith is NewClient with extra gRPC dial options: an interceptor
+// that counts, inspects or holds back a client's requests, for example.
+func (s *Server) NewClientWith(opts ...grpc.DialOption) (*clientv3.Client, error) {
+	c, err := newClient(s.Endpoints, s.clientTLS, opts...)
 	if err == nil {
 		c = inNamespace(c, s.ns)
 	}
@@ -231,7 +237,7 @@ func (s *Server) track(c *clientv3.Client, err error) (*clientv3.Client, error) 
 	return c, nil
 }
 
-func newClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
+func newClient(endpoints []string, tlsCfg *tls.Config, opts ...grpc.DialOption) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		TLS:         tlsCfg,
@@ -243,10 +249,10 @@ func newClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error)
 		Logger:               zap.NewNop(),
 		// Reconnect within about a second of a fault healing (gRPC's
 		// defaults back off to two minutes and wait 20s per attempt).
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		DialOptions: append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: 2 * time.Second,
-		})},
+		})}, opts...),
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/pkg/v3/proxy"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // Proxy sits between clients and one etcd member and injects faults on that
@@ -104,7 +105,13 @@ func (p *Proxy) Endpoint() string { return p.endpoint }
 // NewClient returns a client that reaches etcd only through the proxy,
 // closed by Close.
 func (p *Proxy) NewClient() (*clientv3.Client, error) {
-	c, err := newClient([]string{p.endpoint}, nil)
+	return p.NewClientWith()
+}
+
+// NewClientWith is NewClient with extra gRPC dial options (see
+// Server.NewClientWith).
+func (p *Proxy) NewClientWith(opts ...grpc.DialOption) (*clientv3.Client, error) {
+	c, err := newClient([]string{p.endpoint}, nil, opts...)
 	if err == nil {
 		c = inNamespace(c, p.ns)
 	}

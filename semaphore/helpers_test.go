@@ -10,7 +10,6 @@ import (
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/semaphore"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 )
 
@@ -123,15 +122,9 @@ func countingClient(t testing.TB, srv *embedtest.Server, n *atomic.Int64) *clien
 // to count or hold back some of them.
 func interceptedClient(t testing.TB, srv *embedtest.Server, in grpc.UnaryClientInterceptor) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   srv.Endpoints,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(in)},
-	})
+	c, err := srv.NewClientWith(grpc.WithChainUnaryInterceptor(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	return srv.Confine(c)
+	return c
 }

@@ -9,7 +9,6 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/concordkit/concord/concurrency"
@@ -51,17 +50,11 @@ func rangeLoggingClient(t *testing.T, srv *embedtest.Server, l *rangeLog) *clien
 // in: to record them, or to fail some before they reach the server.
 func interceptedClient(t *testing.T, srv *embedtest.Server, in grpc.UnaryClientInterceptor) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   srv.Endpoints,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(in)},
-	})
+	c, err := srv.NewClientWith(grpc.WithChainUnaryInterceptor(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	return srv.Confine(c)
+	return c
 }
 
 // The line's reads (a Join's, the re-read when the key ahead goes while
