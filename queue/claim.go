@@ -648,10 +648,17 @@ func (q *Queue) claimTxnFor(s *concurrency.Session, kv *mvccpb.KeyValue, from *v
 	return &claimTxn{cmps: cmps, then: then, kv: kv, m: m, payload: payload, nonce: nonce, pk: pk}
 }
 
+// loaded is LoadOrStore's second result.
+func loaded(_ any, ok bool) bool { return ok }
+
 // newClaim is the Claim a landed claim transaction ct made at revision at.
 func (q *Queue) newClaim(ctx context.Context, s *concurrency.Session, ct *claimTxn, at int64) *Claim {
 	q.claimed()
-	q.noted.Store(s.Lease(), true)
+	if lease := s.Lease(); !loaded(q.noted.LoadOrStore(lease, true)) {
+		// Forgotten when the session ends: a process that makes a
+		// session per job keeps no entry per past session.
+		context.AfterFunc((*session.Session)(s).Ctx(), func() { q.noted.Delete(lease) })
+	}
 	m := ct.m
 	tel, sc := q.telFor(s), q.scopeFor(s)
 	tel.Queue.Delivered.Add(ctx, 1, telemetry.Named(sc.Name)...)

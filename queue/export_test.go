@@ -20,6 +20,13 @@ func (q *Queue) SetSlowLookEvery(d time.Duration) {
 	q.lastSlow.Store(time.Now().UnixNano())
 }
 
+// Noted reports whether q remembers marking lease's session (see
+// claimTxnFor).
+func (q *Queue) Noted(lease clientv3.LeaseID) bool {
+	_, ok := q.noted.Load(lease)
+	return ok
+}
+
 // Look looks for items of dead consumers once, as the first consumer in
 // line does, and says how many it returned.
 func (q *Queue) Look(ctx context.Context) (int, error) { return q.requeueOrphans(ctx, false) }
