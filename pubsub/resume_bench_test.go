@@ -19,8 +19,10 @@ import (
 // time. resume
 // starts after the message before it, as a subscriber that lost its
 // connection does (Resume, the last event it handled); after starts
-// After that message's revision, with no count. floor is one read of
-// the newest message's key, the least a start that delivers it can need.
+// After that message's revision, with no count; behind resumes as resume
+// does, 5,000 revisions behind (writes of other keys). floor is one read
+// of the newest message's key, the least a start that delivers it can
+// need.
 //
 //	CONCORD_ETCD_BIN=$(scripts/etcd-bin.sh 3.7.3) go test -run '^$' -bench 'Resume/server=process' -benchtime 300x ./pubsub
 func BenchmarkResume(b *testing.B) {
@@ -30,6 +32,20 @@ func BenchmarkResume(b *testing.B) {
 			for _, n := range []int{100, 10000} {
 				topic := fmt.Sprintf("bench/resume/%d", benchRun.Add(1))
 				prev, last := fillTopic(b, srv, topic, n)
+				if n == 100 {
+					// Resumes far behind: the topic quiet while the
+					// cluster writes other keys.
+					b.Run(fmt.Sprintf("retained=%d/behind=%d/resume", n, resumeBehind), func(b *testing.B) {
+						behind := fmt.Sprintf("bench/resume/%d", benchRun.Add(1))
+						prev, last := fillTopic(b, srv, behind, n)
+						for i := range resumeBehind {
+							if _, err := srv.Client.Put(context.Background(), fmt.Sprintf("bench/other/%d", i%100), "x"); err != nil {
+								b.Fatal(err)
+							}
+						}
+						benchResume(b, srv, behind, pubsub.Resume(prev), last)
+					})
+				}
 				b.Run(fmt.Sprintf("retained=%d/resume", n), func(b *testing.B) { benchResume(b, srv, topic, pubsub.Resume(prev), last) })
 				b.Run(fmt.Sprintf("retained=%d/after", n), func(b *testing.B) { benchResume(b, srv, topic, pubsub.After(prev.Revision), last) })
 				b.Run(fmt.Sprintf("retained=%d/floor", n), func(b *testing.B) {
@@ -71,6 +87,10 @@ func fillTopic(b *testing.B, srv *embedtest.Server, topic string, n int) (pubsub
 	prev := pubsub.Event{Revision: before.ModRevision, Seq: int64(n - 1)}
 	return prev, lastMsg{rev: newest.ModRevision, key: newest.Key}
 }
+
+// resumeBehind is how many revisions of other keys the behind case writes
+// after its topic's last message.
+const resumeBehind = 5000
 
 // resumeStarters is how many subscriptions BenchmarkResume starts at once,
 // as subscribers resuming together after a lost leader do.

@@ -141,9 +141,8 @@ func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Su
 	case posNow:
 		// Settle "now" before returning, so that a message published
 		// after Subscribe returns is delivered: Now is After the current
-		// revision (its count is learnt at the first read).
-		// The same read counts the messages so far, so the subscription
-		// can go on from etcd's history (resumeFromHistory).
+		// revision. The same read counts the messages so far, so the
+		// subscription can go on from etcd's history (resumeFromHistory).
 		rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), c.cfg.stall)
 		resp, err := c.etcd.Txn(rctx).Then(countOps(topic, 0)...).Commit()
 		cancel()
@@ -170,7 +169,8 @@ type subscriber struct {
 	rev, count int64
 	oldest     bool // the start position, until the first listing
 	// seen is the latest revision the subscription has seen from etcd:
-	// a catch-up's read revision, or the last event of a watch response.
+	// a catch-up's or resumeFromHistory's read revision, or the last event
+	// of a watch response.
 	// A delivered message's lag is seen minus its revision.
 	seen int64
 	// delivered and gaps count the events sent (for the catch-up's span).
@@ -221,32 +221,37 @@ func (sub *subscriber) run(ctx context.Context) {
 	}
 }
 
-// historyResume is how many revisions behind etcd's a subscription may
+// historyResume bounds how many revisions behind etcd's a subscription may
 // start and still read the messages since from etcd's history rather than
-// list the topic's retained messages. etcd reads every revision since, of
-// every key, for a watch that starts behind (once for all the watches
-// behind at that time: subscribers resuming together after a lost leader
-// share it), where a listing reads every retained message of the topic,
-// for each subscriber.
-var historyResume int64 = 10000
+// list the topic's retained messages (it must also be no further behind
+// than the topic has messages retained). For a watch that starts behind,
+// etcd reads every revision since, of every key, with values, while
+// writes wait: at most 1,000 revisions a round, every 100 ms, reading the
+// rest again each round (a subscriber 9,000 revisions behind cost 25-34
+// ms of server CPU); a listing reads each retained message of the topic
+// (about 2 µs each), for each subscriber.
+var historyResume int64 = 1000
 
 // resumeFromHistory reports whether the subscription can go on with a watch
-// from sub.rev+1 without listing the topic: sub.rev is at most
-// historyResume revisions behind etcd's and its count is known or can be
-// read at sub.rev (not compacted). One read finds out, with the topic's
-// trim record: what retention deleted after sub.rev is reported as a gap
-// (as a listing would) and the subscription moves past it; every message
-// after that was retained at the read and is in etcd's history, which the
-// watch replays. If etcd compacts that history first the watch fails with
-// ErrCompacted and the subscription lists. Without it every start and
-// resume read each retained message of the topic: 17 ms of server CPU at
-// 10,000 retained (BenchmarkResume). A failed read is returned, to back
-// off.
+// from sub.rev+1 without listing the topic: sub.rev is behind etcd's
+// revision by at most historyResume and by at most the messages the topic
+// retains, and its count is known or can be read at sub.rev (not
+// compacted), and retention has deleted nothing after it (were it so, the
+// topic would retain fewer messages than sub.rev is behind, and a listing,
+// which reports the gap, costs less). One read finds out; every message after sub.rev is then
+// retained, and in etcd's history, which the watch replays. If etcd
+// compacts that history first the watch fails with ErrCompacted and the
+// subscription lists. Without it every start and resume read each
+// retained message of the topic: 17-23 ms of server CPU at 10,000 retained
+// (BenchmarkResume). A failed read is returned, to back off.
 func (sub *subscriber) resumeFromHistory(ctx context.Context) (bool, error) {
 	if sub.oldest || sub.rev <= 0 {
 		return false, nil
 	}
-	ops := []clientv3.Op{clientv3.OpGet(trimKey(sub.topic))}
+	ops := []clientv3.Op{
+		clientv3.OpGet(trimKey(sub.topic)),
+		clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	}
 	if sub.count < 0 {
 		ops = append(ops, countOps(sub.topic, sub.rev)...)
 	}
@@ -259,21 +264,20 @@ func (sub *subscriber) resumeFromHistory(ctx context.Context) (bool, error) {
 	case err != nil:
 		return false, err
 	}
-	head := resp.Header.Revision
-	if sub.rev > head || head-sub.rev > historyResume {
-		return false, nil
+	if sub.count < 0 {
+		// Kept for the listing too: it then needs no count of its own.
+		sub.count = countOf(resp.Responses[2:])
 	}
 	rec, err := trimRecordOf(resp.Responses[0])
 	if err != nil {
 		return false, err
 	}
-	if sub.count < 0 {
-		if sub.count = countOf(resp.Responses[1:]); sub.count < 0 {
-			return false, nil
-		}
+	head, retained := resp.Header.Revision, resp.Responses[1].GetResponseRange().Count
+	if sub.count < 0 || sub.rev > head || rec.rev > sub.rev || head-sub.rev > min(historyResume, retained) {
+		return false, nil
 	}
 	sub.seen = max(sub.seen, head)
-	return true, sub.gapTo(ctx, rec)
+	return true, nil
 }
 
 // countOps read, at revision rev (0: the current one), what countOf needs
@@ -398,12 +402,6 @@ func (sub *subscriber) reportTrimmed(ctx context.Context, resp *clientv3.TxnResp
 	case sub.count < 0 && rec.rev <= sub.rev:
 		sub.count = rec.count + retained
 	}
-	return sub.gapTo(ctx, rec)
-}
-
-// gapTo reports as a gap the messages retention deleted after sub.rev, as
-// trim record rec says, and moves the subscription past them.
-func (sub *subscriber) gapTo(ctx context.Context, rec trimRecord) error {
 	if rec.rev <= sub.rev {
 		return nil
 	}
