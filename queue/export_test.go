@@ -101,6 +101,9 @@ func (q *Queue) Preload(ctx context.Context, n, batch int, payload func(i int) [
 	return nil
 }
 
+// FrontKey is the key of q's front: where claims start reading.
+func (q *Queue) FrontKey() string { return q.frontKey() }
+
 // ReadyPrefix is where q's ready items are kept.
 func (q *Queue) ReadyPrefix() string { return q.pfx + readyDir }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,9 +31,12 @@ const scaleReadyBeside = 100
 // server, compacted before it is built:
 //
 //   - ready: depth ready items;
-//   - tombstones: depth ready items behind depth more that were deleted
-//     since the last compaction (a drained backlog etcd still indexes);
-//   - compacted: the same, compacted before measuring;
+//   - drained: depth ready items behind depth more that consumers drained
+//     since the last compaction (etcd still indexes their keys): the
+//     front is where such a drain leaves it, at the last drained item;
+//   - tombstones: the same, but the drained items were deleted by hand
+//     (their front left at the first of them): the first claims walk them;
+//   - compacted: tombstones, compacted before measuring;
 //   - delayed: depth items delayed by an hour, beside 100 ready ones
 //     (compare with depth=100/ready).
 //
@@ -47,7 +51,7 @@ const scaleReadyBeside = 100
 func BenchmarkQueueDepth(b *testing.B) {
 	srv := embedtest.Start(b, embedtest.NoFsync())
 	for _, depth := range scaleDepths {
-		for _, state := range []string{"ready", "tombstones", "compacted", "delayed"} {
+		for _, state := range []string{"ready", "drained", "tombstones", "compacted", "delayed"} {
 			b.Run(fmt.Sprintf("depth=%d/%s/concord", depth, state), func(b *testing.B) {
 				benchDepthConcord(b, srv, depth, state)
 			})
@@ -77,14 +81,22 @@ func benchDepthConcord(b *testing.B, srv *embedtest.Server, depth int, state str
 	switch state {
 	case "ready":
 		must(b, q.Preload(ctx, depth, preloadBatch, same, 0))
-	case "tombstones", "compacted":
+	case "drained", "tombstones", "compacted":
 		must(b, q.Preload(ctx, depth, preloadBatch, same, 0))
-		// The first depth items go, as if drained: their keys stay in
-		// etcd's index as tombstones until a compaction.
+		last, err := srv.Client.Get(ctx, q.ReadyPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
+		must(b, err)
+		// The first depth items go: their keys stay in etcd's index as
+		// tombstones until a compaction.
 		resp, err := srv.Client.Delete(ctx, q.ReadyPrefix(), clientv3.WithPrefix())
 		must(b, err)
 		if resp.Deleted != int64(depth) {
 			b.Fatalf("deleted %d drained items, want %d", resp.Deleted, depth)
+		}
+		if state == "drained" {
+			// Consumers' claims raise the front as they drain.
+			_, err := srv.Client.Put(ctx, q.FrontKey(), strings.TrimPrefix(string(last.Kvs[0].Key), q.ReadyPrefix()))
+			must(b, err)
 		}
 		must(b, q.Preload(ctx, depth, preloadBatch, same, 0))
 		if state == "compacted" {
