@@ -453,3 +453,52 @@ func TestEndedSessionForgotten(t *testing.T) {
 		}
 	}
 }
+
+// When a consumer's session ends, the first consumer in line returns its
+// items by its session (requeueDead), with no request per claim key the
+// lease took with it (such a request looks for an item where versions
+// before the o/ layout kept it).
+func TestLostSessionNoRequestPerClaim(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	if err := q.Preload(ctx, 3, 3, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	dead := newSession(t, srv.Client, 10*time.Second)
+	dq := newQueue(t, srv.Client).Consumer(dead)
+	for i := range 3 {
+		claimWant(t, ctx, dq, fmt.Sprintf("item-%d", i))
+	}
+	var legacy atomic.Int64
+	c := interceptedClient(t, srv, func(req, _ any, err error) error {
+		if tr, ok := req.(*pb.TxnRequest); ok {
+			for _, op := range tr.Success {
+				if r := op.GetRequestRange(); r != nil && len(r.RangeEnd) == 0 && strings.Contains(string(r.Key), "/.q/p/") {
+					legacy.Add(1)
+				}
+			}
+		}
+		return err
+	})
+	got := claimAsync(ctx, newQueue(t, c), newSession(t, c, 10*time.Second))
+	select {
+	case r := <-got:
+		t.Fatalf("claimed %+v from a queue whose items are all claimed", r)
+	case <-time.After(300 * time.Millisecond): // first in line, watching
+	}
+	if _, err := srv.Client.Revoke(ctx, dead.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r.err != nil || string(r.c.Payload()) != "item-0" {
+			t.Fatalf("claimed %+v, %v: want item-0", r.c, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lost session's items did not come back")
+	}
+	if n := legacy.Load(); n != 0 {
+		t.Fatalf("%d reads of items where older versions kept them, want none", n)
+	}
+}

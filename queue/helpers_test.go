@@ -6,13 +6,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/queue"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 )
 
@@ -43,19 +41,13 @@ func (r *recorded[T]) take() []T {
 // answer).
 func interceptedClient(t *testing.T, srv *embedtest.Server, saw func(req, reply any, err error) error) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   srv.Endpoints,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			return saw(req, reply, invoker(ctx, method, req, reply, cc, opts...))
-		})},
-	})
+	c, err := srv.NewClientWith(grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return saw(req, reply, invoker(ctx, method, req, reply, cc, opts...))
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	return srv.Confine(c)
+	return c
 }
 
 // claimWant claims an item from cons and wants its payload to be want.

@@ -164,6 +164,15 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 			}
 			wake := false
 			var arrived []*mvccpb.KeyValue
+			// The revisions at which sessions that claimed items ended:
+			// their claim keys went with their marks, and requeueDead
+			// returns their items.
+			var ended []int64
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE && strings.HasPrefix(string(ev.Kv.Key), q.pfx+aliveDir) {
+					ended = append(ended, ev.Kv.ModRevision)
+				}
+			}
 			for _, ev := range wr.Events {
 				key := string(ev.Kv.Key)
 				switch {
@@ -178,9 +187,12 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 					if _, err := q.requeueDead(ctx, strings.TrimPrefix(key, q.pfx+aliveDir)); err != nil {
 						q.log.Debug("concord queue: requeue of a lost session's items failed; the next look returns them", "queue", q.name, "key", key, "err", err)
 					}
-				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+claimDir) && !q.settled(wr.Events, q.idOfClaim(key)):
-					// A claim gone without its item: one of a version that
-					// kept the item under p/.
+				case ev.Type == mvccpb.DELETE && strings.HasPrefix(key, q.pfx+claimDir) &&
+					!slices.Contains(ended, ev.Kv.ModRevision) && !q.settled(wr.Events, q.idOfClaim(key)):
+					// A claim gone without its item or its session: one of
+					// a version that kept the item under p/. (Items under
+					// o/ whose claim went while their session lives are
+					// returned by a whole look, every 30 s.)
 					id := q.idOfClaim(key)
 					if _, err := q.requeueOrphan(ctx, q.pendingKey(id), id); err != nil {
 						q.log.Debug("concord queue: requeue of an orphan failed; the next look returns it", "queue", q.name, "key", key, "err", err)
