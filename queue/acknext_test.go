@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/concordkit/concord/queue"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 )
 
 // AckNext acks an item and claims the next in one request while nobody
@@ -303,5 +305,67 @@ func TestAckNextNeverTakesItsOwnItem(t *testing.T) {
 	after, err := next.AckNext(ctx)
 	if err != nil || string(after.Payload()) != "item-2" {
 		t.Fatalf("AckNext of item-1: %v, %v; want item-2", after, err)
+	}
+}
+
+// When an AckNext's answer is lost, the claims of its candidates are
+// undone at once: with etcd not answering, AckNext returns after one
+// undo's timeout, not one per candidate (they ran in turn, 6 s), and the
+// undos finish in the background once etcd answers.
+func TestAckNextUndoesCandidatesAtOnce(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	if err := q.Preload(ctx, queue.NextCandidates+1, 100, payloadN("item"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// lose: the next transaction lands and its answer is lost. hang: a
+	// transaction that undoes a claim (it rewrites a ready key if
+	// unchanged) waits, unsent, until its context ends.
+	var lose, hang atomic.Bool
+	var hung atomic.Int64
+	c, err := srv.NewClientWith(grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		tr, ok := req.(*pb.TxnRequest)
+		if ok && hang.Load() && len(tr.Success) == 1 && tr.Success[0].GetRequestPut() != nil &&
+			strings.Contains(string(tr.Success[0].GetRequestPut().Key), "/.q/r/") {
+			hung.Add(1)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if ok && err == nil && lose.CompareAndSwap(true, false) {
+			return errors.New("answer lost")
+		}
+		return err
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := claimWant(t, ctx, newQueue(t, c).Consumer(newSession(t, c, 10*time.Second)), "item-0")
+	lose.Store(true)
+	hang.Store(true)
+	start := time.Now()
+	if next, err := held.AckNext(ctx); err == nil || next != nil {
+		t.Fatalf("AckNext with its answer lost: %v, %v; want an error", next, err)
+	}
+	took := time.Since(start)
+	if n := hung.Load(); n < queue.NextCandidates {
+		t.Fatalf("%d undos waited, want at least %d: the test no longer holds them", n, queue.NextCandidates)
+	}
+	if took > 4*time.Second {
+		t.Fatalf("AckNext took %v with %d undos waiting, want about one undo's timeout (2s)", took, queue.NextCandidates)
+	}
+	hang.Store(false)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st, err := q.Inspect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Ready) == queue.NextCandidates && len(st.Claimed) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ready %d, claimed %d after the undos could finish; want %d ready, none claimed", len(st.Ready), len(st.Claimed), queue.NextCandidates)
+		}
 	}
 }

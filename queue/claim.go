@@ -178,9 +178,13 @@ func (c *Claim) ackNext(ctx context.Context, ops []clientv3.Op) (*Claim, error) 
 	resp, head, err := c.settle(ctx, true, c.ackOps(ops), extra)
 	if err != nil {
 		if !errors.Is(err, ErrClaimLost) {
+			// At once: each undo may wait undoTimeout for an etcd
+			// that does not answer.
+			var wg sync.WaitGroup
 			for _, ct := range cts {
-				q.undoClaim(ctx, s, ct)
+				wg.Go(func() { q.undoClaim(ctx, s, ct) })
 			}
+			wg.Wait()
 		}
 		return nil, err
 	}
