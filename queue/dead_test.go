@@ -2,11 +2,13 @@ package queue_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/concordkit/concord/embedtest"
 	"github.com/concordkit/concord/queue"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // kill delivers the queue's next item once and has it dead-lettered: with
@@ -118,6 +120,50 @@ func TestDeadLetterKeepsOrder(t *testing.T) {
 			if err := c.Ack(ctx); err != nil {
 				t.Fatal(err)
 			}
+		}
+	}
+}
+
+// A value under a dead session's claimed items that is not an item
+// (written by hand, or by another version) goes to the dead letters, and
+// the session is forgotten: before, it stayed, and every look read it
+// again.
+func TestUndecodableOrphanToDeadLetters(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.NoFsync())
+	ctx := testCtx(t)
+	q := newQueue(t, srv.Client)
+	dead := newSession(t, srv.Client, 10*time.Second)
+	lease := fmt.Sprintf("%016x", int64(dead.Lease()))
+	pfx := q.Name() + "/.q/"
+	if _, err := srv.Client.Txn(ctx).Then(
+		clientv3.OpPut(pfx+"o/"+lease+"/junk", "not an item"),
+		clientv3.OpPut(pfx+"h/"+lease, ""),
+	).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Look(ctx); err != nil {
+		t.Fatal(err)
+	}
+	value := func(key string) (string, bool) {
+		t.Helper()
+		resp, err := srv.Client.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return "", false
+		}
+		return string(resp.Kvs[0].Value), true
+	}
+	if v, ok := value(pfx + "x/junk"); !ok || v != "not an item" {
+		t.Fatalf("dead letter junk: %q (%v), want the value", v, ok)
+	}
+	for _, key := range []string{pfx + "o/" + lease + "/junk", pfx + "h/" + lease} {
+		if _, ok := value(key); ok {
+			t.Fatalf("%s is left", key)
 		}
 	}
 }

@@ -393,7 +393,8 @@ func (q *Queue) requeueDead(ctx context.Context, l string) (int, error) {
 }
 
 // requeueOrphan puts the claimed item id, kept at pk, back in line (at its
-// original place) if nobody claims it.
+// original place) if nobody claims it; a value that is not an item goes to
+// the dead letters.
 func (q *Queue) requeueOrphan(ctx context.Context, pk, id string) (bool, error) {
 	if id == "" {
 		return false, nil
@@ -408,14 +409,19 @@ func (q *Queue) requeueOrphan(ctx context.Context, pk, id string) (bool, error) 
 	if len(kvs) == 0 {
 		return false, nil // acked or nacked: nothing to do
 	}
-	m, payload, err := decode(kvs[0].Value)
-	if err != nil {
-		return false, nil
+	var back []clientv3.Op
+	if m, payload, err := decode(kvs[0].Value); err == nil {
+		back = q.putItemOps(q.placeKey(m), encode(m, payload))
+	} else {
+		// Not an item (written by hand, or by another version): to the
+		// dead letters, as a claim would move it, not read again at
+		// every look.
+		back = []clientv3.Op{clientv3.OpPut(q.deadKey(id), string(kvs[0].Value))}
 	}
 	put, err := q.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(pk), "=", kvs[0].CreateRevision)).
-		Then(append([]clientv3.Op{clientv3.OpDelete(pk)}, q.putItemOps(q.placeKey(m), encode(m, payload))...)...).
+		Then(append([]clientv3.Op{clientv3.OpDelete(pk)}, back...)...).
 		Commit()
 	if err != nil {
 		return false, err
