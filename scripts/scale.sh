@@ -11,7 +11,10 @@
 # LockWaiters (10 and 10,000 waiters over 100 sessions, concord's Mutex and
 # etcd's), SemaphoreWaiters (limit 10; 10, 1,000 and 10,000 waiters),
 # QueueDepth (claim+ack with 100, 10,000 and 100,000 items waiting: ready,
-# tombstones, compacted, delayed; embedded), and the Cluster3 benchmarks (a
+# drained, tombstones, compacted, delayed; embedded), Resume (a pub/sub
+# subscription's start on topics retaining 100 and 10,000 messages),
+# PublishTrimmed (Publish after 100,000 messages trimmed, not compacted),
+# and the Cluster3 benchmarks (a
 # 3-member embedded cluster, fsync on: lock handoffs, queue drain, election
 # failover, each beside etcd's recipe and the floor). Each benchmark's doc
 # comment says what it measures. Environment: SCALE_RAW names the file for
@@ -34,6 +37,8 @@ runs=(
   "LockWaiters;./lock;^BenchmarkLockWaiters\$/^server=process\$;2000x"
   "SemaphoreWaiters;./semaphore;^BenchmarkSemaphoreWaiters\$/^server=process\$;1000x"
   "QueueDepth;./queue;^BenchmarkQueueDepth\$;300x"
+  "Resume;./pubsub;^BenchmarkResume\$/^server=process\$;1000x"
+  "PublishTrimmed;./pubsub;^BenchmarkPublishTrimmed\$/^server=process\$;2000x"
   "Cluster3Lock;./lock;^BenchmarkCluster3Lock\$;300x"
   "Cluster3Drain;./queue;^BenchmarkCluster3Drain\$;400x"
   "Cluster3Failover;./election;^BenchmarkCluster3Failover\$;100x"
