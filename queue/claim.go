@@ -635,7 +635,7 @@ func (q *Queue) claimTxnFor(s *concurrency.Session, kv *mvccpb.KeyValue, from *v
 		clientv3.OpPut(pk, encode(m, payload)),
 		clientv3.OpPut(ck, nonce, clientv3.WithLease(lease)),
 	}, leave...)
-	if _, ok := q.noted.Load(lease); !ok {
+	if !q.marked(s) {
 		// The session's first claim here marks it (see requeueOrphans).
 		then = append(then, clientv3.OpPut(q.pfx+aliveDir+leaseName(lease), "", clientv3.WithLease(lease)),
 			clientv3.OpPut(q.pfx+holderDir+leaseName(lease), ""))
@@ -652,17 +652,35 @@ func (q *Queue) claimTxnFor(s *concurrency.Session, kv *mvccpb.KeyValue, from *v
 	return &claimTxn{cmps: cmps, then: then, kv: kv, m: m, payload: payload, nonce: nonce, pk: pk}
 }
 
-// loaded is LoadOrStore's second result.
-func loaded(_ any, ok bool) bool { return ok }
+// marked reports whether a claim of s through q has landed, and so marked
+// its session (see claimTxnFor).
+func (q *Queue) marked(s *concurrency.Session) bool {
+	done, ok := q.noted.Load(s.Lease())
+	return ok && done.(<-chan struct{}) == s.Done()
+}
+
+// note records that a claim of s through q has landed. A new entry first
+// drops those of sessions that have ended: a process that makes a session
+// per job keeps none per past session.
+func (q *Queue) note(s *concurrency.Session) {
+	if q.marked(s) {
+		return
+	}
+	q.noted.Range(func(lease, done any) bool {
+		select {
+		case <-done.(<-chan struct{}):
+			q.noted.Delete(lease)
+		default:
+		}
+		return true
+	})
+	q.noted.Store(s.Lease(), s.Done())
+}
 
 // newClaim is the Claim a landed claim transaction ct made at revision at.
 func (q *Queue) newClaim(ctx context.Context, s *concurrency.Session, ct *claimTxn, at int64) *Claim {
 	q.claimed()
-	if lease := s.Lease(); !loaded(q.noted.LoadOrStore(lease, true)) {
-		// Forgotten when the session ends: a process that makes a
-		// session per job keeps no entry per past session.
-		context.AfterFunc((*session.Session)(s).Ctx(), func() { q.noted.Delete(lease) })
-	}
+	q.note(s)
 	m := ct.m
 	tel, sc := q.telFor(s), q.scopeFor(s)
 	tel.Queue.Delivered.Add(ctx, 1, telemetry.Named(sc.Name)...)

@@ -20,11 +20,11 @@ func (q *Queue) SetSlowLookEvery(d time.Duration) {
 	q.lastSlow.Store(time.Now().UnixNano())
 }
 
-// Noted reports whether q remembers marking lease's session (see
-// claimTxnFor).
-func (q *Queue) Noted(lease clientv3.LeaseID) bool {
-	_, ok := q.noted.Load(lease)
-	return ok
+// Noted reports how many sessions q remembers marking (see note).
+func (q *Queue) Noted() int {
+	n := 0
+	q.noted.Range(func(any, any) bool { n++; return true })
+	return n
 }
 
 // Look looks for items of dead consumers once, as the first consumer in

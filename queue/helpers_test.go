@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,13 +73,28 @@ func claimAck(t *testing.T, ctx context.Context, cons *queue.Consumer, want stri
 	}
 }
 
-// losingClient is an interceptedClient whose next transaction, once lose
-// is set, lands and has its answer lost (lose is cleared).
+// losingClient is an interceptedClient whose next transaction that writes
+// a claim key (a claim, an ack, a nack), once lose is set, lands and has
+// its answer lost (lose is cleared). A look for orphans in between does
+// not take the loss.
 func losingClient(t *testing.T, srv *embedtest.Server, lose *atomic.Bool) *clientv3.Client {
 	return interceptedClient(t, srv, func(req, _ any, err error) error {
-		if _, ok := req.(*pb.TxnRequest); ok && err == nil && lose.CompareAndSwap(true, false) {
+		if tr, ok := req.(*pb.TxnRequest); ok && err == nil && writesClaim(tr) && lose.CompareAndSwap(true, false) {
 			return errors.New("answer lost")
 		}
 		return err
 	})
+}
+
+// writesClaim reports whether tr puts or deletes a claim key.
+func writesClaim(tr *pb.TxnRequest) bool {
+	for _, op := range tr.Success {
+		if p := op.GetRequestPut(); p != nil && strings.Contains(string(p.Key), "/.q/c/") {
+			return true
+		}
+		if d := op.GetRequestDeleteRange(); d != nil && strings.Contains(string(d.Key), "/.q/c/") {
+			return true
+		}
+	}
+	return false
 }

@@ -74,7 +74,7 @@ type Queue struct {
 	win       window        // where the head of the queue is; see readyOp
 	lastSlow  atomic.Int64  // when a look was last whole, as far as this value knows; see requeueOrphans
 	slowEvery time.Duration // how often a look is
-	noted     sync.Map      // leases whose sessions' claims this value marked; see claimTxnFor
+	noted     sync.Map      // lease → Done of the session whose claims this value marked; see note
 }
 
 // slowLookInterval is how often the looks for orphans of a queue's

@@ -192,7 +192,9 @@ func (q *Queue) awaitChange(ctx context.Context, s *concurrency.Session, wch cli
 					// A claim gone without its item or its session: one of
 					// a version that kept the item under p/. (Items under
 					// o/ whose claim went while their session lives are
-					// returned by a whole look, every 30 s.)
+					// returned by a whole look, every 30 s; so is a p/ item
+					// whose claim went with a session mark, a lease an
+					// older version's claim and this version's share.)
 					id := q.idOfClaim(key)
 					if _, err := q.requeueOrphan(ctx, q.pendingKey(id), id); err != nil {
 						q.log.Debug("concord queue: requeue of an orphan failed; the next look returns it", "queue", q.name, "key", key, "err", err)
@@ -417,6 +419,7 @@ func (q *Queue) requeueOrphan(ctx context.Context, pk, id string) (bool, error) 
 		// dead letters, as a claim would move it, not read again at
 		// every look.
 		back = []clientv3.Op{clientv3.OpPut(q.deadKey(id), string(kvs[0].Value))}
+		q.log.Warn("concord queue: a claimed value that is not an item goes to the dead letters", "queue", q.name, "key", pk, "err", err)
 	}
 	put, err := q.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
