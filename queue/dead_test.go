@@ -166,4 +166,16 @@ func TestUndecodableOrphanToDeadLetters(t *testing.T) {
 			t.Fatalf("%s is left", key)
 		}
 	}
+	// Inspect lists it, and it can be requeued (its value the payload).
+	st, err := q.Inspect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Dead) != 1 || st.Dead[0].ID != "junk" || string(st.Dead[0].Payload) != "not an item" {
+		t.Fatalf("dead letters %+v, want junk with its value", st.Dead)
+	}
+	if err := q.Requeue(ctx, "junk"); err != nil {
+		t.Fatal(err)
+	}
+	claimAck(t, ctx, q.Consumer(newSession(t, srv.Client, 10*time.Second)), "not an item")
 }

@@ -84,17 +84,17 @@ func (q *Queue) inspect(ctx context.Context) (Status, error) {
 	for _, kv := range resp.Responses[4].GetResponseRange().Kvs {
 		leases[strings.TrimPrefix(string(kv.Key), q.pfx+claimDir)] = clientv3.LeaseID(kv.Lease)
 	}
-	items := func(i int) []Item {
-		var out []Item
-		for _, kv := range resp.Responses[i].GetResponseRange().Kvs {
-			if it, ok := itemOf(kv); ok {
-				out = append(out, it)
-			}
-		}
-		return out
-	}
 	ready, delayed := q.readyAndDue(resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs, time.Now())
-	st := Status{Ready: ready, Delayed: delayed, Dead: items(3), Revision: resp.Header.Revision}
+	st := Status{Ready: ready, Delayed: delayed, Revision: resp.Header.Revision}
+	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
+		it, ok := itemOf(kv)
+		if !ok {
+			// Not an item Enqueue wrote (Requeue takes it whole as the
+			// payload): listed, so that it can be requeued or deleted.
+			it = Item{ID: strings.TrimPrefix(string(kv.Key), q.pfx+deadDir), Payload: kv.Value}
+		}
+		st.Dead = append(st.Dead, it)
+	}
 	// Claimed items, under p/ (older versions) and o/, in claim order.
 	kvs := append(slices.Clone(resp.Responses[2].GetResponseRange().Kvs), resp.Responses[5].GetResponseRange().Kvs...)
 	slices.SortStableFunc(kvs, func(a, b *mvccpb.KeyValue) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
