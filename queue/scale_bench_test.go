@@ -27,7 +27,8 @@ const scaleReadyBeside = 100
 // (issue #16: throughput at 100,000 at least 80% of that at 100). Each
 // iteration times one Claim and its Ack, then (untimed) enqueues one item
 // so the backlog stays at depth. fsync is off (the figure is the server's
-// work per claim, not the disk's). States, each on a fresh queue on one
+// work per claim, not the disk's). It runs against etcd as its own process
+// (CONCORD_ETCD_BIN) and embedded. States, each on a fresh queue on one
 // server, compacted before it is built:
 //
 //   - ready: depth ready items;
@@ -47,17 +48,21 @@ const scaleReadyBeside = 100
 // unary request, included).
 //
 //	go test -c -o /tmp/queue.test ./queue
-//	/tmp/queue.test -test.run '^$' -test.bench QueueDepth -test.benchtime 300x
+//	CONCORD_ETCD_BIN=$(scripts/etcd-bin.sh 3.7.3) /tmp/queue.test -test.run '^$' -test.bench QueueDepth -test.benchtime 300x
 func BenchmarkQueueDepth(b *testing.B) {
-	srv := embedtest.Start(b, embedtest.NoFsync())
-	for _, depth := range scaleDepths {
-		for _, state := range []string{"ready", "drained", "tombstones", "compacted", "delayed"} {
-			b.Run(fmt.Sprintf("depth=%d/%s/concord", depth, state), func(b *testing.B) {
-				benchDepthConcord(b, srv, depth, state)
-			})
-		}
-		b.Run(fmt.Sprintf("depth=%d/ready/etcd", depth), func(b *testing.B) {
-			benchDepthEtcd(b, srv, depth)
+	for _, where := range embedtest.BenchServers() {
+		b.Run(where.Name, func(b *testing.B) {
+			srv := embedtest.Start(b, append(where.Opts, embedtest.NoFsync())...)
+			for _, depth := range scaleDepths {
+				for _, state := range []string{"ready", "drained", "tombstones", "compacted", "delayed"} {
+					b.Run(fmt.Sprintf("depth=%d/%s/concord", depth, state), func(b *testing.B) {
+						benchDepthConcord(b, srv, depth, state)
+					})
+				}
+				b.Run(fmt.Sprintf("depth=%d/ready/etcd", depth), func(b *testing.B) {
+					benchDepthEtcd(b, srv, depth)
+				})
+			}
 		})
 	}
 }

@@ -11,7 +11,7 @@
 # LockWaiters (10 and 10,000 waiters over 100 sessions, concord's Mutex and
 # etcd's), SemaphoreWaiters (limit 10; 10, 1,000 and 10,000 waiters),
 # QueueDepth (claim+ack with 100, 10,000 and 100,000 items waiting: ready,
-# drained, tombstones, compacted, delayed; embedded), Resume (a pub/sub
+# drained, tombstones, compacted, delayed), Resume (a pub/sub
 # subscription's start on topics retaining 100 and 10,000 messages),
 # PublishTrimmed (Publish after 100,000 messages trimmed, not compacted),
 # and the Cluster3 benchmarks (a
@@ -36,7 +36,7 @@ runs=(
   "ScaleDiscovery;./discovery;^BenchmarkScaleDiscovery\$/^server=process\$;1x"
   "LockWaiters;./lock;^BenchmarkLockWaiters\$/^server=process\$;2000x"
   "SemaphoreWaiters;./semaphore;^BenchmarkSemaphoreWaiters\$/^server=process\$;1000x"
-  "QueueDepth;./queue;^BenchmarkQueueDepth\$;300x"
+  "QueueDepth;./queue;^BenchmarkQueueDepth\$/^server=process\$;300x"
   "Resume;./pubsub;^BenchmarkResume\$/^server=process\$;1000x"
   "PublishTrimmed;./pubsub;^BenchmarkPublishTrimmed\$/^server=process\$;2000x"
   "Cluster3Lock;./lock;^BenchmarkCluster3Lock\$;300x"
