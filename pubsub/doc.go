@@ -65,20 +65,21 @@
 // the connection recovers or the client replaces it.
 //
 // Cost of a start. A subscription that starts, or resumes, at most 1,000
-// revisions behind etcd's, no more revisions behind than its topic retains
-// messages, and with none of those since its start deleted by retention,
-// reads the messages since from etcd's history (a watch from its
-// revision) after one read of the topic's trim record and a count of its
-// keys. Otherwise (further behind, Oldest, After(0), a start beyond the
-// current revision, messages trimmed since, history compacted) it lists
-// the retained messages, which costs the server each retained message: at
-// 10,000 of 512 bytes, 17-23 ms of its CPU per start against 0.4-0.7 ms
-// from history (at 100 retained, the read that decides costs 0.2 ms more
-// than a listing). etcd reads every revision since, of every key, for a
-// watch that starts behind (hence the bound), and serves such watches
-// every 100 ms, so the first message of such a start can take that long
-// to arrive. Now and After without a count (After, From) count the topic's
-// keys (without their values) at their revision.
+// revisions behind etcd's and no more than twice as many as its topic
+// retains messages (counted from the last message retention deleted, if
+// that is later) reads the messages since from etcd's history (a watch
+// from there), after one read of the topic's trim record and a count of
+// its keys; what retention deleted since its start is a gap, as always.
+// Otherwise (further behind, Oldest, After(0), a start beyond the current
+// revision, history compacted) it lists the retained messages, which
+// costs the server each retained message: at 10,000 of 512 bytes, 17-23
+// ms of its CPU per start against 0.4-0.7 ms from history (at 100
+// retained, the read that decides costs 0.2 ms more than a listing). etcd
+// reads every revision since, of every key, for a watch that starts
+// behind (hence the bounds), and serves such watches every 100 ms, so the
+// first message of such a start can take that long to arrive. Now and
+// After without a count (After, From) count the topic's keys (without
+// their values) at their revision.
 //
 // Telemetry (WithMeterProvider and WithTracerProvider, else the global
 // providers): messages published, delivered and gaps signalled; at each

@@ -222,28 +222,30 @@ func (sub *subscriber) run(ctx context.Context) {
 }
 
 // historyResume bounds how many revisions behind etcd's a subscription may
-// start and still read the messages since from etcd's history rather than
-// list the topic's retained messages (it must also be no further behind
-// than the topic has messages retained). For a watch that starts behind,
-// etcd reads every revision since, of every key, with values, while
-// writes wait: at most 1,000 revisions a round, every 100 ms, reading the
-// rest again each round (a subscriber 9,000 revisions behind cost 25-34
-// ms of server CPU); a listing reads each retained message of the topic
-// (about 2 µs each), for each subscriber.
+// go on from etcd's history rather than list the topic's retained
+// messages; it must also be no more than twice as many revisions behind as
+// the topic retains messages. For a watch that starts behind, etcd reads
+// every revision since, of every key, with values, while writes wait: at
+// most 1,000 revisions a round, every 100 ms, reading the rest again each
+// round (a subscriber 9,000 revisions behind cost 25-34 ms of server
+// CPU); a listing reads each retained message of the topic (about 2 µs
+// each), for each subscriber.
 var historyResume int64 = 1000
 
-// resumeFromHistory reports whether the subscription can go on with a watch
-// from sub.rev+1 without listing the topic: sub.rev is behind etcd's
-// revision by at most historyResume and by at most the messages the topic
-// retains, and its count is known or can be read at sub.rev (not
-// compacted), and retention has deleted nothing after it (were it so, the
-// topic would retain fewer messages than sub.rev is behind, and a listing,
-// which reports the gap, costs less). One read finds out; every message after sub.rev is then
-// retained, and in etcd's history, which the watch replays. If etcd
-// compacts that history first the watch fails with ErrCompacted and the
-// subscription lists. Without it every start and resume read each
-// retained message of the topic: 17-23 ms of server CPU at 10,000 retained
-// (BenchmarkResume). A failed read is returned, to back off.
+// resumeFromHistory reports whether the subscription can go on with a
+// watch from sub.rev+1 without listing the topic, and if so reports what
+// retention deleted after sub.rev as a gap (as a listing would) and moves
+// past it. One read finds out: the topic's trim record, its retained
+// count, and its count at sub.rev if not known (not compacted). The watch
+// starts after sub.rev or after the last trimmed message, whichever is
+// later; from there every message was retained at the read and is in
+// etcd's history, which the watch replays. It must start at most
+// historyResume revisions, and at most twice the retained count, behind
+// the read. If etcd compacts that history first the watch fails with
+// ErrCompacted and the subscription lists. Without it every start and
+// resume read each retained message of the topic: 17-23 ms of server CPU
+// at 10,000 retained (BenchmarkResume). A failed read is returned, to
+// back off.
 func (sub *subscriber) resumeFromHistory(ctx context.Context) (bool, error) {
 	if sub.oldest || sub.rev <= 0 {
 		return false, nil
@@ -273,11 +275,12 @@ func (sub *subscriber) resumeFromHistory(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	head, retained := resp.Header.Revision, resp.Responses[1].GetResponseRange().Count
-	if sub.count < 0 || sub.rev > head || rec.rev > sub.rev || head-sub.rev > min(historyResume, retained) {
+	from := max(sub.rev, rec.rev)
+	if sub.count < 0 || sub.rev > head || head-from > min(historyResume, 2*retained) {
 		return false, nil
 	}
 	sub.seen = max(sub.seen, head)
-	return true, nil
+	return true, sub.gapTo(ctx, rec)
 }
 
 // countOps read, at revision rev (0: the current one), what countOf needs
@@ -402,6 +405,12 @@ func (sub *subscriber) reportTrimmed(ctx context.Context, resp *clientv3.TxnResp
 	case sub.count < 0 && rec.rev <= sub.rev:
 		sub.count = rec.count + retained
 	}
+	return sub.gapTo(ctx, rec)
+}
+
+// gapTo reports as a gap the messages retention deleted after sub.rev, as
+// trim record rec says, and moves the subscription past them.
+func (sub *subscriber) gapTo(ctx context.Context, rec trimRecord) error {
 	if rec.rev <= sub.rev {
 		return nil
 	}
