@@ -83,24 +83,64 @@ func TestStartFromHistoryListsNothing(t *testing.T) {
 	if n := l.n.Load(); n != 0 {
 		t.Fatalf("%d listings of the topic, want none", n)
 	}
-	trim := newPubSub(t, srv.Client, pubsub.WithKeepLast(1))
-	if n, err := trim.Trim(testCtx(t), "news"); err != nil || n != 5 {
-		t.Fatalf("trimmed %d, %v: want a to e", n, err)
+	trim := newPubSub(t, srv.Client, pubsub.WithKeepLast(2))
+	if n, err := trim.Trim(testCtx(t), "news"); err != nil || n != 4 {
+		t.Fatalf("trimmed %d, %v: want a to d", n, err)
 	}
 	// What retention deleted since the start is a gap, as a listing
-	// reports it; the rest comes from history.
-	re := subscribe(t, ps, "news", pubsub.Resume(d))
-	wantGap(t, next(t, re), revs[3]+1, revs[4], 1, 5)
-	wantSeq(re, 5)
+	// reports it; the rest comes from history (e, f and the trim are 3
+	// revisions after d, the last trimmed; 2 retained allow 4). After,
+	// with no count, counts at c's revision.
+	c := pubsub.Event{Revision: revs[2], Seq: 3}
+	for _, pos := range []pubsub.Position{pubsub.Resume(c), pubsub.After(c.Revision)} {
+		re := subscribe(t, ps, "news", pos)
+		wantGap(t, next(t, re), revs[2]+1, revs[3], 1, 4)
+		wantSeq(re, 4)
+		wantSeq(re, 5)
+	}
 	if n := l.n.Load(); n != 0 {
 		t.Fatalf("%d listings of the topic after a trim, want none", n)
 	}
 	if _, err := srv.Compact(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	after := subscribe(t, ps, "news", pubsub.After(d.Revision))
-	wantGap(t, next(t, after), revs[3]+1, revs[4], -1, 5)
-	wantSeq(after, 5)
+	after := subscribe(t, ps, "news", pubsub.After(c.Revision))
+	wantGap(t, next(t, after), revs[2]+1, revs[3], -1, 4)
+	wantSeq(after, 4)
+}
+
+// A start more than twice as many revisions behind as its topic retains
+// messages lists them (a listing reads those; etcd's history, every
+// revision since).
+func TestStartBehindRetainedLists(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	pub := newPubSub(t, srv.Client)
+	l := &listings{prefix: "news/.m/"}
+	ps := newPubSub(t, listingClient(t, srv.NewClientWith, l))
+	revs := publish(t, pub, "news", "a", "b")
+	a := pubsub.Event{Revision: revs[0], Seq: 1}
+	other := func() {
+		t.Helper()
+		if _, err := srv.Client.Put(testCtx(t), "other", "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other() // 2 revisions after a: history
+	near := subscribe(t, ps, "news", pubsub.Resume(a))
+	ev := next(t, near)
+	wantMsg(t, ev, revs[1], "b")
+	if n := l.n.Load(); n != 0 || ev.Seq != 2 {
+		t.Fatalf("%d listings, b numbered %d; want none, 2", n, ev.Seq)
+	}
+	other()
+	other()
+	other() // 5 revisions after a, 2 messages retained: a listing
+	far := subscribe(t, ps, "news", pubsub.Resume(a))
+	ev = next(t, far)
+	wantMsg(t, ev, revs[1], "b")
+	if n := l.n.Load(); n != 1 || ev.Seq != 2 {
+		t.Fatalf("%d listings, b numbered %d; want 1, 2", n, ev.Seq)
+	}
 }
 
 // A subscription whose connection is cut resumes from etcd's history: it

@@ -20,7 +20,9 @@ import (
 // starts after the message before it, as a subscriber that lost its
 // connection does (Resume, the last event it handled); after starts
 // After that message's revision, with no count; behind resumes as resume
-// does, 5,000 revisions behind (writes of other keys). floor is one read
+// does, 5,000 revisions behind (writes of other keys); trimmed resumes
+// on a topic keeping 500 from before its last trim (benchResumeTrimmed).
+// floor is one read
 // of the newest message's key, the least a start that delivers it can
 // need.
 //
@@ -47,6 +49,9 @@ func BenchmarkResume(b *testing.B) {
 					})
 				}
 				b.Run(fmt.Sprintf("retained=%d/resume", n), func(b *testing.B) { benchResume(b, srv, topic, pubsub.Resume(prev), last) })
+				if n == 100 {
+					benchResumeTrimmed(b, srv)
+				}
 				b.Run(fmt.Sprintf("retained=%d/after", n), func(b *testing.B) { benchResume(b, srv, topic, pubsub.After(prev.Revision), last) })
 				b.Run(fmt.Sprintf("retained=%d/floor", n), func(b *testing.B) {
 					starting(b, srv, func() error {
@@ -57,6 +62,67 @@ func BenchmarkResume(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchResumeTrimmed resumes on a topic that keeps its last 500 messages
+// from before its last trim: a gap, then every retained message. From
+// history (trimmed/resume) against a listing of the same
+// (trimmed/listed, with history off).
+func benchResumeTrimmed(b *testing.B, srv *embedtest.Server) {
+	ctx := context.Background()
+	topic := fmt.Sprintf("bench/resume/%d", benchRun.Add(1))
+	ps, err := pubsub.New(srv.Client, pubsub.WithKeepLast(500))
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := make([]byte, 512)
+	var revs []int64
+	for i := range 550 {
+		rev, err := ps.Publish(ctx, topic, msg)
+		if err != nil {
+			b.Fatalf("message %d: %v", i, err)
+		}
+		revs = append(revs, rev)
+	}
+	from := pubsub.Resume(pubsub.Event{Revision: revs[9], Seq: 10})
+	last := revs[len(revs)-1]
+	c, err := srv.NewClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sub, err := pubsub.New(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		s, err := sub.Subscribe(ctx, topic, from)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cancel()
+			for range s.C() {
+			}
+		}()
+		gap := false
+		for ev := range s.C() {
+			gap = gap || ev.Gap != nil
+			if ev.Revision == last {
+				if !gap {
+					return fmt.Errorf("no gap before the retained messages")
+				}
+				return nil
+			}
+		}
+		return s.Err()
+	}
+	b.Run("retained=500/trimmed/resume", func(b *testing.B) { starting(b, srv, start) })
+	b.Run("retained=500/trimmed/listed", func(b *testing.B) {
+		defer pubsub.SetHistoryResume(0)()
+		starting(b, srv, start)
+	})
 }
 
 type lastMsg struct {

@@ -224,7 +224,8 @@ func (sub *subscriber) run(ctx context.Context) {
 // historyResume bounds how many revisions behind etcd's a subscription may
 // go on from etcd's history rather than list the topic's retained
 // messages; it must also be no more than twice as many revisions behind as
-// the topic retains messages. For a watch that starts behind, etcd reads
+// the topic retains messages (counted from the last trimmed message, if
+// later). For a watch that starts behind, etcd reads
 // every revision since, of every key, with values, while writes wait: at
 // most 1,000 revisions a round, every 100 ms, reading the rest again each
 // round (a subscriber 9,000 revisions behind cost 25-34 ms of server
