@@ -225,12 +225,12 @@ func (sub *subscriber) run(ctx context.Context) {
 // go on from etcd's history rather than list the topic's retained
 // messages; it must also be no more than twice as many revisions behind as
 // the topic retains messages (counted from the last trimmed message, if
-// later). For a watch that starts behind, etcd reads
-// every revision since, of every key, with values, while writes wait: at
-// most 1,000 revisions a round, every 100 ms, reading the rest again each
-// round (a subscriber 9,000 revisions behind cost 25-34 ms of server
-// CPU); a listing reads each retained message of the topic (about 2 µs
-// each), for each subscriber.
+// later). For a watch that starts behind, etcd reads every revision
+// since, of every key, with values, while writes wait: at most 1,000
+// revisions a round, every 100 ms, reading the rest again each round (a
+// subscriber 9,000 revisions behind cost 25-34 ms of server CPU); a
+// listing reads each retained message of the topic (about 2 µs each), for
+// each subscriber.
 var historyResume int64 = 1000
 
 // resumeFromHistory reports whether the subscription can go on with a
@@ -516,25 +516,15 @@ func putKVs(evs []*clientv3.Event) []*mvccpb.KeyValue {
 }
 
 // countAt counts the messages with a revision <= rev from etcd's history
-// at rev: the trim record then, plus the messages then retained (all newer
-// than the record's revision). It returns -1 if that history is compacted.
+// at rev (countOps). It returns -1 if that history is compacted.
 func (sub *subscriber) countAt(ctx context.Context, rev int64) int64 {
 	ctx, cancel := sub.request(ctx)
 	defer cancel()
-	resp, err := sub.c.etcd.Txn(ctx).Then(
-		clientv3.OpGet(trimKey(sub.topic), clientv3.WithRev(rev)),
-		clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(rev)),
-	).Commit()
+	resp, err := sub.c.etcd.Txn(ctx).Then(countOps(sub.topic, rev)...).Commit()
 	if err != nil {
 		return -1
 	}
-	var rec trimRecord
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		if rec, err = parseTrimRecord(kvs[0].Value); err != nil {
-			return -1
-		}
-	}
-	return rec.count + resp.Responses[1].GetResponseRange().Count
+	return countOf(resp.Responses)
 }
 
 // request is the context of one read: it requires a leader and gives up
