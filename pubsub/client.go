@@ -120,6 +120,8 @@ type Client struct {
 	tel  *telemetry.PubsubInstruments
 	set  *telemetry.Set // for spans
 
+	clock func() time.Time // stamps message keys
+
 	mu    sync.Mutex
 	trims map[string]*trimState
 }
@@ -146,5 +148,5 @@ func New(c *clientv3.Client, opts ...Option) (*Client, error) {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	set := telemetry.For(cfg.mp, cfg.tp)
-	return &Client{etcd: c, cfg: cfg, trims: make(map[string]*trimState), tel: &set.Pubsub, set: set}, nil
+	return &Client{etcd: c, cfg: cfg, clock: time.Now, trims: make(map[string]*trimState), tel: &set.Pubsub, set: set}, nil
 }

@@ -3,7 +3,7 @@ package pubsub
 import (
 	"context"
 	"fmt"
-	"time"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -28,16 +28,25 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 	if c.cfg.untilCompaction {
 		return c.publishLog(ctx, topic, msg)
 	}
+	stamp := c.clock()
 	for {
-		key := newMsgKey(topic, time.Now())
+		key := newMsgKey(topic, stamp)
 		// The key is random; requiring it to be new makes a message
 		// immutable even in the (negligible) event of a collision. The
-		// topic must not be kept until compaction: no mode record.
+		// topic must not be kept until compaction (no mode record), and
+		// the key must not sort below the topic's floor (no floor marker
+		// at or above it).
+		fl := floorPrefix(topic)
+		above := fl + strings.TrimPrefix(key, msgPrefix(topic))
+		end := clientv3.GetPrefixRangeEnd(fl)
 		resp, err := c.etcd.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
-				clientv3.Compare(clientv3.CreateRevision(modeKey(topic)), "=", 0)).
+				clientv3.Compare(clientv3.CreateRevision(modeKey(topic)), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(above), "=", 0).WithRange(end)).
 			Then(clientv3.OpPut(key, string(msg))).
-			Else(clientv3.OpGet(modeKey(topic), clientv3.WithCountOnly())).
+			Else(clientv3.OpGet(modeKey(topic), clientv3.WithCountOnly()),
+				clientv3.OpGet(above, clientv3.WithRange(end), clientv3.WithKeysOnly(),
+					clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))).
 			Commit()
 		if err != nil {
 			return 0, err
@@ -49,6 +58,11 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 		}
 		if resp.Responses[0].GetResponseRange().Count > 0 {
 			return 0, fmt.Errorf("%w: %q is kept until compaction", ErrRetentionMode, topic)
+		}
+		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+			// This clock is behind the publisher of the floor's
+			// message: stamp the key just above the floor.
+			stamp = stampAbove(stamp, strings.TrimPrefix(string(kvs[0].Key), fl))
 		}
 	}
 }

@@ -1,8 +1,12 @@
 package pubsub
 
 import (
+	"cmp"
 	"context"
+	"strings"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -16,6 +20,8 @@ type trimState struct {
 	published int       // messages published since the last trim
 	last      time.Time // when the last trim started
 	running   bool
+	floor     string // the floor in the last trim record read
+	reads     int    // trims begun (see fullReadEvery)
 }
 
 // maybeTrim trims topic when enough messages were published since the last
@@ -23,11 +29,7 @@ type trimState struct {
 func (c *Client) maybeTrim(ctx context.Context, topic string) {
 	now := time.Now()
 	c.mu.Lock()
-	st := c.trims[topic]
-	if st == nil {
-		st = &trimState{}
-		c.trims[topic] = st
-	}
+	st := c.trimState(topic)
 	st.published++
 	due := false
 	if n := c.cfg.keepLast; n > 0 && st.published >= max(1, n/10) {
@@ -75,13 +77,64 @@ func (c *Client) Trim(ctx context.Context, topic string) (int, error) {
 	}
 }
 
+// fullReadEvery: one trim in this many by a Client reads the whole topic,
+// not from its floor, so a message key below the floor (written by a
+// publisher of a version before floors, whose clock was behind) is trimmed
+// in its turn; the floor comes down to it while it stays.
+var fullReadEvery = 64
+
+// afterTrimRead, if set, runs between a trim's read and its transaction
+// (tests).
+var afterTrimRead func()
+
+// readFrom returns the message key suffix topic's next trim reads from:
+// the floor this Client last saw, or "" for a whole read.
+func (c *Client) readFrom(topic string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.trimState(topic)
+	st.reads++
+	if st.reads%fullReadEvery == 1 {
+		return ""
+	}
+	return st.floor
+}
+
+// sawFloor records the floor of topic's trim record.
+func (c *Client) sawFloor(topic, floor string) {
+	c.mu.Lock()
+	c.trimState(topic).floor = floor
+	c.mu.Unlock()
+}
+
+// trimState returns topic's trim state; c.mu must be held.
+func (c *Client) trimState(topic string) *trimState {
+	st := c.trims[topic]
+	if st == nil {
+		st = &trimState{}
+		c.trims[topic] = st
+	}
+	return st
+}
+
 // trimOnce deletes up to maxTrimBatch messages; more reports that it should
 // be called again (more to trim, or a concurrent trim won the race).
+//
+// It reads the message keys from the floor (keys.go) and raises the floor
+// to the record's next: the lowest key the last trim kept, below which
+// that trim left tombstones only. A message written since that trim with
+// a key below next (its publisher's clock behind) is kept here, and the
+// floor goes no higher than the lowest key kept. A message written since
+// this trim's read with a key below the new floor would be skipped by
+// every later trim: the transaction requires that none was (a comparison
+// over the keys from where the read began to the new floor, which
+// normally holds only tombstones, so it reads no value).
 func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, err error) {
 	prefix := msgPrefix(topic)
+	from := c.readFrom(topic)
 	resp, err := c.etcd.Txn(ctx).Then(
 		clientv3.OpGet(trimKey(topic)),
-		clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.OpGet(prefix+from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithKeysOnly(),
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
 	).Commit()
 	if err != nil {
@@ -94,6 +147,12 @@ func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, 
 			return 0, false, err
 		}
 		recMod = kvs[0].ModRevision
+	}
+	c.sawFloor(topic, rec.floor)
+	if rec.floor < from {
+		// The floor came down, or an older version's trim dropped it
+		// from the record: read again from it.
+		return 0, true, nil
 	}
 	keys := resp.Responses[1].GetResponseRange().Kvs
 	k := 0
@@ -115,21 +174,50 @@ func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, 
 	if k > maxTrimBatch {
 		k, more = maxTrimBatch, true
 	}
-	ops := make([]clientv3.Op, 0, k+1)
+	suffix := func(kv *mvccpb.KeyValue) string { return strings.TrimPrefix(string(kv.Key), prefix) }
+	ops := make([]clientv3.Op, 0, k+3)
+	next := ""
 	for _, kv := range keys[:k] {
 		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+		next = max(next, suffix(kv)) // if nothing is kept
 	}
-	rec = trimRecord{rev: keys[k-1].CreateRevision, count: rec.count + int64(k)}
+	floor := cmp.Or(rec.next, rec.floor)
+	if kept := keys[k:]; len(kept) > 0 {
+		next = suffix(kept[0])
+		for _, kv := range kept[1:] {
+			next = min(next, suffix(kv))
+		}
+		floor = min(floor, next)
+	}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(trimKey(topic)), "=", recMod)}
+	if floor > from {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(prefix+from), "<", resp.Header.Revision+1).
+			WithRange(prefix+floor))
+	}
+	if floor != rec.floor {
+		fp := floorPrefix(topic)
+		if rec.floor != "" {
+			ops = append(ops, clientv3.OpDelete(fp+rec.floor))
+		} else {
+			// No floor in the record: drop any marker an older
+			// version's trim left behind (it rewrote the record).
+			ops = append(ops, clientv3.OpDelete(fp, clientv3.WithRange(fp+floor)),
+				clientv3.OpDelete(fp+floor+"\x00", clientv3.WithRange(clientv3.GetPrefixRangeEnd(fp))))
+		}
+		ops = append(ops, clientv3.OpPut(fp+floor, ""))
+	}
+	if afterTrimRead != nil {
+		afterTrimRead()
+	}
+	rec = trimRecord{rev: keys[k-1].CreateRevision, count: rec.count + int64(k), floor: floor, next: next}
 	ops = append(ops, clientv3.OpPut(trimKey(topic), rec.String()))
-	tr, err := c.etcd.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(trimKey(topic)), "=", recMod)).
-		Then(ops...).
-		Commit()
+	tr, err := c.etcd.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return 0, false, err
 	}
 	if !tr.Succeeded {
-		return 0, true, nil // another trim went first: look again
+		return 0, true, nil // another trim went first, or a key below the floor: look again
 	}
+	c.sawFloor(topic, floor)
 	return k, more, nil
 }

@@ -14,7 +14,9 @@ import (
 // BenchmarkPublishTrimmed measures Publish on a topic that keeps its last
 // 100 messages (a trim every 10 publishes) after N messages were trimmed
 // since etcd's last compaction: etcd keeps their keys in its index until
-// a compaction, and every read of the topic walks them.
+// a compaction, and a read of the whole topic walks them. A trim reads
+// from the topic's floor (after the first trim, and in one trim of
+// fullReadEvery), so it walks them rarely.
 //
 //	CONCORD_ETCD_BIN=$(scripts/etcd-bin.sh 3.7.3) go test -run '^$' -bench 'PublishTrimmed/server=process' -benchtime 2000x ./pubsub
 func BenchmarkPublishTrimmed(b *testing.B) {

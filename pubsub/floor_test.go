@@ -1,0 +1,245 @@
+package pubsub_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/concordkit/concord/embedtest"
+	"github.com/concordkit/concord/pubsub"
+)
+
+// stepClock returns a clock for pubsub.SetClock that reads start, then
+// start+step, and so on.
+func stepClock(start, step int64) func() time.Time {
+	var n atomic.Int64
+	return func() time.Time { return time.Unix(0, start+step*(n.Add(1)-1)) }
+}
+
+// stampOf is the publish time stamped in a message key suffix.
+func stampOf(t *testing.T, suffix string) int64 {
+	t.Helper()
+	if suffix == "" || suffix == "-" {
+		return 0
+	}
+	ns, err := strconv.ParseUint(suffix[:16], 16, 64)
+	if err != nil {
+		t.Fatalf("bad key suffix %q", suffix)
+	}
+	return int64(ns)
+}
+
+// floorView is a topic's floor as stored: the trim record's fields, the
+// floor markers, and the live messages (key suffix to value).
+type floorView struct {
+	count       int64
+	floor, next string
+	markers     []string
+	live        map[string]string
+}
+
+func readFloor(t *testing.T, c *clientv3.Client, topic string) floorView {
+	t.Helper()
+	ctx := testCtx(t)
+	var v floorView
+	rec, err := c.Get(ctx, topic+"/.trim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Kvs) > 0 {
+		f := strings.Fields(string(rec.Kvs[0].Value))
+		v.count, _ = strconv.ParseInt(f[1], 10, 64)
+		if len(f) == 4 {
+			v.floor, v.next = strings.TrimPrefix(f[2], "-"), strings.TrimPrefix(f[3], "-")
+		}
+	}
+	ms, err := c.Get(ctx, topic+"/.f/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range ms.Kvs {
+		v.markers = append(v.markers, strings.TrimPrefix(string(kv.Key), topic+"/.f/"))
+	}
+	live, err := c.Get(ctx, topic+"/.m/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.live = map[string]string{}
+	for _, kv := range live.Kvs {
+		v.live[strings.TrimPrefix(string(kv.Key), topic+"/.m/")] = string(kv.Value)
+	}
+	return v
+}
+
+// check fails t unless the floor holds: its one marker is the record's
+// floor, no live message sorts below it, and retention kept keep of
+// published messages and counted the rest as trimmed.
+func (v floorView) check(t *testing.T, published, keep int) {
+	t.Helper()
+	if v.floor == "" {
+		t.Fatalf("no floor in the trim record")
+	}
+	if len(v.markers) != 1 || v.markers[0] != v.floor {
+		t.Errorf("markers %q, want only the floor %q", v.markers, v.floor)
+	}
+	for k, val := range v.live {
+		if k < v.floor {
+			t.Errorf("message %q (%q) below the floor %q", k, val, v.floor)
+		}
+	}
+	if len(v.live) != keep || v.count != int64(published-keep) {
+		t.Errorf("%d messages live, %d trimmed; want %d, %d", len(v.live), v.count, keep, published-keep)
+	}
+}
+
+// A trim reads the topic from its floor, not from its first key: the
+// keys of trimmed messages that etcd keeps until compaction are not walked
+// again at every trim (BenchmarkPublishTrimmed).
+func TestTrimReadsFromFloor(t *testing.T) {
+	defer pubsub.SetFullReadEvery(1 << 30)()
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	var from atomic.Value // where the last trim's read began
+	from.Store("")
+	see := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if r, ok := req.(*pb.TxnRequest); ok {
+			for _, op := range r.Success {
+				if rr := op.GetRequestRange(); rr != nil && rr.SortTarget == pb.RangeRequest_CREATE &&
+					strings.HasPrefix(string(rr.Key), "news/.m/") {
+					from.Store(strings.TrimPrefix(string(rr.Key), "news/.m/"))
+				}
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	c, err := srv.NewClientWith(grpc.WithChainUnaryInterceptor(see))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := newPubSub(t, c, pubsub.WithKeepLast(10)) // a trim at every Publish
+	pubsub.SetClock(ps, stepClock(1000, 10))       // message i stamped 1000+10i
+	for i := range 300 {
+		publish(t, ps, "news", fmt.Sprint(i))
+	}
+	readFloor(t, srv.Client, "news").check(t, 300, 10)
+	// The last trim read from the floor: about the lowest key the trim
+	// before it kept (message 288's), not from message 0's.
+	if got := stampOf(t, from.Load().(string)); got < 1000+10*280 {
+		t.Fatalf("the last trim read from stamp %d, want at least %d (below it: trimmed messages only)", got, 1000+10*280)
+	}
+}
+
+// A publisher whose clock is behind the floor's message stamps its key just
+// above the floor, and retention trims it in its turn.
+func TestPublisherBehindTheFloor(t *testing.T) {
+	defer pubsub.SetFullReadEvery(1 << 30)()
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+	behind := newPubSub(t, srv.Client, pubsub.WithKeepLast(1000)) // does not trim
+	pubsub.SetClock(behind, func() time.Time { return time.Now().Add(-time.Hour) })
+	for i := range 50 {
+		publish(t, ps, "news", fmt.Sprint(i))
+	}
+	sub := subscribe(t, ps, "news", pubsub.Now)
+	rev := publish(t, behind, "news", "late")[0]
+	v := readFloor(t, srv.Client, "news")
+	v.check(t, 51, 11) // the late message is not trimmed yet
+	ev := next(t, sub)
+	wantMsg(t, ev, rev, "late")
+	if time.Since(ev.Time) > time.Minute {
+		t.Errorf("late message stamped %v, want just above the floor's message", ev.Time)
+	}
+	for i := range 20 {
+		publish(t, ps, "news", fmt.Sprint(50+i))
+	}
+	v = readFloor(t, srv.Client, "news")
+	v.check(t, 71, 10)
+	for _, val := range v.live {
+		if val == "late" {
+			t.Errorf("the late message was not trimmed")
+		}
+	}
+}
+
+// A message written below the new floor between a trim's read and its
+// transaction (its publisher's clock behind) makes the transaction fail:
+// the trim reads again and keeps it, instead of leaving it below the floor
+// where no later trim would see it.
+func TestTrimSeesKeySlippedBelowFloor(t *testing.T) {
+	defer pubsub.SetFullReadEvery(1 << 30)()
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+	pubsub.SetClock(ps, stepClock(1000, 10))
+	slipper := newPubSub(t, srv.Client, pubsub.WithKeepLast(1000)) // does not trim
+	for i := range 30 {
+		publish(t, ps, "news", fmt.Sprint(i))
+	}
+	var fired atomic.Bool
+	defer pubsub.SetAfterTrimRead(func() {
+		v := readFloor(t, srv.Client, "news")
+		lo, hi := stampOf(t, v.floor), stampOf(t, v.next)
+		if lo == 0 || hi <= lo+1 || !fired.CompareAndSwap(false, true) {
+			return
+		}
+		pubsub.SetClock(slipper, func() time.Time { return time.Unix(0, lo+1) })
+		publish(t, slipper, "news", "slipped")
+	})()
+	for i := range 30 {
+		publish(t, ps, "news", fmt.Sprint(30+i))
+	}
+	if !fired.Load() {
+		t.Fatal("no trim read a floor and a next apart")
+	}
+	v := readFloor(t, srv.Client, "news")
+	v.check(t, 61, 10)
+	for _, val := range v.live {
+		if val == "slipped" {
+			t.Errorf("the slipped message was not trimmed")
+		}
+	}
+}
+
+// Message keys below the floor, written by a version before floors (whose
+// clock was behind), are trimmed in their turn: one trim in
+// fullReadEvery reads the whole topic. A trim record rewritten by such a
+// version (no floor) makes the next trim read the whole topic and replace
+// the marker it left.
+func TestOlderVersionBelowFloor(t *testing.T) {
+	defer pubsub.SetFullReadEvery(8)()
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+	pubsub.SetClock(ps, stepClock(1000, 10))
+	for i := range 30 {
+		publish(t, ps, "news", fmt.Sprint(i))
+	}
+	// An older version's Publish: no floor check.
+	if _, err := srv.Client.Put(ctx, fmt.Sprintf("news/.m/%016x%08x", 5, 0), "stray"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		publish(t, ps, "news", fmt.Sprint(30+i))
+	}
+	v := readFloor(t, srv.Client, "news")
+	v.check(t, 61, 10)
+	for _, val := range v.live {
+		if val == "stray" {
+			t.Errorf("the stray message was not trimmed")
+		}
+	}
+	// An older version's trim writes the record without the floor.
+	if _, err := srv.Client.Put(ctx, "news/.trim", fmt.Sprintf("%d %d", 1, v.count)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		publish(t, ps, "news", fmt.Sprint(60+i))
+	}
+	readFloor(t, srv.Client, "news").check(t, 91, 10)
+}
