@@ -49,16 +49,20 @@
 // Trimming a topic reads it from its floor, a marker below which no message
 // key sorts, so its cost does not grow with the messages trimmed since
 // etcd's last compaction (etcd keeps their keys in its index until then).
+// A subscription's later reads of the topic (when it resumes or lists)
+// start at the floor it last saw, from the trim record or the marker's
+// watch event; only its first read, at Subscribe, walks those keys.
 // Publish writes no key below the floor: a publisher whose clock is behind
 // the publisher of the topic's oldest retained message stamps its message
 // just above the floor instead (its Event.Time is then that stamp). During
 // a rolling upgrade from a version before floors, such a publisher of the
 // older version writes below the floor; one trim in 64 by each Client
-// reads the whole topic, so its message is trimmed in its turn, but until
-// then it is kept past retention and a listing subscriber whose start is
-// before it and who resumes after a trim past it does not see it. Upgrade
-// the publishers of a topic whose clocks differ by more than the age of its
-// oldest retained message together.
+// reads the whole topic and lowers the floor to it, so it is trimmed in
+// its turn, but until then it is kept past retention, and a subscription
+// that lists the topic from the floor (rather than hearing the message
+// from its watch) does not see it. Upgrade the publishers of a topic whose
+// clocks differ by more than the age of its oldest retained message
+// together.
 //
 // With WithKeepUntilCompaction every message is a Put of one key
 // (topic/.log), so the messages are that key's history: the library

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -242,4 +243,143 @@ func TestOlderVersionBelowFloor(t *testing.T) {
 		publish(t, ps, "news", fmt.Sprint(60+i))
 	}
 	readFloor(t, srv.Client, "news").check(t, 91, 10)
+}
+
+// msgReads records where a client's reads of a topic's message keys begin
+// (each range of them, alone or in a transaction).
+type msgReads struct {
+	prefix string
+	mu     sync.Mutex
+	from   []string
+}
+
+func (m *msgReads) client(t *testing.T, newClient func(...grpc.DialOption) (*clientv3.Client, error)) *clientv3.Client {
+	t.Helper()
+	see := func(r *pb.RangeRequest) {
+		if r != nil && strings.HasPrefix(string(r.Key), m.prefix) {
+			m.mu.Lock()
+			m.from = append(m.from, strings.TrimPrefix(string(r.Key), m.prefix))
+			m.mu.Unlock()
+		}
+	}
+	record := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		switch r := req.(type) {
+		case *pb.RangeRequest:
+			see(r)
+		case *pb.TxnRequest:
+			for _, op := range r.Success {
+				see(op.GetRequestRange())
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	c, err := newClient(grpc.WithChainUnaryInterceptor(record))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// take returns the recorded beginnings and forgets them.
+func (m *msgReads) take() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	from := m.from
+	m.from = nil
+	return from
+}
+
+// A subscription that resumes, from etcd's history or by listing, reads the
+// topic's message keys from its floor (as last seen, from a trim record or
+// a marker's event), not from the first key: it does not walk the keys of
+// the messages trimmed since etcd's last compaction. Its numbering stays
+// exact.
+func TestResumeReadsFromFloor(t *testing.T) {
+	for _, list := range []bool{false, true} {
+		t.Run(fmt.Sprintf("list=%v", list), func(t *testing.T) {
+			if list {
+				t.Cleanup(pubsub.SetHistoryResume(0))
+			}
+			srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+			p := embedtest.NewProxy(t, srv.Endpoints[0])
+			pub := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+			for i := range 100 {
+				publish(t, pub, "news", fmt.Sprint(i))
+			}
+			reads := &msgReads{prefix: "news/.m/"}
+			ps := newPubSub(t, reads.client(t, p.NewClientWith), pubsub.WithStallTimeout(300*time.Millisecond))
+			sub := subscribe(t, ps, "news", pubsub.Now)
+			var seen string // a floor the subscription has seen the marker of
+			for i := range 50 {
+				if i == 49 {
+					seen = readFloor(t, srv.Client, "news").floor
+				}
+				rev := publish(t, pub, "news", fmt.Sprint(100+i))[0]
+				ev := next(t, sub)
+				wantMsg(t, ev, rev, fmt.Sprint(100+i))
+				if ev.Seq != int64(101+i) {
+					t.Fatalf("message %d numbered %d", 100+i, ev.Seq)
+				}
+			}
+			reads.take()
+			p.Pause()
+			revs := publish(t, pub, "news", "a", "b", "c")
+			waitPast(t, 700*time.Millisecond) // past the stall timeout
+			p.Unpause()
+			for i, m := range []string{"a", "b", "c"} {
+				ev := next(t, sub)
+				wantMsg(t, ev, revs[i], m)
+				if ev.Seq != int64(151+i) {
+					t.Fatalf("%s numbered %d, want %d", m, ev.Seq, 151+i)
+				}
+			}
+			floor := readFloor(t, srv.Client, "news").floor
+			from := reads.take()
+			if len(from) == 0 {
+				t.Fatal("the resume read no message keys")
+			}
+			for _, f := range from {
+				// From the floor of the last marker event it had (its
+				// message 149 came after it), or a later one.
+				if f < seen || f > floor {
+					t.Fatalf("a resume read from %q; want a floor from %q to %q", f, seen, floor)
+				}
+			}
+		})
+	}
+}
+
+// A listing that finds the topic's floor below the one the subscription saw
+// (an older version's trim dropped it from the record) lists again from
+// there: a message an older version's publisher wrote below the floor it
+// saw is delivered, with its number.
+func TestListingBelowADroppedFloor(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	pub := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+	var rev int64
+	for i := range 50 {
+		rev = publish(t, pub, "news", fmt.Sprint(i))[0]
+	}
+	v := readFloor(t, srv.Client, "news")
+	// An older version's trim rewrites the record without the floor, and
+	// its publisher writes below the floor.
+	if _, err := srv.Client.Put(ctx, "news/.trim", fmt.Sprintf("%d %d", 1, v.count)); err != nil {
+		t.Fatal(err)
+	}
+	put, err := srv.Client.Put(ctx, fmt.Sprintf("news/.m/%016x%08x", 5, 0), "stray")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := pubsub.CatchUp(ctx, newPubSub(t, srv.Client), "news", rev, 50, v.floor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 {
+		t.Fatalf("events %+v, want the stray message", evs)
+	}
+	wantMsg(t, evs[0], put.Header.Revision, "stray")
+	if evs[0].Seq != 51 {
+		t.Fatalf("stray numbered %d, want 51", evs[0].Seq)
+	}
 }

@@ -128,7 +128,7 @@ func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Su
 	if pos.kind == posAfter && pos.rev < 0 {
 		return nil, fmt.Errorf("%w: revision %d", ErrInvalidPosition, pos.rev)
 	}
-	sub := &subscriber{c: c, topic: topic, prefix: msgPrefix(topic), logKey: logKey(topic),
+	sub := &subscriber{c: c, topic: topic, prefix: msgPrefix(topic), floorPrefix: floorPrefix(topic), logKey: logKey(topic),
 		s: stream.New[Event](), count: -1}
 	switch pos.kind {
 	case posAfter:
@@ -150,6 +150,9 @@ func (c *Client) Subscribe(ctx context.Context, topic string, pos Position) (*Su
 			return nil, err
 		}
 		sub.rev, sub.count = resp.Header.Revision, countOf(resp.Responses)
+		if rec, err := trimRecordOf(resp.Responses[0]); err == nil {
+			sub.floor = rec.floor // for its resumes
+		}
 	}
 	go sub.run(ctx)
 	return (*Subscription)(sub.s), nil
@@ -160,8 +163,15 @@ type subscriber struct {
 	c      *Client
 	topic  string
 	prefix string // of the message keys
-	logKey string // the messages of a topic kept until compaction
-	s      *stream.Stream[Event]
+	// floor is the topic's floor (keys.go) as last seen, from a trim
+	// record or a marker's event: reads of the message keys start there,
+	// not at the prefix, so they do not walk the keys of messages trimmed
+	// since etcd's last compaction. A read that finds the floor lower
+	// (lowered, or dropped by an older version's trim) reads again.
+	floor       string
+	floorPrefix string // of the floor's marker
+	logKey      string // the messages of a topic kept until compaction
+	s           *stream.Stream[Event]
 
 	// rev: every message with a revision <= rev has been delivered or
 	// reported in a gap. count: how many messages have a revision <= rev
@@ -253,7 +263,7 @@ func (sub *subscriber) resumeFromHistory(ctx context.Context) (bool, error) {
 	}
 	ops := []clientv3.Op{
 		clientv3.OpGet(trimKey(sub.topic)),
-		clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		sub.msgs(clientv3.WithCountOnly()),
 	}
 	if sub.count < 0 {
 		ops = append(ops, countOps(sub.topic, sub.rev)...)
@@ -274,6 +284,9 @@ func (sub *subscriber) resumeFromHistory(ctx context.Context) (bool, error) {
 	rec, err := trimRecordOf(resp.Responses[0])
 	if err != nil {
 		return false, err
+	}
+	if !sub.sawFloor(rec) {
+		return sub.resumeFromHistory(ctx)
 	}
 	head, retained := resp.Header.Revision, resp.Responses[1].GetResponseRange().Count
 	from := max(sub.rev, rec.rev)
@@ -349,7 +362,7 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 	kv := sub.c.etcd
 	ops := []clientv3.Op{
 		clientv3.OpGet(trimKey(sub.topic)),
-		clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		sub.msgs(clientv3.WithCountOnly()),
 		clientv3.OpGet(modeKey(sub.topic), clientv3.WithCountOnly()),
 		clientv3.OpGet(sub.logKey),
 	}
@@ -357,10 +370,9 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 		// The retained messages at or below the start revision (a count
 		// only would ignore the revision filter: etcd counts before it
 		// filters).
-		ops[1] = clientv3.OpGet(sub.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-			clientv3.WithMaxModRev(sub.rev))
+		ops[1] = sub.msgs(clientv3.WithKeysOnly(), clientv3.WithMaxModRev(sub.rev))
 	}
-	ops = append(ops, clientv3.OpGet(sub.prefix, listOpts(sub.rev, 0)...))
+	ops = append(ops, sub.msgs(listOpts(sub.rev, 0)...))
 	rctx, cancel := sub.request(ctx)
 	resp, err := kv.Txn(rctx).Then(ops...).Commit()
 	cancel()
@@ -372,7 +384,14 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 	if resp.Responses[2].GetResponseRange().Count > 0 {
 		return sub.catchUpLog(ctx, head, first(resp.Responses[3]))
 	}
-	if err := sub.reportTrimmed(ctx, resp); err != nil {
+	rec, err := trimRecordOf(resp.Responses[0])
+	if err != nil {
+		return err
+	}
+	if !sub.sawFloor(rec) {
+		return sub.catchUp(ctx)
+	}
+	if err := sub.reportTrimmed(ctx, rec, resp); err != nil {
 		return err
 	}
 	if err := sub.deliverPages(ctx, resp.Responses[4].GetResponseRange(), head); err != nil {
@@ -390,11 +409,7 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 // reportTrimmed reads the catch-up's trim record and retained count: it
 // fixes the subscription's start (Oldest) and count, and reports as a gap
 // what retention deleted after sub.rev.
-func (sub *subscriber) reportTrimmed(ctx context.Context, resp *clientv3.TxnResponse) error {
-	rec, err := trimRecordOf(resp.Responses[0])
-	if err != nil {
-		return err
-	}
+func (sub *subscriber) reportTrimmed(ctx context.Context, rec trimRecord, resp *clientv3.TxnResponse) error {
 	retained := resp.Responses[1].GetResponseRange().Count
 	if !sub.oldest && sub.count < 0 {
 		retained = int64(len(resp.Responses[1].GetResponseRange().Kvs))
@@ -442,7 +457,7 @@ func (sub *subscriber) deliverPages(ctx context.Context, page *pb.RangeResponse,
 			return nil
 		}
 		rctx, cancel := sub.request(ctx)
-		r, err := sub.c.etcd.Get(rctx, sub.prefix, listOpts(sub.rev, head)...)
+		r, err := sub.c.etcd.Do(rctx, sub.msgs(listOpts(sub.rev, head)...))
 		cancel()
 		if err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
@@ -450,14 +465,14 @@ func (sub *subscriber) deliverPages(ctx context.Context, page *pb.RangeResponse,
 			}
 			return err
 		}
-		page = (*pb.RangeResponse)(r)
+		page = (*pb.RangeResponse)(r.Get())
 	}
 }
 
 // listOpts reads a page of the messages after a revision, at revision at
 // (0: the current one).
 func listOpts(after, at int64) []clientv3.OpOption {
-	o := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithMinModRev(after + 1),
+	o := []clientv3.OpOption{clientv3.WithMinModRev(after + 1),
 		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend), clientv3.WithLimit(listPage)}
 	if at > 0 {
 		o = append(o, clientv3.WithRev(at))
@@ -465,15 +480,35 @@ func listOpts(after, at int64) []clientv3.OpOption {
 	return o
 }
 
+// msgs reads the topic's message keys from sub.floor, with opts.
+func (sub *subscriber) msgs(opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(sub.prefix+sub.floor,
+		append(opts, clientv3.WithRange(clientv3.GetPrefixRangeEnd(sub.prefix)))...)
+}
+
+// sawFloor takes the floor of trim record rec read with the message keys
+// from sub.floor. It reports false if the floor is lower: the read may
+// have missed keys below sub.floor and must be made again.
+func (sub *subscriber) sawFloor(rec trimRecord) bool {
+	ok := rec.floor >= sub.floor
+	sub.floor = rec.floor
+	return ok
+}
+
 // deliver sends the messages among kvs (message keys, or versions of the
 // log key) that sub has not yet delivered, and skips any other key.
 func (sub *subscriber) deliver(ctx context.Context, kvs []*mvccpb.KeyValue) bool {
 	for _, kv := range kvs {
+		var ev Event
+		key := string(kv.Key)
+		if f, ok := strings.CutPrefix(key, sub.floorPrefix); ok {
+			sub.floor = f // a trim moved the floor
+			continue
+		}
 		if kv.ModRevision <= sub.rev {
 			continue // delivered already
 		}
-		var ev Event
-		switch key := string(kv.Key); {
+		switch {
 		case key == sub.logKey:
 			t, data, ok := parseLogValue(kv.Value)
 			if !ok {
