@@ -56,13 +56,15 @@
 // the publisher of the topic's oldest retained message stamps its message
 // just above the floor instead (its Event.Time is then that stamp). During
 // a rolling upgrade from a version before floors, such a publisher of the
-// older version writes below the floor; one trim in 64 by each Client
-// reads the whole topic and lowers the floor to it, so it is trimmed in
-// its turn, but until then it is kept past retention, and a subscription
-// that lists the topic from the floor (rather than hearing the message
-// from its watch) does not see it. Upgrade the publishers of a topic whose
-// clocks differ by more than the age of its oldest retained message
-// together.
+// older version writes below the floor, where trims from the floor do not
+// see it: they delete later messages first, and until one trim in 64 by a
+// Client, which reads the whole topic, deletes it, it is kept past
+// retention, a subscription that lists the topic (rather than hearing the
+// message from its watch) does not see it, and a subscriber that starts
+// or resumes after a trim past it numbers the messages after it one lower
+// than a subscriber that saw it (and a Gap's Count is one short). Upgrade
+// the publishers of a topic whose clocks differ by more than the age of
+// its oldest retained message together.
 //
 // With WithKeepUntilCompaction every message is a Put of one key
 // (topic/.log), so the messages are that key's history: the library

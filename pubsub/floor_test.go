@@ -85,6 +85,16 @@ func readFloor(t *testing.T, c *clientv3.Client, topic string) floorView {
 // published messages and counted the rest as trimmed.
 func (v floorView) check(t *testing.T, published, keep int) {
 	t.Helper()
+	v.checkFloor(t)
+	if len(v.live) != keep || v.count != int64(published-keep) {
+		t.Errorf("%d messages live, %d trimmed; want %d, %d", len(v.live), v.count, keep, published-keep)
+	}
+}
+
+// checkFloor fails t unless the floor holds: its one marker is the
+// record's floor, and no live message sorts below it.
+func (v floorView) checkFloor(t *testing.T) {
+	t.Helper()
 	if v.floor == "" {
 		t.Fatalf("no floor in the trim record")
 	}
@@ -95,9 +105,6 @@ func (v floorView) check(t *testing.T, published, keep int) {
 		if k < v.floor {
 			t.Errorf("message %q (%q) below the floor %q", k, val, v.floor)
 		}
-	}
-	if len(v.live) != keep || v.count != int64(published-keep) {
-		t.Errorf("%d messages live, %d trimmed; want %d, %d", len(v.live), v.count, keep, published-keep)
 	}
 }
 
@@ -159,6 +166,9 @@ func TestPublisherBehindTheFloor(t *testing.T) {
 	}
 	for i := range 20 {
 		publish(t, ps, "news", fmt.Sprint(50+i))
+		// Not even for a while below the floor: a trim from there would
+		// not see it.
+		readFloor(t, srv.Client, "news").checkFloor(t)
 	}
 	v = readFloor(t, srv.Client, "news")
 	v.check(t, 71, 10)
@@ -381,5 +391,115 @@ func TestListingBelowADroppedFloor(t *testing.T) {
 	wantMsg(t, evs[0], put.Header.Revision, "stray")
 	if evs[0].Seq != 51 {
 		t.Fatalf("stray numbered %d, want 51", evs[0].Seq)
+	}
+}
+
+// A whole read that finds a key an older version wrote below the floor,
+// after trims from the floor went past its revision, deletes it first and
+// leaves the trim record's revision where it was: subscribers that start
+// after a trimmed revision get the right gap and numbers.
+func TestWholeReadKeepsTrimRecordRev(t *testing.T) {
+	restore := pubsub.SetFullReadEvery(1 << 30)
+	defer func() { restore() }()
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+	var revs []int64
+	for i := range 30 {
+		revs = append(revs, publish(t, ps, "news", fmt.Sprint(i))...)
+	}
+	if _, err := srv.Client.Put(ctx, fmt.Sprintf("news/.m/%016x%08x", 5, 0), "stray"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		revs = append(revs, publish(t, ps, "news", fmt.Sprint(30+i))...)
+	}
+	before := readFloor(t, srv.Client, "news") // 50 trimmed, 11 live
+	rec, err := pubsub.Inspect(ctx, srv.Client, "news")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore()
+	restore = pubsub.SetFullReadEvery(1) // every trim reads the whole topic
+	if n, err := newPubSub(t, srv.Client, pubsub.WithKeepLast(10)).Trim(ctx, "news"); err != nil || n != 1 {
+		t.Fatalf("Trim: %d, %v; want the stray deleted", n, err)
+	}
+	after := readFloor(t, srv.Client, "news")
+	for _, val := range after.live {
+		if val == "stray" {
+			t.Fatalf("the whole read did not delete the stray message")
+		}
+	}
+	if after.count != before.count+1 {
+		t.Fatalf("trimmed %d, want %d", after.count, before.count+1)
+	}
+	// After message 35: messages 36-49 and the stray were trimmed.
+	sub := subscribe(t, ps, "news", pubsub.After(revs[35]))
+	ev := next(t, sub)
+	if ev.Gap == nil || ev.Gap.From != revs[35]+1 || ev.Gap.To < revs[49] || ev.Seq != 51 {
+		t.Fatalf("event %+v gap %v, want a gap from %d past %d numbered 51 (record %+v)", ev, ev.Gap, revs[35]+1, revs[49], rec)
+	}
+	ev = next(t, sub)
+	wantMsg(t, ev, revs[50], "50")
+	if ev.Seq != 52 {
+		t.Fatalf("message 50 numbered %d, want 52", ev.Seq)
+	}
+}
+
+// A trim that finds the floor below the one it read from (an older
+// version's trim dropped it from the record) reads again from there: a key
+// written below the floor it knew is seen, and deleted first (the oldest).
+func TestTrimReadsAgainBelowADroppedFloor(t *testing.T) {
+	defer pubsub.SetFullReadEvery(1 << 30)()
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+	for i := range 30 {
+		publish(t, ps, "news", fmt.Sprint(i))
+	}
+	if _, err := srv.Client.Put(ctx, fmt.Sprintf("news/.m/%016x%08x", 5, 0), "stray"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 15 { // trims from the floor, which do not see the stray
+		publish(t, ps, "news", fmt.Sprint(30+i))
+	}
+	v := readFloor(t, srv.Client, "news")
+	if _, err := srv.Client.Put(ctx, "news/.trim", fmt.Sprintf("%d %d", 1, v.count)); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ps, "news", "45") // 12 live: its trim deletes 2, the stray first
+	for _, val := range readFloor(t, srv.Client, "news").live {
+		if val == "stray" {
+			t.Fatalf("the trim after the floor was dropped did not see the stray message")
+		}
+	}
+}
+
+// Messages stamped by a clock ahead do not raise the floor past the
+// trimmer's now: a publisher with a right clock goes on stamping its
+// messages with its own time.
+func TestFloorNotAheadOfNow(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(1))
+	ahead := newPubSub(t, srv.Client, pubsub.WithKeepLast(1000)) // does not trim
+	pubsub.SetClock(ahead, func() time.Time { return time.Now().Add(time.Hour) })
+	for range 3 { // two trims that keep only messages stamped an hour ahead
+		publish(t, ahead, "news", "ahead")
+		if _, err := ps.Trim(ctx, "news"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := readFloor(t, srv.Client, "news")
+	v.checkFloor(t)
+	if f := time.Unix(0, stampOf(t, v.floor)); f.After(time.Now()) {
+		t.Fatalf("floor stamped %v, ahead of now", f)
+	}
+	sub := subscribe(t, ps, "news", pubsub.Now)
+	rev := publish(t, ps, "news", "now")[0]
+	ev := next(t, sub)
+	wantMsg(t, ev, rev, "now")
+	if d := time.Until(ev.Time); d > time.Minute {
+		t.Fatalf("message stamped %v ahead", d)
 	}
 }

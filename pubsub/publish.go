@@ -14,7 +14,10 @@ import (
 // of the write, which orders it among every message of every topic. The
 // message is kept as its own key until retention trims it (see KeepLast,
 // KeepFor); Publish trims the topic now and then, and a failed trim does
-// not fail the Publish. With KeepUntilCompaction the message is instead
+// not fail the Publish. A message is stamped with this machine's time,
+// or, if that is behind the topic's floor (the oldest retained message's
+// stamp, or so), just above the floor (see the package doc). With
+// KeepUntilCompaction the message is instead
 // kept in etcd's history (see publishLog). A topic holds messages of one
 // mode only: Publish fails with ErrRetentionMode, writing nothing, on a
 // topic of the other mode.
@@ -62,7 +65,12 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 			// This clock is behind the publisher of the floor's
 			// message: stamp the key just above the floor.
-			stamp = stampAbove(stamp, strings.TrimPrefix(string(kvs[0].Key), fl))
+			floor := strings.TrimPrefix(string(kvs[0].Key), fl)
+			above := stampAbove(stamp, floor)
+			if !above.After(stamp) {
+				return 0, fmt.Errorf("pubsub: %q has a floor marker %q that is not a message key", topic, floor)
+			}
+			stamp = above
 		}
 	}
 }

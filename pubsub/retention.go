@@ -3,6 +3,7 @@ package pubsub
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ type trimState struct {
 	last      time.Time // when the last trim started
 	running   bool
 	floor     string // the floor in the last trim record read
+	known     bool   // floor was read
 	reads     int    // trims begun (see fullReadEvery)
 }
 
@@ -59,7 +61,8 @@ func (c *Client) maybeTrim(ctx context.Context, topic string) {
 // It deletes nothing from a topic kept until compaction, nor with a Client
 // made with KeepUntilCompaction.
 //
-// Trimming always deletes the oldest messages first (by revision), and
+// Trimming deletes the oldest messages first (by revision; see the
+// package doc for messages of older versions below the floor), and
 // records the newest trimmed revision and the running count in the topic's
 // trim record, in the same transaction: that is what lets a subscriber
 // tell exactly which messages it missed.
@@ -79,8 +82,10 @@ func (c *Client) Trim(ctx context.Context, topic string) (int, error) {
 
 // fullReadEvery: one trim in this many by a Client reads the whole topic,
 // not from its floor, so a message key below the floor (written by a
-// publisher of a version before floors, whose clock was behind) is trimmed
-// in its turn; the floor comes down to it while it stays.
+// publisher of a version before floors, whose clock was behind) is found:
+// the first such trim that deletes anything deletes it first (its revision
+// is the oldest), though trims from the floor may have deleted later
+// messages before it.
 var fullReadEvery = 64
 
 // afterTrimRead, if set, runs between a trim's read and its transaction
@@ -88,22 +93,39 @@ var fullReadEvery = 64
 var afterTrimRead func()
 
 // readFrom returns the message key suffix topic's next trim reads from:
-// the floor this Client last saw, or "" for a whole read.
-func (c *Client) readFrom(topic string) string {
+// the floor this Client last saw (read from the trim record first if it
+// has seen none), or "" for a whole read.
+func (c *Client) readFrom(ctx context.Context, topic string) (string, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	st := c.trimState(topic)
 	st.reads++
-	if st.reads%fullReadEvery == 1 {
-		return ""
+	whole, known, floor := st.reads%fullReadEvery == 0, st.known, st.floor
+	c.mu.Unlock()
+	if whole {
+		return "", nil
 	}
-	return st.floor
+	if known {
+		return floor, nil
+	}
+	resp, err := c.etcd.Get(ctx, trimKey(topic))
+	if err != nil {
+		return "", err
+	}
+	var rec trimRecord
+	if len(resp.Kvs) > 0 {
+		if rec, err = parseTrimRecord(resp.Kvs[0].Value); err != nil {
+			return "", err
+		}
+	}
+	c.sawFloor(topic, rec.floor)
+	return rec.floor, nil
 }
 
 // sawFloor records the floor of topic's trim record.
 func (c *Client) sawFloor(topic, floor string) {
 	c.mu.Lock()
-	c.trimState(topic).floor = floor
+	st := c.trimState(topic)
+	st.floor, st.known = floor, true
 	c.mu.Unlock()
 }
 
@@ -131,7 +153,10 @@ func (c *Client) trimState(topic string) *trimState {
 // normally holds only tombstones, so it reads no value).
 func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, err error) {
 	prefix := msgPrefix(topic)
-	from := c.readFrom(topic)
+	from, err := c.readFrom(ctx, topic)
+	if err != nil {
+		return 0, false, err
+	}
 	resp, err := c.etcd.Txn(ctx).Then(
 		clientv3.OpGet(trimKey(topic)),
 		clientv3.OpGet(prefix+from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithKeysOnly(),
@@ -189,6 +214,11 @@ func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, 
 		}
 		floor = min(floor, next)
 	}
+	// Neither above this clock's now: a message stamped by a clock ahead
+	// must not set the floor there, or every other publisher would stamp
+	// its messages that far ahead.
+	now := fmt.Sprintf("%016x", uint64(time.Now().UnixNano()))
+	next, floor = min(next, now), min(floor, now)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(trimKey(topic)), "=", recMod)}
 	if floor > from {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(prefix+from), "<", resp.Header.Revision+1).
@@ -209,7 +239,11 @@ func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, 
 	if afterTrimRead != nil {
 		afterTrimRead()
 	}
-	rec = trimRecord{rev: keys[k-1].CreateRevision, count: rec.count + int64(k), floor: floor, next: next}
+	// The record's rev never goes back: a whole read may find a key an
+	// older version wrote below the floor after trims from the floor went
+	// past its revision; deleted, it is counted, and every message up to
+	// rec.rev is then deleted again.
+	rec = trimRecord{rev: max(rec.rev, keys[k-1].CreateRevision), count: rec.count + int64(k), floor: floor, next: next}
 	ops = append(ops, clientv3.OpPut(trimKey(topic), rec.String()))
 	tr, err := c.etcd.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
