@@ -54,7 +54,8 @@
 // watch event; only its first read, at Subscribe, walks those keys.
 // Publish writes no key below the floor: a publisher whose clock is behind
 // the publisher of the topic's oldest retained message stamps its message
-// just above the floor instead (its Event.Time is then that stamp). During
+// just above the floor instead, and its messages for the next minute as
+// far ahead of its clock (their Event.Time is that stamp). During
 // a rolling upgrade from a version before floors, such a publisher of the
 // older version writes below the floor, where trims from the floor do not
 // see it: they delete later messages first, and until one trim in 64 by a

@@ -503,3 +503,27 @@ func TestFloorNotAheadOfNow(t *testing.T) {
 		t.Fatalf("message stamped %v ahead", d)
 	}
 }
+
+// A publisher whose clock is behind goes on stamping its messages as far
+// ahead of its clock as it had to: stamped just above the floor each time,
+// its messages would be the topic's lowest keys and hold the floor there.
+func TestBehindPublisherDoesNotHoldTheFloor(t *testing.T) {
+	defer pubsub.SetFullReadEvery(1 << 30)()
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+	pubsub.SetClock(ps, stepClock(1000, 10))
+	behind := newPubSub(t, srv.Client, pubsub.WithKeepLast(1000)) // does not trim
+	pubsub.SetClock(behind, stepClock(500, 10))                   // the same pace, behind
+	for i := range 30 {
+		publish(t, ps, "news", fmt.Sprint(i))
+	}
+	start := stampOf(t, readFloor(t, srv.Client, "news").floor)
+	for i := range 40 {
+		publish(t, ps, "news", fmt.Sprint(30+i))
+		publish(t, behind, "news", fmt.Sprint("behind", i))
+		readFloor(t, srv.Client, "news").checkFloor(t)
+	}
+	if f := stampOf(t, readFloor(t, srv.Client, "news").floor); f < start+10*20 {
+		t.Fatalf("floor stamped %d after 40 rounds from %d, want it to keep pace (at least %d)", f, start, start+10*20)
+	}
+}

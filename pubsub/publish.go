@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -16,7 +17,8 @@ import (
 // KeepFor); Publish trims the topic now and then, and a failed trim does
 // not fail the Publish. A message is stamped with this machine's time,
 // or, if that is behind the topic's floor (the oldest retained message's
-// stamp, or so), just above the floor (see the package doc). With
+// stamp, or so), just above the floor, and for a minute after that as far
+// ahead of this machine's time (see the package doc). With
 // KeepUntilCompaction the message is instead
 // kept in etcd's history (see publishLog). A topic holds messages of one
 // mode only: Publish fails with ErrRetentionMode, writing nothing, on a
@@ -31,7 +33,8 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 	if c.cfg.untilCompaction {
 		return c.publishLog(ctx, topic, msg)
 	}
-	stamp := c.clock()
+	now := c.clock()
+	stamp := now.Add(c.offset(topic, now))
 	for {
 		key := newMsgKey(topic, stamp)
 		// The key is random; requiring it to be new makes a message
@@ -71,6 +74,7 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 				return 0, fmt.Errorf("pubsub: %q has a floor marker %q that is not a message key", topic, floor)
 			}
 			stamp = above
+			c.setOffset(topic, now, stamp.Sub(now))
 		}
 	}
 }
@@ -80,4 +84,34 @@ func validateTopic(topic string) error {
 		return fmt.Errorf("%w: %w", ErrInvalidTopic, err)
 	}
 	return nil
+}
+
+// offsetTTL is how long a Client stamps a topic's messages ahead of its
+// clock after its clock was found behind the topic's floor; then it tries
+// its own clock again.
+const offsetTTL = time.Minute
+
+// offset is how far ahead of its clock, at now, this Client stamps topic's
+// messages: the distance its clock was behind the topic's floor. Stamped
+// just above the floor instead, every message of a publisher whose clock is
+// behind would be the topic's lowest key and hold the floor where it is
+// (the next trim's floor is at most its lowest retained key), so trims
+// would walk every trimmed message's key above it again.
+func (c *Client) offset(topic string, now time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.trimState(topic)
+	if now.Sub(st.offsetAt) > offsetTTL {
+		st.offset = 0
+	}
+	return st.offset
+}
+
+// setOffset records that, at now, topic's messages had to be stamped d
+// ahead of this Client's clock.
+func (c *Client) setOffset(topic string, now time.Time, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.trimState(topic)
+	st.offset, st.offsetAt = max(st.offset, d), now
 }

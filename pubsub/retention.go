@@ -21,9 +21,11 @@ type trimState struct {
 	published int       // messages published since the last trim
 	last      time.Time // when the last trim started
 	running   bool
-	floor     string // the floor in the last trim record read
-	known     bool   // floor was read
-	reads     int    // trims begun (see fullReadEvery)
+	floor     string        // the floor in the last trim record read
+	known     bool          // floor was read
+	reads     int           // trims begun (see fullReadEvery)
+	offset    time.Duration // see Client.offset
+	offsetAt  time.Time     // when offset was set
 }
 
 // maybeTrim trims topic when enough messages were published since the last
