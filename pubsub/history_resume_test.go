@@ -207,3 +207,55 @@ func TestStartFarBehindLists(t *testing.T) {
 		t.Fatal("no listing 7 revisions behind, with history read up to 5")
 	}
 }
+
+// A subscription to a topic kept until compaction resumes with its
+// catch-up alone: it does not first read the trim record and count message
+// keys (resumeFromHistory), which such a topic does not have.
+func TestLogModeResumeReadsOnce(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	p := embedtest.NewProxy(t, srv.Endpoints[0])
+	pub := newPubSub(t, srv.Client, pubsub.WithKeepUntilCompaction())
+	var decides, catchUps atomic.Int64 // reads of the trim record without / with the mode record
+	see := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if r, ok := req.(*pb.TxnRequest); ok {
+			var trim, mode bool
+			for _, op := range r.Success {
+				switch string(op.GetRequestRange().GetKey()) {
+				case "news/.trim":
+					trim = true
+				case "news/.mode":
+					mode = true
+				}
+			}
+			switch {
+			case trim && mode:
+				catchUps.Add(1)
+			case trim:
+				decides.Add(1)
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	c, err := p.NewClientWith(grpc.WithChainUnaryInterceptor(see))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := newPubSub(t, c, pubsub.WithStallTimeout(300*time.Millisecond))
+	revs := publish(t, pub, "news", "m0")
+	sub := subscribe(t, ps, "news", pubsub.Oldest)
+	wantMsg(t, next(t, sub), revs[0], "m0")
+	before := catchUps.Load()
+	p.Pause()
+	revs = publish(t, pub, "news", "m1", "m2")
+	waitPast(t, 700*time.Millisecond) // past the stall timeout
+	p.Unpause()
+	for i, m := range []string{"m1", "m2"} {
+		wantMsg(t, next(t, sub), revs[i], m)
+	}
+	if n := catchUps.Load(); n == before {
+		t.Fatal("the subscription did not resume")
+	}
+	if n := decides.Load(); n != 0 {
+		t.Fatalf("%d reads of the trim record without the mode record, want none", n)
+	}
+}

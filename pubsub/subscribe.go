@@ -170,6 +170,7 @@ type subscriber struct {
 	// (lowered, or dropped by an older version's trim) reads again.
 	floor       string
 	floorPrefix string // of the floor's marker
+	logMode     bool   // the topic is kept until compaction (a catch-up found so)
 	logKey      string // the messages of a topic kept until compaction
 	s           *stream.Stream[Event]
 
@@ -258,7 +259,9 @@ var historyResume int64 = 1000
 // at 10,000 retained (BenchmarkResume). A failed read is returned, to
 // back off.
 func (sub *subscriber) resumeFromHistory(ctx context.Context) (bool, error) {
-	if sub.oldest || sub.rev <= 0 {
+	if sub.oldest || sub.rev <= 0 || sub.logMode {
+		// A topic kept until compaction: catchUpLog reads no message,
+		// it checks the history the watch will replay.
 		return false, nil
 	}
 	ops := []clientv3.Op{
@@ -382,6 +385,7 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 	head := resp.Header.Revision
 	sub.seen = max(sub.seen, head)
 	if resp.Responses[2].GetResponseRange().Count > 0 {
+		sub.logMode = true
 		return sub.catchUpLog(ctx, head, first(resp.Responses[3]))
 	}
 	rec, err := trimRecordOf(resp.Responses[0])
