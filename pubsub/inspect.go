@@ -24,8 +24,13 @@ type Status struct {
 	Revision int64
 }
 
-// Inspect reads topic's retention record and its newest message in one
-// request, without subscribing.
+// Inspect reads topic's retention record and its newest message, at one
+// revision, without subscribing. It reads no message but the newest: the
+// record first, then a count of the message keys and the newest's key,
+// from the topic's floor (see the package doc), then its value; a read of
+// every retained message (18 ms of server CPU at 10,000 retained,
+// BenchmarkInspect) would cost the server that much each time the console
+// shows the topic change.
 func Inspect(ctx context.Context, client *clientv3.Client, topic string) (Status, error) {
 	if err := validateTopic(topic); err != nil {
 		return Status{}, err
@@ -33,9 +38,6 @@ func Inspect(ctx context.Context, client *clientv3.Client, topic string) (Status
 	resp, err := client.Txn(ctx).Then(
 		clientv3.OpGet(modeKey(topic)),
 		clientv3.OpGet(trimKey(topic)),
-		clientv3.OpGet(msgPrefix(topic), clientv3.WithPrefix(), clientv3.WithCountOnly()),
-		clientv3.OpGet(msgPrefix(topic), clientv3.WithPrefix(), clientv3.WithLimit(1),
-			clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend)),
 		clientv3.OpGet(logKey(topic)),
 	).Commit()
 	if err != nil {
@@ -47,24 +49,44 @@ func Inspect(ctx context.Context, client *clientv3.Client, topic string) (Status
 	st := Status{Revision: resp.Header.Revision}
 	if mode := r(0).Kvs; len(mode) > 0 && string(mode[0].Value) == modeLog {
 		st.KeptUntilCompaction = true
-		if kvs := r(4).Kvs; len(kvs) > 0 {
+		if kvs := r(2).Kvs; len(kvs) > 0 {
 			if t, data, ok := parseLogValue(kvs[0].Value); ok {
 				st.Last = &Event{Revision: kvs[0].ModRevision, Data: data, Time: t, Seq: kvs[0].Version}
 			}
 		}
 		return st, nil
 	}
+	var rec trimRecord
 	if kvs := r(1).Kvs; len(kvs) > 0 {
-		rec, err := parseTrimRecord(kvs[0].Value)
-		if err != nil {
+		if rec, err = parseTrimRecord(kvs[0].Value); err != nil {
 			return Status{}, err
 		}
 		st.Trimmed = rec.count
 	}
-	st.Retained = r(2).Count
-	if kvs := r(3).Kvs; len(kvs) > 0 {
-		kv := kvs[0]
-		st.Last = &Event{Revision: kv.ModRevision, Data: kv.Value, Time: msgTime(msgPrefix(topic), kv.Key), Seq: st.Trimmed + st.Retained}
+	prefix, at := msgPrefix(topic), clientv3.WithRev(st.Revision)
+	msgs := func(opts ...clientv3.OpOption) clientv3.Op {
+		return clientv3.OpGet(prefix+rec.floor, append(opts, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), at)...)
 	}
+	keys, err := client.Txn(ctx).Then(
+		msgs(clientv3.WithCountOnly()),
+		msgs(clientv3.WithKeysOnly(), clientv3.WithLimit(1), clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend)),
+	).Commit()
+	if err != nil {
+		return Status{}, err
+	}
+	st.Retained = keys.Responses[0].GetResponseRange().Count
+	newest := first(keys.Responses[1])
+	if newest == nil {
+		return st, nil
+	}
+	last, err := client.Get(ctx, string(newest.Key), at)
+	if err != nil {
+		return Status{}, err
+	}
+	if len(last.Kvs) == 0 {
+		return st, nil
+	}
+	kv := last.Kvs[0]
+	st.Last = &Event{Revision: kv.ModRevision, Data: kv.Value, Time: msgTime(prefix, kv.Key), Seq: st.Trimmed + st.Retained}
 	return st, nil
 }
