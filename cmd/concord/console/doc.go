@@ -13,7 +13,10 @@
 // each changed recipe is read again with its own package's Inspect
 // (lock.Inspect, election.Inspect, semaphore.Inspect, queue's Inspect,
 // discovery.Inspect, pubsub.Inspect, checkpoint.Load), a burst of changes
-// costing one read per recipe. The cluster's members and status and the
+// costing one read per recipe. A recipe is read again no sooner than ten
+// times its last read's duration after it, so one that changes all the
+// time and costs much to read (a busy topic or queue with thousands of
+// messages or items) is shown a few times a second, not read back to back. The cluster's members and status and the
 // leases' TTLs are read once a second (WithPollInterval). Each part of the
 // page is rendered on the server from embedded templates and pushed to open
 // pages by server-sent events when it changes; the page's small embedded
