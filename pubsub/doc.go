@@ -55,7 +55,10 @@
 // Publish writes no key below the floor: a publisher whose clock is behind
 // the publisher of the topic's oldest retained message stamps its message
 // just above the floor instead, and its messages for the next minute as
-// far ahead of its clock (their Event.Time is that stamp). During
+// far ahead of its clock (their Event.Time is that stamp), if that is at
+// most a minute ahead; a floor further ahead, set by a Client whose clock
+// is ahead, it lowers to its message's key instead (a trim raises the
+// floor no higher than its own Client's clock). During
 // a rolling upgrade from a version before floors, such a publisher of the
 // older version writes below the floor, where trims from the floor do not
 // see it: they delete later messages first, and until one trim in 64 by a

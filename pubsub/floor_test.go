@@ -144,38 +144,47 @@ func TestTrimReadsFromFloor(t *testing.T) {
 	}
 }
 
-// A publisher whose clock is behind the floor's message stamps its key just
-// above the floor, and retention trims it in its turn.
+// A publisher whose clock is behind the floor stamps its key just above
+// the floor, if that is at most a minute ahead of its clock, or else
+// lowers the floor to its key (a Client whose clock was ahead set it);
+// either way retention trims its message in its turn.
 func TestPublisherBehindTheFloor(t *testing.T) {
-	defer pubsub.SetFullReadEvery(1 << 30)()
-	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
-	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
-	behind := newPubSub(t, srv.Client, pubsub.WithKeepLast(1000)) // does not trim
-	pubsub.SetClock(behind, func() time.Time { return time.Now().Add(-time.Hour) })
-	for i := range 50 {
-		publish(t, ps, "news", fmt.Sprint(i))
-	}
-	sub := subscribe(t, ps, "news", pubsub.Now)
-	rev := publish(t, behind, "news", "late")[0]
-	v := readFloor(t, srv.Client, "news")
-	v.check(t, 51, 11) // the late message is not trimmed yet
-	ev := next(t, sub)
-	wantMsg(t, ev, rev, "late")
-	if time.Since(ev.Time) > time.Minute {
-		t.Errorf("late message stamped %v, want just above the floor's message", ev.Time)
-	}
-	for i := range 20 {
-		publish(t, ps, "news", fmt.Sprint(50+i))
-		// Not even for a while below the floor: a trim from there would
-		// not see it.
-		readFloor(t, srv.Client, "news").checkFloor(t)
-	}
-	v = readFloor(t, srv.Client, "news")
-	v.check(t, 71, 10)
-	for _, val := range v.live {
-		if val == "late" {
-			t.Errorf("the late message was not trimmed")
-		}
+	for _, behindBy := range []time.Duration{30 * time.Second, time.Hour} {
+		t.Run(fmt.Sprint(behindBy), func(t *testing.T) {
+			defer pubsub.SetFullReadEvery(1 << 30)()
+			srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+			ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+			behind := newPubSub(t, srv.Client, pubsub.WithKeepLast(1000)) // does not trim
+			pubsub.SetClock(behind, func() time.Time { return time.Now().Add(-behindBy) })
+			for i := range 50 {
+				publish(t, ps, "news", fmt.Sprint(i))
+			}
+			sub := subscribe(t, ps, "news", pubsub.Now)
+			rev := publish(t, behind, "news", "late")[0]
+			v := readFloor(t, srv.Client, "news")
+			v.check(t, 51, 11) // the late message is not trimmed yet
+			ev := next(t, sub)
+			wantMsg(t, ev, rev, "late")
+			switch late := time.Since(ev.Time); {
+			case behindBy < time.Minute && late > time.Second:
+				t.Errorf("late message stamped %v ago, want just above the floor's message", late)
+			case behindBy > time.Minute && (late < behindBy-time.Second || late > behindBy+time.Second):
+				t.Errorf("late message stamped %v ago, want its clock's %v (the floor lowered)", late, behindBy)
+			}
+			for i := range 20 {
+				publish(t, ps, "news", fmt.Sprint(50+i))
+				// Not even for a while below the floor: a trim from
+				// there would not see it.
+				readFloor(t, srv.Client, "news").checkFloor(t)
+			}
+			v = readFloor(t, srv.Client, "news")
+			v.check(t, 71, 10)
+			for _, val := range v.live {
+				if val == "late" {
+					t.Errorf("the late message was not trimmed")
+				}
+			}
+		})
 	}
 }
 

@@ -2,7 +2,9 @@ package pubsub
 
 import (
 	"context"
+	"errors"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -35,6 +37,17 @@ func Inspect(ctx context.Context, client *clientv3.Client, topic string) (Status
 	if err := validateTopic(topic); err != nil {
 		return Status{}, err
 	}
+	for tries := 1; ; tries++ {
+		// The later reads are at the first's revision: a compaction
+		// past it in between fails them, and Inspect reads again.
+		st, err := inspect(ctx, client, topic)
+		if !errors.Is(err, rpctypes.ErrCompacted) || tries == 3 {
+			return st, err
+		}
+	}
+}
+
+func inspect(ctx context.Context, client *clientv3.Client, topic string) (Status, error) {
 	resp, err := client.Txn(ctx).Then(
 		clientv3.OpGet(modeKey(topic)),
 		clientv3.OpGet(trimKey(topic)),

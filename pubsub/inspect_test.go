@@ -87,3 +87,35 @@ func TestInspectReadsOneValue(t *testing.T) {
 		t.Fatalf("%d reads of message values in a range, want none", n)
 	}
 }
+
+// Inspect's later reads are at its first read's revision: when etcd
+// compacts past it in between, Inspect reads again instead of failing.
+func TestInspectAfterCompactionBetweenReads(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	var compacted atomic.Bool
+	c, err := srv.NewClientWith(grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if r, ok := req.(*pb.TxnRequest); ok && len(r.Success) > 0 && r.Success[0].GetRequestRange().GetCountOnly() && compacted.CompareAndSwap(false, true) {
+			// Between the first read and the reads at its revision.
+			put, err := srv.Client.Put(ctx, "other", "x")
+			if err != nil {
+				return err
+			}
+			if _, err := srv.Client.Compact(ctx, put.Header.Revision); err != nil {
+				return err
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := publish(t, newPubSub(t, srv.Client), "news", "a", "b")
+	st, err := pubsub.Inspect(ctx, c, "news")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !compacted.Load() || st.Retained != 2 || st.Last == nil || st.Last.Revision != revs[1] {
+		t.Fatalf("status %+v (last %+v), compacted %v", st, st.Last, compacted.Load())
+	}
+}

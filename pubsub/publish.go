@@ -1,11 +1,13 @@
 package pubsub
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/concordkit/concord/internal/names"
@@ -18,7 +20,8 @@ import (
 // not fail the Publish. A message is stamped with this machine's time,
 // or, if that is behind the topic's floor (the oldest retained message's
 // stamp, or so), just above the floor, and for a minute after that as far
-// ahead of this machine's time (see the package doc). With
+// ahead of this machine's time; a floor more than a minute ahead of it is
+// lowered instead (see the package doc). With
 // KeepUntilCompaction the message is instead
 // kept in etcd's history (see publishLog). A topic holds messages of one
 // mode only: Publish fails with ErrRetentionMode, writing nothing, on a
@@ -52,7 +55,8 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 			Then(clientv3.OpPut(key, string(msg))).
 			Else(clientv3.OpGet(modeKey(topic), clientv3.WithCountOnly()),
 				clientv3.OpGet(above, clientv3.WithRange(end), clientv3.WithKeysOnly(),
-					clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))).
+					clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
+				clientv3.OpGet(trimKey(topic))).
 			Commit()
 		if err != nil {
 			return 0, err
@@ -65,18 +69,67 @@ func (c *Client) Publish(ctx context.Context, topic string, msg []byte) (int64, 
 		if resp.Responses[0].GetResponseRange().Count > 0 {
 			return 0, fmt.Errorf("%w: %q is kept until compaction", ErrRetentionMode, topic)
 		}
-		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-			// This clock is behind the publisher of the floor's
-			// message: stamp the key just above the floor.
-			floor := strings.TrimPrefix(string(kvs[0].Key), fl)
-			above := stampAbove(stamp, floor)
-			if !above.After(stamp) {
-				return 0, fmt.Errorf("pubsub: %q has a floor marker %q that is not a message key", topic, floor)
-			}
-			stamp = above
+		kvs := resp.Responses[1].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue // a key collision
+		}
+		// This clock is behind the floor: stamp the key just above it,
+		// or, if that is more than maxAhead ahead of this clock (a
+		// Client whose clock is ahead set the floor), lower the floor.
+		floor := strings.TrimPrefix(string(kvs[0].Key), fl)
+		raised := stampAbove(stamp, floor)
+		if !raised.After(stamp) {
+			return 0, fmt.Errorf("pubsub: %q has a floor marker %q that is not a message key", topic, floor)
+		}
+		if raised.Sub(now) <= maxAhead {
+			stamp = raised
 			c.setOffset(topic, now, stamp.Sub(now))
+			continue
+		}
+		rev, ok, err := c.publishLowering(ctx, topic, key, msg, first(resp.Responses[2]))
+		if err != nil || ok {
+			return rev, err
 		}
 	}
+}
+
+// maxAhead is how far ahead of its clock a Publish stamps a message to keep
+// it above the topic's floor; a floor further ahead, set by a Client whose
+// clock is ahead, it lowers instead.
+const maxAhead = time.Minute
+
+// publishLowering writes msg at key, below the topic's floor, and lowers
+// the floor to key, in one transaction that requires the trim record
+// (rec, nil if none) unchanged: a floor may always come down, as long as
+// the record and the marker move together. ok is false if the record
+// changed first (look again).
+func (c *Client) publishLowering(ctx context.Context, topic, key string, msg []byte, rec *mvccpb.KeyValue) (rev int64, ok bool, err error) {
+	if rec == nil {
+		return 0, false, nil // a marker with no record: not this version's
+	}
+	r, err := parseTrimRecord(rec.Value)
+	if err != nil {
+		return 0, false, err
+	}
+	low := strings.TrimPrefix(key, msgPrefix(topic))
+	r.floor, r.next = low, min(cmp.Or(r.next, low), low)
+	fp := floorPrefix(topic)
+	resp, err := c.etcd.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(trimKey(topic)), "=", rec.ModRevision),
+			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(modeKey(topic)), "=", 0)).
+		Then(clientv3.OpDelete(fp, clientv3.WithRange(fp+low)),
+			clientv3.OpDelete(fp+low+"\x00", clientv3.WithRange(clientv3.GetPrefixRangeEnd(fp))),
+			clientv3.OpPut(fp+low, ""),
+			clientv3.OpPut(trimKey(topic), r.String()),
+			clientv3.OpPut(key, string(msg))).
+		Commit()
+	if err != nil || !resp.Succeeded {
+		return 0, false, err
+	}
+	c.tel.Published.Add(ctx, 1)
+	c.maybeTrim(ctx, topic)
+	return resp.Header.Revision, true, nil
 }
 
 func validateTopic(topic string) error {

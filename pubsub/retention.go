@@ -182,6 +182,8 @@ func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, 
 		return 0, true, nil
 	}
 	keys := resp.Responses[1].GetResponseRange().Kvs
+	now := c.clock()
+	now = now.Add(c.offset(topic, now))
 	k := 0
 	if c.cfg.keepLast > 0 && len(keys) > c.cfg.keepLast {
 		k = len(keys) - c.cfg.keepLast
@@ -190,7 +192,7 @@ func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, 
 		// Stop at the first message young enough, even if a later one
 		// carries an older stamp (publishers' clocks differ): trimming
 		// must delete a prefix of the topic in revision order.
-		cutoff := time.Now().Add(-c.cfg.keepFor)
+		cutoff := now.Add(-c.cfg.keepFor)
 		for k < len(keys) && msgTime(prefix, keys[k].Key).Before(cutoff) {
 			k++
 		}
@@ -216,11 +218,12 @@ func (c *Client) trimOnce(ctx context.Context, topic string) (n int, more bool, 
 		}
 		floor = min(floor, next)
 	}
-	// Neither above this clock's now: a message stamped by a clock ahead
-	// must not set the floor there, or every other publisher would stamp
-	// its messages that far ahead.
-	now := fmt.Sprintf("%016x", uint64(time.Now().UnixNano()))
-	next, floor = min(next, now), min(floor, now)
+	// Neither above this Client's now (as its Publish stamps it): a
+	// message stamped by a clock ahead must not set the floor there, or
+	// every other publisher would stamp its messages that far ahead (or,
+	// past maxAhead, lower the floor).
+	limit := fmt.Sprintf("%016x", uint64(now.UnixNano()))
+	next, floor = min(next, limit), min(floor, limit)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(trimKey(topic)), "=", recMod)}
 	if floor > from {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(prefix+from), "<", resp.Header.Revision+1).
