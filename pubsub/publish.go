@@ -104,18 +104,19 @@ const maxAhead = time.Minute
 // the record and the marker move together. ok is false if the record
 // changed first (look again).
 func (c *Client) publishLowering(ctx context.Context, topic, key string, msg []byte, rec *mvccpb.KeyValue) (rev int64, ok bool, err error) {
-	if rec == nil {
-		return 0, false, nil // a marker with no record: not this version's
-	}
-	r, err := parseTrimRecord(rec.Value)
-	if err != nil {
-		return 0, false, err
+	var r trimRecord
+	var mod int64 // 0: no record (a marker left without one)
+	if rec != nil {
+		if r, err = parseTrimRecord(rec.Value); err != nil {
+			return 0, false, err
+		}
+		mod = rec.ModRevision
 	}
 	low := strings.TrimPrefix(key, msgPrefix(topic))
 	r.floor, r.next = low, min(cmp.Or(r.next, low), low)
 	fp := floorPrefix(topic)
 	resp, err := c.etcd.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(trimKey(topic)), "=", rec.ModRevision),
+		If(clientv3.Compare(clientv3.ModRevision(trimKey(topic)), "=", mod),
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(modeKey(topic)), "=", 0)).
 		Then(clientv3.OpDelete(fp, clientv3.WithRange(fp+low)),

@@ -106,3 +106,23 @@ func TestBehindTrimmerKeepsTheFloorMoving(t *testing.T) {
 		t.Errorf("the floor trailed now by up to %v (the behind Client's trims capped it at its clock)", worst.Round(time.Millisecond))
 	}
 }
+
+// A floor marker left without a trim record (deleted by hand) far above a
+// publisher's clock is lowered all the same: the Publish does not loop.
+func TestFloorWithoutRecordLowered(t *testing.T) {
+	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
+	ctx := testCtx(t)
+	ahead := fmt.Sprintf("%016x%08x", uint64(time.Now().Add(time.Hour).UnixNano()), 0)
+	if _, err := srv.Client.Put(ctx, "news/.f/"+ahead, ""); err != nil {
+		t.Fatal(err)
+	}
+	ps := newPubSub(t, srv.Client, pubsub.WithKeepLast(10))
+	sub := subscribe(t, ps, "news", pubsub.Now)
+	rev := publish(t, ps, "news", "now")[0]
+	ev := next(t, sub)
+	wantMsg(t, ev, rev, "now")
+	if d := time.Until(ev.Time); d > time.Minute {
+		t.Fatalf("message stamped %v ahead", d)
+	}
+	readFloor(t, srv.Client, "news").checkFloor(t)
+}
