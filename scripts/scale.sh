@@ -14,6 +14,7 @@
 # drained, tombstones, compacted, delayed), Resume (a pub/sub
 # subscription's start on topics retaining 100 and 10,000 messages),
 # PublishTrimmed (Publish after 100,000 messages trimmed, not compacted),
+# Inspect (pubsub.Inspect of a topic retaining 100 and 10,000 messages),
 # and the Cluster3 benchmarks (a
 # 3-member embedded cluster, fsync on: lock handoffs, queue drain, election
 # failover, each beside etcd's recipe and the floor). Each benchmark's doc
@@ -39,6 +40,7 @@ runs=(
   "QueueDepth;./queue;^BenchmarkQueueDepth\$/^server=process\$;300x"
   "Resume;./pubsub;^BenchmarkResume\$/^server=process\$;1000x"
   "PublishTrimmed;./pubsub;^BenchmarkPublishTrimmed\$/^server=process\$;2000x"
+  "Inspect;./pubsub;^BenchmarkInspect\$/^server=process\$;1000x"
   "Cluster3Lock;./lock;^BenchmarkCluster3Lock\$;300x"
   "Cluster3Drain;./queue;^BenchmarkCluster3Drain\$;400x"
   "Cluster3Failover;./election;^BenchmarkCluster3Failover\$;100x"
