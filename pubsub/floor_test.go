@@ -1,7 +1,6 @@
 package pubsub_test
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -116,24 +115,14 @@ func TestTrimReadsFromFloor(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
 	var from atomic.Value // where the last trim's read began
 	from.Store("")
-	see := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if r, ok := req.(*pb.TxnRequest); ok {
-			for _, op := range r.Success {
-				// Keys as sent: on an external cluster, under the
-				// test's namespace.
-				if rr := op.GetRequestRange(); rr != nil && rr.SortTarget == pb.RangeRequest_CREATE {
-					if _, suffix, ok := strings.Cut(string(rr.Key), "news/.m/"); ok {
-						from.Store(suffix)
-					}
-				}
-			}
+	c := rangeClient(t, srv.NewClientWith, func(rr *pb.RangeRequest) {
+		if rr.SortTarget != pb.RangeRequest_CREATE {
+			return
 		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-	c, err := srv.NewClientWith(grpc.WithChainUnaryInterceptor(see))
-	if err != nil {
-		t.Fatal(err)
-	}
+		if _, suffix, ok := strings.Cut(string(rr.Key), "news/.m/"); ok {
+			from.Store(suffix)
+		}
+	})
 	ps := newPubSub(t, c, pubsub.WithKeepLast(10)) // a trim at every Publish
 	pubsub.SetClock(ps, stepClock(1000, 10))       // message i stamped 1000+10i
 	for i := range 300 {
@@ -277,34 +266,13 @@ type msgReads struct {
 
 func (m *msgReads) client(t *testing.T, newClient func(...grpc.DialOption) (*clientv3.Client, error)) *clientv3.Client {
 	t.Helper()
-	see := func(r *pb.RangeRequest) {
-		if r == nil {
-			return
-		}
-		// Keys as sent: on an external cluster, under the test's
-		// namespace.
+	return rangeClient(t, newClient, func(r *pb.RangeRequest) {
 		if _, suffix, ok := strings.Cut(string(r.Key), m.prefix); ok {
 			m.mu.Lock()
 			m.from = append(m.from, suffix)
 			m.mu.Unlock()
 		}
-	}
-	record := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		switch r := req.(type) {
-		case *pb.RangeRequest:
-			see(r)
-		case *pb.TxnRequest:
-			for _, op := range r.Success {
-				see(op.GetRequestRange())
-			}
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-	c, err := newClient(grpc.WithChainUnaryInterceptor(record))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	})
 }
 
 // take returns the recorded beginnings and forgets them.

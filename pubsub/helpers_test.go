@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/concordkit/concord/pubsub"
 )
@@ -84,4 +86,30 @@ func wantMsg(t *testing.T, ev pubsub.Event, rev int64, data string) {
 	if ev.Gap != nil || ev.Revision != rev || string(ev.Data) != data {
 		t.Fatalf("event %+v (gap %v), want message %q at %d", ev, ev.Gap, data, rev)
 	}
+}
+
+// rangeClient is a client made by newClient (a Server's or a Proxy's
+// NewClientWith) that shows see each range read it sends, alone or in a
+// transaction's success branch. Keys are as sent: on an external cluster,
+// under the test's namespace.
+func rangeClient(t *testing.T, newClient func(...grpc.DialOption) (*clientv3.Client, error), see func(*pb.RangeRequest)) *clientv3.Client {
+	t.Helper()
+	show := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		switch r := req.(type) {
+		case *pb.RangeRequest:
+			see(r)
+		case *pb.TxnRequest:
+			for _, op := range r.Success {
+				if rr := op.GetRequestRange(); rr != nil {
+					see(rr)
+				}
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	c, err := newClient(grpc.WithChainUnaryInterceptor(show))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -24,7 +24,7 @@ type listings struct {
 }
 
 func (l *listings) see(r *pb.RangeRequest) {
-	if r != nil && len(r.RangeEnd) > 0 && !r.CountOnly && strings.HasSuffix(string(r.Key), l.prefix) {
+	if len(r.RangeEnd) > 0 && !r.CountOnly && strings.HasSuffix(string(r.Key), l.prefix) {
 		l.n.Add(1)
 	}
 }
@@ -33,22 +33,7 @@ func (l *listings) see(r *pb.RangeRequest) {
 // NewClientWith) whose listings of the topic's messages l counts.
 func listingClient(t *testing.T, newClient func(...grpc.DialOption) (*clientv3.Client, error), l *listings) *clientv3.Client {
 	t.Helper()
-	count := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		switch r := req.(type) {
-		case *pb.RangeRequest:
-			l.see(r)
-		case *pb.TxnRequest:
-			for _, op := range r.Success {
-				l.see(op.GetRequestRange())
-			}
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-	c, err := newClient(grpc.WithChainUnaryInterceptor(count))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return rangeClient(t, newClient, l.see)
 }
 
 // A subscription that starts near etcd's revision (Now, Resume, After a

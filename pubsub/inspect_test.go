@@ -56,25 +56,11 @@ func TestInspectRetentionAndLastMessage(t *testing.T) {
 func TestInspectReadsOneValue(t *testing.T) {
 	srv := embedtest.Start(t, embedtest.FastTicks(), embedtest.NoFsync())
 	var ranges atomic.Int64 // reads of a range of message keys with values
-	see := func(r *pb.RangeRequest) {
-		if r != nil && strings.Contains(string(r.Key), "news/.m/") && len(r.RangeEnd) > 0 && !r.KeysOnly && !r.CountOnly {
+	c := rangeClient(t, srv.NewClientWith, func(r *pb.RangeRequest) {
+		if strings.Contains(string(r.Key), "news/.m/") && len(r.RangeEnd) > 0 && !r.KeysOnly && !r.CountOnly {
 			ranges.Add(1)
 		}
-	}
-	c, err := srv.NewClientWith(grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		switch r := req.(type) {
-		case *pb.RangeRequest:
-			see(r)
-		case *pb.TxnRequest:
-			for _, op := range r.Success {
-				see(op.GetRequestRange())
-			}
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	revs := publish(t, newPubSub(t, srv.Client, pubsub.WithKeepLast(10)), "news", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l")
 	st, err := pubsub.Inspect(testCtx(t), c, "news")
 	if err != nil {
