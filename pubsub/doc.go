@@ -64,7 +64,7 @@
 // see it: they delete later messages first, and until one trim in 64 by a
 // Client, which reads the whole topic, deletes it, it is kept past
 // retention, a subscription that lists the topic (rather than hearing the
-// message from its watch) does not see it, and a subscriber that starts
+// message from its watch) and Inspect do not see it, and a subscriber that starts
 // or resumes after a trim past it numbers the messages after it one lower
 // than a subscriber that saw it (and a Gap's Count is one short). Upgrade
 // the publishers of a topic whose clocks differ by more than the age of

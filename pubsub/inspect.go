@@ -32,7 +32,8 @@ type Status struct {
 // from the topic's floor (see the package doc), then its value; a read of
 // every retained message (18 ms of server CPU at 10,000 retained,
 // BenchmarkInspect) would cost the server that much each time the console
-// shows the topic change.
+// shows the topic change. A message an older version wrote below the floor
+// (see the package doc) is not counted.
 func Inspect(ctx context.Context, client *clientv3.Client, topic string) (Status, error) {
 	if err := validateTopic(topic); err != nil {
 		return Status{}, err

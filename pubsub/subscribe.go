@@ -384,8 +384,10 @@ func (sub *subscriber) catchUp(ctx context.Context) error {
 	}
 	head := resp.Header.Revision
 	sub.seen = max(sub.seen, head)
-	if resp.Responses[2].GetResponseRange().Count > 0 {
-		sub.logMode = true
+	// A topic's mode is fixed, unless its keys are deleted by hand and
+	// it is used again the other way.
+	sub.logMode = resp.Responses[2].GetResponseRange().Count > 0
+	if sub.logMode {
 		return sub.catchUpLog(ctx, head, first(resp.Responses[3]))
 	}
 	rec, err := trimRecordOf(resp.Responses[0])

@@ -26,8 +26,13 @@ const readers = 4
 // that changes all the time and costs much to read (a busy topic retaining
 // 10,000 messages: 8 ms of server CPU a read, BenchmarkInspect; a queue
 // with as many items) is then shown a few times a second instead of being
-// read back to back, which took the server's every spare cycle.
+// read back to back, which took the server's every spare cycle. The wait
+// is at most maxSpacing, so that one read slowed by a blip does not hold a
+// recipe's next change back for long.
 const readSpacing = 10
+
+// maxSpacing bounds the wait readSpacing sets.
+const maxSpacing = 5 * time.Second
 
 // lastRead is when a recipe's last read began and how long it took.
 type lastRead struct {
@@ -37,7 +42,7 @@ type lastRead struct {
 
 // due is when a recipe read as r may be read again.
 func (r lastRead) due() time.Time {
-	return r.at.Add(max(readSpacing*r.took, r.took+coalesce))
+	return r.at.Add(min(max(readSpacing*r.took, r.took+coalesce), maxSpacing))
 }
 
 // run is the Console's one goroutine: it follows the prefix, reads what
@@ -53,13 +58,17 @@ func (c *Console) run(ctx context.Context) {
 
 	refresh := time.NewTimer(time.Hour)
 	refresh.Stop()
-	armed, deadline := false, time.Time{}
-	arm := func(d time.Duration) { // to fire in d, or sooner if it will
+	// hold: after a failed round, no read before its backoff is out.
+	armed, deadline, hold := false, time.Time{}, time.Time{}
+	arm := func(d time.Duration) { // to fire in d (not before hold), or sooner if it will
 		at := time.Now().Add(d)
+		if at.Before(hold) {
+			at = hold
+		}
 		if armed && !at.Before(deadline) {
 			return
 		}
-		refresh.Reset(d)
+		refresh.Reset(time.Until(at))
 		armed, deadline = true, at
 	}
 	poll := time.NewTicker(c.cfg.poll)
@@ -79,14 +88,16 @@ func (c *Console) run(ctx context.Context) {
 			arm(coalesce)
 		case <-refresh.C:
 			armed = false
-			switch ok, wait := c.readDirty(ctx, dirty, reads); {
-			case !ok:
-				arm(backoff.NextBackOff())
-			case wait > 0:
-				backoff.Reset()
-				arm(wait) // recipes read too recently to read again yet
-			default:
-				backoff.Reset()
+			ok, next := c.readDirty(ctx, dirty, reads)
+			if !ok {
+				hold = time.Now().Add(backoff.NextBackOff())
+				arm(0)
+				break
+			}
+			backoff.Reset()
+			hold = time.Time{}
+			if !next.IsZero() {
+				arm(time.Until(next)) // recipes read too recently to read again yet
 			}
 		case <-poll.C:
 			if c.poll(ctx, dirty) && len(dirty) > 0 {
@@ -139,9 +150,9 @@ func (c *Console) follow(u watch.Update, dirty map[recipeID]bool) {
 
 // readDirty reads every marked recipe that reads (when each was last read)
 // allows now, and publishes the new state. It reports whether every read
-// succeeded (failed ones stay marked) and how long until the recipes it
-// left marked, read too recently, may be read.
-func (c *Console) readDirty(ctx context.Context, dirty map[recipeID]bool, reads map[recipeID]lastRead) (ok bool, wait time.Duration) {
+// succeeded (failed ones stay marked) and when the first of the recipes it
+// left marked, read too recently, may be read (zero if none).
+func (c *Console) readDirty(ctx context.Context, dirty map[recipeID]bool, reads map[recipeID]lastRead) (ok bool, next time.Time) {
 	start := time.Now()
 	c.mu.RLock()
 	connected := c.st.cluster.Connected || !c.st.cluster.Checked
@@ -153,8 +164,8 @@ func (c *Console) readDirty(ctx context.Context, dirty map[recipeID]bool, reads 
 			gone = append(gone, id)
 		case reads[id].due().After(start):
 			deferred++
-			if w := reads[id].due().Sub(start); wait == 0 || w < wait {
-				wait = w
+			if due := reads[id].due(); next.IsZero() || due.Before(next) {
+				next = due
 			}
 		default:
 			todo = append(todo, id)
@@ -162,7 +173,10 @@ func (c *Console) readDirty(ctx context.Context, dirty map[recipeID]bool, reads 
 	}
 	c.mu.RUnlock()
 	if !connected && len(todo) > 0 {
-		return false, 0 // the poll marks the console connected again, and reads then
+		return false, next // the poll marks the console connected again, and reads then
+	}
+	if len(todo) == 0 && len(gone) == 0 {
+		return true, next // all deferred: nothing changes on the page
 	}
 	sort.Slice(todo, func(i, j int) bool { return todo[i].name < todo[j].name })
 
@@ -221,7 +235,7 @@ func (c *Console) readDirty(ctx context.Context, dirty map[recipeID]bool, reads 
 		c.markReady()
 	}
 	c.publish()
-	return ok, wait
+	return ok, next
 }
 
 func (c *Console) markReady() {
