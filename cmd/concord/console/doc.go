@@ -14,7 +14,7 @@
 // (lock.Inspect, election.Inspect, semaphore.Inspect, queue's Inspect,
 // discovery.Inspect, pubsub.Inspect, checkpoint.Load), a burst of changes
 // costing one read per recipe. A recipe is read again no sooner than ten
-// times its last read's duration after it, so one that changes all the
+// times its last read's duration after it (at most 5 s), so one that changes all the
 // time and costs much to read (a busy topic or queue with thousands of
 // messages or items) is shown a few times a second, not read back to back. The cluster's members and status and the
 // leases' TTLs are read once a second (WithPollInterval). Each part of the
