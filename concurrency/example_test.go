@@ -73,8 +73,10 @@ func ExampleSupervise() {
 		runs++
 		fmt.Printf("run %d: registered\n", runs)
 		if runs == 1 {
-			// Lose the lease: the server forgets it.
-			if _, err := srv.Client.Revoke(ctx, s.Lease()); err != nil {
+			// Lose the lease: the server forgets it. Not with ctx: the
+			// session can see its lease gone, and end ctx, before
+			// Revoke's answer arrives.
+			if _, err := srv.Client.Revoke(context.WithoutCancel(ctx), s.Lease()); err != nil {
 				return err
 			}
 			<-ctx.Done()
